@@ -1,0 +1,3 @@
+"""idealab: execution-grounded automated AI research."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""The backend interface: submit / wait / cancel / logs.
+
+A backend runs a shell command in a prepared directory with a hard time limit and reports how the
+process ended. It knows nothing of ideas, metrics or the store; the search loop knows nothing of
+processes. The local backend lives in `local.py`; Ray and Slurm backends implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str  # unique within a run; also exported to the job as IDEALAB_JOB_ID
+    workspace: Path  # the job's own copy of the environment; the command runs here
+    command: str  # run with /bin/sh -c
+    timeout_s: float  # hard wall-clock limit, counted from the moment the job starts
+    gpus: int = 0  # GPUs the job needs; 0 = one CPU slot
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables (on top of the scrubbed base)
+    log_dir: Path | None = None  # where stdout.log / stderr.log go; default: workspace/../logs
+
+
+@dataclass(frozen=True)
+class JobStart:
+    """Told to the caller the moment a job holds its slot and its process exists."""
+
+    job_id: str
+    started_at: float  # epoch seconds
+    gpu_ids: tuple[int, ...]
+    pid: int | None  # process (group) id where the backend has one; used to clean up after a crash
+    stdout_path: Path
+    stderr_path: Path
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    started_at: float
+    finished_at: float
+    exit_code: int | None  # None when the process never ran or was killed by the time limit
+    timed_out: bool
+    gpu_ids: tuple[int, ...]
+    stdout_path: Path
+    stderr_path: Path
+    cancelled: bool = False
+    error: str | None = None  # the backend could not run the job at all (not the job's own failure)
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+
+OnStart = Callable[[JobStart], None]
+
+
+class Backend(Protocol):
+    """Runs jobs. `submit` returns at once (the job waits for a slot inside the backend)."""
+
+    async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
+        """Queue a job; returns its handle (the job_id). `on_start` fires when it starts running."""
+        ...
+
+    async def wait(self, handle: str) -> JobResult:
+        """Wait, without polling, until the job has ended; return how it ended."""
+        ...
+
+    async def cancel(self, handle: str) -> None:
+        """Stop a queued or running job (terminate, then kill its whole process group)."""
+        ...
+
+    def logs(self, handle: str) -> tuple[Path, Path]:
+        """Paths of the job's stdout and stderr logs."""
+        ...
+
+    async def close(self) -> None:
+        """Cancel whatever is still queued or running."""
+        ...

@@ -1,0 +1,389 @@
+"""The environment contract: a directory with an `idealab.toml` manifest.
+
+Everything that differs between environments (command, resources, metric and its direction, which files
+may be edited, knobs, presets) is declared here; the orchestrator never branches on an environment's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from idealab.paths import builtin_envs_dir
+
+MANIFEST_NAME = "idealab.toml"
+
+# Lines between these markers (matched anywhere in a line, so any comment syntax works) are a protected
+# region of an editable file: the implementer may not change them.
+PROTECT_BEGIN = "idealab: protected-begin"
+PROTECT_END = "idealab: protected-end"
+
+
+class ManifestError(ValueError):
+    """An invalid manifest; the message names the file, the field and what is expected."""
+
+
+class Goal(StrEnum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class Reduce(StrEnum):
+    LAST = "last"
+    MIN = "min"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    command: str
+    timeout_s: float
+    gpus: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    setup: str | None = None  # prepares data once (`idealab env prepare`), run in the environment dir
+    preflight: str | None = None  # short check run on a changed copy before a real job is spent on it
+    preflight_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    goal: Goal
+    reduce: Reduce = Reduce.LAST
+    regex: re.Pattern[str] | None = None
+    baseline: float | None = None
+    valid_range: tuple[float, float] | None = None
+
+    def better(self, a: float, b: float) -> bool:
+        """True when value a is strictly better than b in this metric's direction."""
+        return a < b if self.goal is Goal.MINIMIZE else a > b
+
+    def best(self, values: list[float]) -> float | None:
+        if not values:
+            return None
+        return min(values) if self.goal is Goal.MINIMIZE else max(values)
+
+    def in_range(self, value: float) -> bool:
+        if self.valid_range is None:
+            return True
+        low, high = self.valid_range
+        return low <= value <= high
+
+
+@dataclass(frozen=True)
+class FileRules:
+    editable: tuple[str, ...]
+    readonly: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+
+    @property
+    def protected(self) -> tuple[str, ...]:
+        """Files that must be byte-identical after any change and any run."""
+        return self.readonly + self.hidden
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """Files shown to ideators and implementers (never the hidden ones)."""
+        return self.editable + self.readonly
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A module-level `NAME = <number>` assignment in `file`, searched within [low, high]."""
+
+    name: str
+    file: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    description: str
+    root: Path
+    run: RunSpec
+    metric: MetricSpec
+    files: FileRules
+    knobs: Mapping[str, Knob]
+    rules: tuple[str, ...] = ()  # environment-specific rules added to every LLM prompt
+    presets: tuple[str, ...] = ()
+    preset: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets"}
+_RUN_KEYS = {"command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s"}
+_METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range"}
+_FILES_KEYS = {"editable", "readonly", "hidden"}
+_KNOB_KEYS = {"file", "low", "high", "log", "integer"}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Reader:
+    """Typed field access that raises ManifestError naming the file and the dotted field."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, fieldname: str, expected: str, got: Any = None, show_got: bool = True) -> ManifestError:
+        tail = f", got {got!r}" if show_got else ""
+        return ManifestError(f"{self.path}: field '{fieldname}': expected {expected}{tail}")
+
+    def table(self, data: Mapping[str, Any], key: str, prefix: str, required: bool = True) -> dict[str, Any]:
+        where = f"{prefix}{key}"
+        if key not in data:
+            if required:
+                raise self.fail(where, "a table", show_got=False)
+            return {}
+        value = data[key]
+        if not isinstance(value, dict):
+            raise self.fail(where, "a table", value)
+        return value
+
+    def no_unknown(self, data: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.fail(f"{prefix}{key}", f"one of the known fields {sorted(allowed)}", key, False)
+
+    def string(self, data: Mapping[str, Any], key: str, prefix: str, default: str | None = None) -> str:
+        where = f"{prefix}{key}"
+        if key not in data:
+            if default is None:
+                raise self.fail(where, "a non-empty string (required)", show_got=False)
+            return default
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, "a non-empty string", value)
+        return value
+
+    def optional_string(self, data: Mapping[str, Any], key: str, prefix: str) -> str | None:
+        if key not in data:
+            return None
+        return self.string(data, key, prefix)
+
+    def number(self, data: Mapping[str, Any], key: str, prefix: str, default: float | None = None) -> float:
+        where = f"{prefix}{key}"
+        if key not in data:
+            if default is None:
+                raise self.fail(where, "a number (required)", show_got=False)
+            return default
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.fail(where, "a finite number", value)
+        return float(value)
+
+    def boolean(self, data: Mapping[str, Any], key: str, prefix: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{prefix}{key}", "true or false", value)
+        return value
+
+    def string_list(self, data: Mapping[str, Any], key: str, prefix: str) -> tuple[str, ...]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(f"{prefix}{key}", "a list of non-empty strings", value)
+        return tuple(value)
+
+    def choice(self, data: Mapping[str, Any], key: str, prefix: str, enum: type[StrEnum], default: Any) -> Any:
+        value = data.get(key, default)
+        try:
+            return enum(value)
+        except ValueError:
+            options = " or ".join(repr(m.value) for m in enum)
+            raise self.fail(f"{prefix}{key}", options, value) from None
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge a preset's tables over the manifest's (tables merge, everything else replaces)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
+    run = r.table(raw, "run", "")
+    r.no_unknown(run, _RUN_KEYS, "run.")
+    timeout_s = r.number(run, "timeout_s", "run.")
+    if timeout_s <= 0:
+        raise r.fail("run.timeout_s", "a positive number of seconds", timeout_s)
+    gpus = run.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise r.fail("run.gpus", "a non-negative integer", gpus)
+    env = run.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str | int | float) for v in env.values()):
+        raise r.fail("run.env", "a table of variable = string", env)
+    preflight_timeout = r.number(run, "preflight_timeout_s", "run.", default=300.0)
+    return RunSpec(
+        command=r.string(run, "command", "run."),
+        timeout_s=timeout_s,
+        gpus=gpus,
+        env={str(k): str(v) for k, v in env.items()},
+        setup=r.optional_string(run, "setup", "run."),
+        preflight=r.optional_string(run, "preflight", "run."),
+        preflight_timeout_s=preflight_timeout,
+    )
+
+
+def _parse_metric(r: _Reader, raw: dict[str, Any]) -> MetricSpec:
+    metric = r.table(raw, "metric", "")
+    r.no_unknown(metric, _METRIC_KEYS, "metric.")
+    regex = None
+    pattern = r.optional_string(metric, "regex", "metric.")
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise r.fail("metric.regex", f"a valid regular expression ({exc})", pattern) from None
+        if "value" not in regex.groupindex and regex.groups != 1:
+            raise r.fail("metric.regex", "a regex with a (?P<value>...) group or exactly one group", pattern)
+    valid_range = None
+    if "valid_range" in metric:
+        vr = metric["valid_range"]
+        ok = isinstance(vr, list) and len(vr) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in vr
+        )
+        if not ok or vr[0] > vr[1]:
+            raise r.fail("metric.valid_range", "[low, high] with low <= high", vr)
+        valid_range = (float(vr[0]), float(vr[1]))
+    baseline = r.number(metric, "baseline", "metric.") if "baseline" in metric else None
+    return MetricSpec(
+        name=r.string(metric, "name", "metric."),
+        goal=r.choice(metric, "goal", "metric.", Goal, None),
+        reduce=r.choice(metric, "reduce", "metric.", Reduce, "last"),
+        regex=regex,
+        baseline=baseline,
+        valid_range=valid_range,
+    )
+
+
+def _parse_files(r: _Reader, raw: dict[str, Any], root: Path) -> FileRules:
+    files = r.table(raw, "files", "")
+    r.no_unknown(files, _FILES_KEYS, "files.")
+    rules = FileRules(
+        editable=r.string_list(files, "editable", "files."),
+        readonly=r.string_list(files, "readonly", "files."),
+        hidden=r.string_list(files, "hidden", "files."),
+    )
+    if not rules.editable:
+        raise r.fail("files.editable", "at least one file that ideas may change", [])
+    seen: dict[str, str] = {}
+    for kind in ("editable", "readonly", "hidden"):
+        for rel in getattr(rules, kind):
+            where = f"files.{kind}"
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise r.fail(where, "paths relative to the environment directory", rel)
+            if rel in seen:
+                raise r.fail(where, f"each file in one list only ('{rel}' is also in files.{seen[rel]})", rel)
+            seen[rel] = kind
+            if not (root / rel).is_file():
+                raise r.fail(where, f"an existing file under {root}", rel)
+    return rules
+
+
+def _parse_knobs(r: _Reader, raw: dict[str, Any], files: FileRules) -> dict[str, Knob]:
+    knobs = r.table(raw, "knobs", "", required=False)
+    parsed: dict[str, Knob] = {}
+    for name, spec in knobs.items():
+        prefix = f"knobs.{name}."
+        if not _IDENTIFIER.match(name):
+            raise r.fail(f"knobs.{name}", "a Python identifier as the knob name", name)
+        if not isinstance(spec, dict):
+            raise r.fail(f"knobs.{name}", "a table", spec)
+        r.no_unknown(spec, _KNOB_KEYS, prefix)
+        knob = Knob(
+            name=name,
+            file=r.string(spec, "file", prefix),
+            low=r.number(spec, "low", prefix),
+            high=r.number(spec, "high", prefix),
+            log=r.boolean(spec, "log", prefix, False),
+            integer=r.boolean(spec, "integer", prefix, False),
+        )
+        if knob.file not in files.editable:
+            raise r.fail(f"{prefix}file", f"one of files.editable {list(files.editable)}", knob.file)
+        if knob.low >= knob.high:
+            raise r.fail(f"{prefix}high", f"a number greater than low ({knob.low})", knob.high)
+        if knob.log and knob.low <= 0:
+            raise r.fail(f"{prefix}low", "a positive number when log = true", knob.low)
+        parsed[name] = knob
+    return parsed
+
+
+def load_manifest(env_dir: Path | str, preset: str | None = None) -> Manifest:
+    """Read and validate `<env_dir>/idealab.toml`, applying the named preset's overrides."""
+    root = Path(env_dir).resolve()
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest found (an environment directory needs {MANIFEST_NAME})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    r = _Reader(path)
+    r.no_unknown(raw, _TOP_KEYS, "")
+    presets = r.table(raw, "presets", "", required=False)
+    for pname, pvalue in presets.items():
+        if not isinstance(pvalue, dict):
+            raise r.fail(f"presets.{pname}", "a table of overrides", pvalue)
+        r.no_unknown(pvalue, _TOP_KEYS - {"presets", "name"}, f"presets.{pname}.")
+    if preset is not None:
+        if preset not in presets:
+            raise ManifestError(
+                f"{path}: field 'presets': no preset named {preset!r}; known presets: {sorted(presets) or 'none'}"
+            )
+        raw = _merge(raw, presets[preset])
+    files = _parse_files(r, raw, root)
+    return Manifest(
+        name=r.string(raw, "name", ""),
+        description=r.string(raw, "description", ""),
+        root=root,
+        run=_parse_run(r, raw),
+        metric=_parse_metric(r, raw),
+        files=files,
+        knobs=_parse_knobs(r, raw, files),
+        rules=r.string_list(raw, "rules", ""),
+        presets=tuple(presets),
+        preset=preset,
+    )
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+
+def builtin_env_names() -> list[str]:
+    base = builtin_envs_dir()
+    return sorted(p.name for p in base.iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def resolve_env(name_or_path: str) -> Path:
+    """A built-in environment by name, or any directory holding a manifest by path."""
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / MANIFEST_NAME).is_file():
+        return candidate.resolve()
+    builtin = builtin_envs_dir() / name_or_path
+    if "/" not in name_or_path and (builtin / MANIFEST_NAME).is_file():
+        return builtin
+    if candidate.exists():
+        raise ManifestError(f"{candidate}: no {MANIFEST_NAME} in this directory")
+    raise ManifestError(
+        f"unknown environment {name_or_path!r}: not a directory with {MANIFEST_NAME}, "
+        f"and not a built-in environment (built-in: {', '.join(builtin_env_names()) or 'none'})"
+    )

@@ -1,0 +1,39 @@
+"""Explicit experiment statuses: a failed run has a status and a reason, never a sentinel number."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    # in flight
+    PROPOSED = "proposed"  # idea stored, no code change yet
+    IMPLEMENTING = "implementing"  # implementer working on a diff
+    READY = "ready"  # code change applied to the job's copy, waiting for a slot
+    RUNNING = "running"  # job submitted to a backend
+    # terminal
+    OK = "ok"
+    FAILED = "failed"  # non-zero exit or crash; reason holds the error's last lines
+    TIMEOUT = "timeout"
+    INVALID = "invalid"  # no metric, non-finite, or outside valid_range
+    TAMPERED = "tampered"  # a readonly or hidden file changed
+    UNIMPLEMENTABLE = "unimplementable"  # no acceptable code change could be made
+    CANCELLED = "cancelled"  # the run stopped (e.g. cost cap) before this idea ran
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {
+        Status.OK,
+        Status.FAILED,
+        Status.TIMEOUT,
+        Status.INVALID,
+        Status.TAMPERED,
+        Status.UNIMPLEMENTABLE,
+        Status.CANCELLED,
+    }
+)
+IN_FLIGHT = frozenset(set(Status) - TERMINAL)
