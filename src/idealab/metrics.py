@@ -42,7 +42,7 @@ def _parse_metric_line(line: str) -> MetricValue | None:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None
     raw = data.get("value")
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         return None
     try:
         value = float(raw)

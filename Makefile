@@ -1,0 +1,43 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED_DATA ?= ../shared/data
+SHARED_FLAG := $(if $(wildcard $(SHARED_DATA)),--shared-data $(SHARED_DATA),)
+
+.PHONY: setup data demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Offline data (Shakespeare text, SmolLM2 weights, MATH links, arithmetic tasks) into $$IDEALAB_DATA_DIR.
+data: $(STAMP)
+	$(BIN)/idealab data fetch $(SHARED_FLAG)
+
+demo: data
+	rm -rf runs/demo
+	$(BIN)/idealab run --env charlm --preset demo --epochs 3 --ideas-per-epoch 4 --slots 2 --seed 0 \
+		--workdir runs/demo --quiet
+
+test: data
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/utilisation.py
+	$(BIN)/python benchmarks/apply_rate.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

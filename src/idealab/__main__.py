@@ -1,0 +1,3 @@
+from idealab.cli import main
+
+main()

@@ -1,0 +1,325 @@
+"""The `idealab` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from idealab import paths
+from idealab.executor.gpus import choose_gpu_ids
+from idealab.executor.local import LocalBackend
+from idealab.executor.runner import run_job
+from idealab.executor.sandbox import copy_environment
+from idealab.executor.slots import SlotPool
+from idealab.ideators import registry
+from idealab.manifest import ManifestError, builtin_env_names, load_manifest, resolve_env
+from idealab.report import load_view, status_json
+from idealab.runconfig import RunOptions, resolve_run_options
+from idealab.search.live import LiveDisplay
+from idealab.search.loop import Search
+from idealab.store import Store
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Execution-grounded automated AI research.")
+env_app = typer.Typer(no_args_is_help=True, help="Research environments: list, check, prepare.")
+data_app = typer.Typer(no_args_is_help=True, help="Offline data that set-up fetches once.")
+app.add_typer(env_app, name="env")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
+    try:
+        gpu_ids = choose_gpu_ids(gpus)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if gpus_per_job > len(gpu_ids):
+        found = ",".join(map(str, gpu_ids)) or "none"
+        raise _fail(f"the environment needs {gpus_per_job} GPU(s) per job; GPUs available: {found} (use --gpus)")
+    return SlotPool(gpu_ids, cpu_slots=slots if slots is not None else max(1, len(gpu_ids) or 1))
+
+
+def _describe(pool: SlotPool) -> str:
+    gpu_ids = pool.gpu_ids
+    gpu_text = f"GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else "no GPU"
+    return f"{gpu_text}, {pool.cpu_slots} CPU slot(s)"
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+@app.command()
+def run(
+    env: Annotated[str | None, typer.Option(help="Built-in environment name or a directory with idealab.toml.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Named preset of the environment's manifest.")] = None,
+    ideator: Annotated[str | None, typer.Option(help="Ideator: mutate (no LLM) or llm.")] = None,
+    model: Annotated[str | None, typer.Option(help="LLM as provider:model, e.g. anthropic:claude-opus-4-5.")] = None,
+    implementer_model: Annotated[str | None, typer.Option(help="LLM for implementing (default: --model).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
+    keys_file: Annotated[Path | None, typer.Option(help="keys.json with api_key, anthropic_key, ...")] = None,
+    max_cost_usd: Annotated[float | None, typer.Option(help="Stop new LLM calls once this is spent.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs (default 10).")] = None,
+    ideas_per_epoch: Annotated[int | None, typer.Option(help="Ideas per epoch (default 80).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Run directory (database, copies, logs).")] = Path("runs/latest"),
+    slots: Annotated[int | None, typer.Option(help="CPU slots for jobs that need no GPU.")] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU ids to use, e.g. 0,1,2 (default: nvidia-smi).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the search (default 0).")] = None,
+    next_epoch_at: Annotated[
+        float | None, typer.Option(help="Fraction of an epoch with results before the next epoch's ideation.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Ideas per ideator call (default 10).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No live display; one line per finished experiment.")] = False,
+) -> None:
+    """Run (or resume) a search in WORKDIR."""
+    workdir = workdir.resolve()
+    store = Store.open(workdir)
+    try:
+        try:
+            options = resolve_run_options(
+                store,
+                RunOptions.from_cli(
+                    env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
+                    base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs,
+                    ideas_per_epoch=ideas_per_epoch, seed=seed, next_epoch_at=next_epoch_at,
+                    batch_size=batch_size,
+                ),
+            )
+            manifest = load_manifest(resolve_env(options.env), options.preset)
+        except (ManifestError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        run_record = options.ensure_run(store, manifest)
+        pool = _pool(slots, gpus, manifest.run.gpus)
+        try:
+            the_ideator, implementer = registry.build(
+                options.ideator,
+                registry.IdeatorOptions(
+                    store=store, run_id=run_record.id, model=options.model,
+                    implementer_model=options.implementer_model, base_url=options.base_url,
+                    keys_file=keys_file, max_cost_usd=options.max_cost_usd, batch_size=options.batch_size,
+                ),
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
+        display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
+        backend = LocalBackend(pool)
+        search = Search(
+            manifest, store, run_record.id, backend, the_ideator, implementer,
+            options.search_config(), workdir, on_event=display.on_event,
+        )
+        console.print(
+            f"[bold]idealab[/] {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
+            f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
+            f"{_describe(pool)}, workdir {workdir}"
+        )
+        with display:
+            try:
+                asyncio.run(_run_search(search, backend))
+            except KeyboardInterrupt:
+                console.print("[yellow]interrupted: state is saved; run the same command again to resume[/]")
+                raise typer.Exit(130) from None
+        _print_summary(store)
+        if search.internal_errors:
+            console.print(f"[bold red]{len(search.internal_errors)} internal error(s):[/]")
+            for err in search.internal_errors:
+                console.print(err)
+            raise typer.Exit(1)
+    finally:
+        store.close()
+
+
+async def _run_search(search: Search, backend: LocalBackend) -> None:
+    try:
+        await search.run()
+    finally:
+        await backend.close()
+
+
+def _print_summary(store: Store) -> None:
+    view = load_view(store)
+    unit = view.run.manifest["metric"]["name"]
+    best = view.best()
+    out.print(f"baseline {unit}: {view.baseline if view.baseline is not None else 'unknown'}")
+    if best is None:
+        out.print("best: no experiment finished ok")
+    else:
+        verdict = "beats the baseline" if view.beats_baseline(best) else "does not beat the baseline"
+        out.print(f"best {unit}: {best.metric} (experiment {best.id}, epoch {best.epoch}, {verdict})")
+        out.print(f"best idea: {best.text}")
+    counts: dict[str, int] = {}
+    for idea in view.experiments:
+        counts[idea.status.value] = counts.get(idea.status.value, 0) + 1
+    out.print("experiments: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    cost = store.total_cost(view.run.id)
+    if cost:
+        out.print(f"LLM cost: ${cost:.4f}")
+
+
+# --------------------------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(
+    workdir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/latest"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a run's baseline, best result and experiments."""
+    if not (workdir / "idealab.db").is_file():
+        raise _fail(f"{workdir}: no idealab run here (no idealab.db)")
+    store = Store.open(workdir)
+    try:
+        try:
+            data = status_json(store)
+        except LookupError as exc:
+            raise _fail(f"{workdir}: {exc}") from None
+        if as_json:
+            out.print_json(json.dumps(data))
+            return
+        _print_table(data)
+    finally:
+        store.close()
+
+
+def _print_table(data: dict[str, Any]) -> None:
+    metric = data["metric"]
+    table = Table(title=f"{data['run']['env']}: {metric['name']} ({metric['goal']})")
+    for column in ("id", "epoch", "status", metric["name"], "idea / reason"):
+        table.add_column(column, overflow="fold")
+    for e in data["experiments"]:
+        value = "" if e["metric"] is None else f"{e['metric']:.4g}"
+        detail = e["idea"] if e["status"] == "ok" else f"{e['idea']}\n[dim]{(e['reason'] or '')[-300:]}[/]"
+        table.add_row(str(e["id"]), str(e["epoch"]), e["status"], value, detail)
+    out.print(table)
+    out.print(f"baseline: {data['baseline']}")
+    best = data["best"]
+    out.print("best: none" if best is None else f"best: {best['metric']} (#{best['id']}) {best['idea']}")
+
+
+# ------------------------------------------------------------------------------------------------ env
+
+
+@env_app.command("list")
+def env_list() -> None:
+    """List the built-in environments."""
+    for name in builtin_env_names():
+        try:
+            manifest = load_manifest(resolve_env(name))
+        except ManifestError as exc:
+            out.print(f"[bold]{name}[/]  [red]invalid manifest:[/] {exc}")
+            continue
+        presets = ", ".join(manifest.presets) or "-"
+        out.print(f"[bold]{name}[/]  {manifest.metric.name} ({manifest.metric.goal.value}); presets: {presets}")
+        out.print(f"    {manifest.description.strip().splitlines()[0]}")
+
+
+@env_app.command("check")
+def env_check(
+    env: Annotated[str, typer.Argument(help="Built-in name or directory.")],
+    preset: Annotated[str | None, typer.Option(help="Preset.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    slots: Annotated[int | None, typer.Option(help="CPU slots.")] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU ids.")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Keep the copy and logs here.")] = None,
+) -> None:
+    """Run the unmodified environment once through the executor and report its metric."""
+    try:
+        manifest = load_manifest(resolve_env(env), preset)
+    except ManifestError as exc:
+        raise _fail(str(exc)) from None
+    pool = _pool(slots, gpus, manifest.run.gpus)
+    base = workdir.resolve() if workdir else Path(tempfile.mkdtemp(prefix="idealab-check-"))
+    workspace = copy_environment(manifest.root, base / "code")
+    if not as_json:
+        console.print(f"running {manifest.name} ({preset or 'default'}): {manifest.run.command}")
+
+    async def go() -> Any:
+        backend = LocalBackend(pool)
+        try:
+            return await run_job(backend, manifest, workspace, "check", base / "logs")
+        finally:
+            await backend.close()
+
+    outcome = asyncio.run(go())
+    result = {
+        "env": manifest.name,
+        "preset": preset,
+        "status": outcome.status.value,
+        "metric": outcome.metric,
+        "metric_name": manifest.metric.name,
+        "reason": outcome.reason,
+        "duration_s": round(outcome.result.duration_s, 3),
+        "stdout": str(outcome.result.stdout_path),
+        "stderr": str(outcome.result.stderr_path),
+    }
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key}: {value}")
+    if outcome.status.value != "ok":
+        raise typer.Exit(1)
+
+
+def _run_setup(manifest_name: str, shared_data: Path | None) -> None:
+    manifest = load_manifest(resolve_env(manifest_name))
+    if manifest.run.setup is None:
+        console.print(f"{manifest.name}: nothing to prepare")
+        return
+    env = dict(os.environ)
+    env[paths.DATA_DIR_VAR] = str(paths.data_dir())
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if shared_data is not None:
+        env["IDEALAB_SHARED_DATA"] = str(shared_data.resolve())
+    console.print(f"{manifest.name}: {manifest.run.setup}")
+    started = time.monotonic()
+    done = subprocess.run(manifest.run.setup, shell=True, cwd=manifest.root, env=env, check=False)
+    if done.returncode != 0:
+        raise _fail(f"{manifest.name}: set-up command failed with exit code {done.returncode}")
+    console.print(f"{manifest.name}: ready ({time.monotonic() - started:.1f} s)")
+
+
+@env_app.command("prepare")
+def env_prepare(
+    env: Annotated[str, typer.Argument(help="Built-in name or directory.")],
+    shared_data: Annotated[Path | None, typer.Option(help="Directory with math/ and prompts/.")] = None,
+) -> None:
+    """Run an environment's set-up command (fetches or builds its offline data once)."""
+    try:
+        _run_setup(env, shared_data)
+    except ManifestError as exc:
+        raise _fail(str(exc)) from None
+
+
+@data_app.command("fetch")
+def data_fetch(
+    shared_data: Annotated[Path | None, typer.Option(help="Directory with math/ and prompts/.")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Only these environments.")] = None,
+) -> None:
+    """Prepare the offline data of every built-in environment (into $IDEALAB_DATA_DIR)."""
+    console.print(f"data directory: {paths.data_dir()}")
+    for name in only or builtin_env_names():
+        _run_setup(name, shared_data)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

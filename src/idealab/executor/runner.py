@@ -1,0 +1,125 @@
+"""From a job to an experiment outcome: run the manifest's command, then classify how it went.
+
+Order of verdicts: cancelled -> CANCELLED; the backend could not run it -> FAILED; a readonly or hidden
+file differs from the pristine environment -> TAMPERED; time limit -> TIMEOUT; non-zero exit -> FAILED;
+otherwise the metric read from stdout decides OK or INVALID.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from idealab.executor.base import Backend, JobResult, JobSpec, OnStart
+from idealab.executor.sandbox import hash_files
+from idealab.manifest import Manifest
+from idealab.metrics import MetricValue, extract_values, judge
+from idealab.status import Status
+
+ERROR_TAIL_LINES = 20
+_TAIL_BYTES = 64 * 1024  # enough for 20 lines of any sane error; bounds reading a huge log
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status  # OK, FAILED, TIMEOUT, INVALID, TAMPERED or CANCELLED
+    metric: float | None  # the judged metric; set only when status is OK
+    reason: str | None  # why it is not OK (FAILED: exit code and the error's last lines)
+    values: list[MetricValue]  # every value the run printed, whatever the status
+    result: JobResult
+
+
+def protected_hashes(manifest: Manifest) -> dict[str, str]:
+    """sha256 of the pristine environment's readonly and hidden files."""
+    return hash_files(manifest.root, manifest.files.protected)
+
+
+def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path) -> JobSpec:
+    """The manifest's run as a job. `run.env` goes unexpanded: `${VAR}`s are filled in at start time."""
+    run = manifest.run
+    return JobSpec(
+        job_id=job_id,
+        workspace=workspace,
+        command=run.command,
+        timeout_s=run.timeout_s,
+        gpus=run.gpus,
+        env=dict(run.env),
+        log_dir=log_dir,
+    )
+
+
+async def run_job(
+    backend: Backend,
+    manifest: Manifest,
+    workspace: Path,
+    job_id: str,
+    log_dir: Path,
+    on_start: OnStart | None = None,
+    expected_hashes: dict[str, str] | None = None,
+) -> Outcome:
+    """Run the manifest's command in `workspace` (a prepared copy of the environment) and judge it."""
+    expected = expected_hashes if expected_hashes is not None else protected_hashes(manifest)
+    handle = await backend.submit(job_spec(manifest, workspace, job_id, log_dir), on_start)
+    result = await backend.wait(handle)
+    return classify(result, manifest, workspace, expected)
+
+
+def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: dict[str, str]) -> Outcome:
+    """The verdict on a finished job (see the module docstring for the order)."""
+    if result.cancelled:
+        return Outcome(Status.CANCELLED, None, "cancelled before it finished", [], result)
+    if result.error is not None:
+        return Outcome(Status.FAILED, None, f"the backend could not run the job: {result.error}", [], result)
+    stdout = _read_text(result.stdout_path)
+    values = extract_values(stdout, manifest.metric)
+    changed = sorted(
+        rel for rel, digest in hash_files(workspace, expected).items() if digest != expected[rel]
+    )
+    if changed:
+        reason = f"protected file(s) changed during the run: {', '.join(changed)}"
+        return Outcome(Status.TAMPERED, None, reason, values, result)
+    if result.timed_out:
+        reason = f"exceeded the time limit of {manifest.run.timeout_s:g} s"
+        return Outcome(Status.TIMEOUT, None, reason, values, result)
+    if result.exit_code != 0:
+        tail = _tail(result.stderr_path) or _tail(result.stdout_path)
+        reason = describe_exit(result.exit_code) + (f"\n{tail}" if tail else "")
+        return Outcome(Status.FAILED, None, reason, values, result)
+    verdict = judge(values, manifest.metric)
+    if not verdict.ok:
+        return Outcome(Status.INVALID, None, verdict.reason, values, result)
+    return Outcome(Status.OK, verdict.metric, None, values, result)
+
+
+def describe_exit(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "the process ended without an exit code"
+    if exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        return f"killed by {name}"
+    return f"exit code {exit_code}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:
+    """The last `lines` lines of a log file ('' when absent or empty)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - _TAIL_BYTES))
+            data = handle.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode(errors="replace").rstrip()
+    return "\n".join(text.splitlines()[-lines:])

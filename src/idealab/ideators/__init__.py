@@ -1,0 +1,1 @@
+"""Ideators propose research ideas; implementers turn them into code changes."""

@@ -1,0 +1,96 @@
+"""The interfaces between the search loop and whoever proposes and implements ideas.
+
+The search loop depends only on these: the built-in `mutate` ideator and the LLM ideator plug in the same
+way, and so do the implementers (apply a ready diff, or ask an LLM for one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from idealab.manifest import Manifest
+from idealab.patching import FileChange
+from idealab.status import Status
+
+
+class IdeaKind(StrEnum):
+    BASELINE = "baseline"  # the unmodified environment
+    INITIAL = "initial"  # epoch 0: fresh ideas
+    EXPLOIT = "exploit"  # refine and combine ideas that beat the baseline
+    EXPLORE = "explore"  # new directions, unlike anything tried
+
+
+@dataclass(frozen=True)
+class PastIdea:
+    """What an ideator may see of an executed idea."""
+
+    id: int
+    epoch: int
+    text: str
+    status: Status
+    metric: float | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IdeationRequest:
+    epoch: int
+    kind: IdeaKind
+    count: int
+    history: Sequence[PastIdea]  # exploit: the winners; explore: a random sample of all past ideas
+    avoid: Sequence[str]  # ideas already proposed in this epoch: propose something unlike them
+    baseline: float | None
+    seed: int  # derive all randomness from this, so a resumed epoch proposes the same ideas
+
+
+@dataclass(frozen=True)
+class IdeaProposal:
+    text: str
+    diff: str | None = None  # a ready code change (mutate); None: the implementer writes one
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Ideator(Protocol):
+    name: str
+
+    async def propose(self, manifest: Manifest, request: IdeationRequest) -> list[IdeaProposal]:
+        """Up to `request.count` new ideas (fewer is allowed; the loop asks again)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One candidate code change and what became of it (stored for audit)."""
+
+    attempt: int
+    sample: int
+    text: str  # what was produced (the diff or edit blocks as written)
+    outcome: str  # "applied" | "rejected"
+    error: str | None = None
+    fmt: str = "diff"
+
+
+@dataclass(frozen=True)
+class Implementation:
+    ok: bool
+    applied_diff: str | None  # a clean diff of the accepted change (None when not ok)
+    reason: str | None  # why no acceptable change could be made
+    attempts: tuple[Attempt, ...] = ()
+    changes: tuple[FileChange, ...] = ()  # the accepted change, file by file (old and new text)
+
+
+class Implementer(Protocol):
+    name: str
+
+    async def implement(
+        self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path
+    ) -> Implementation:
+        """Produce an acceptable change for `proposal`, checked against `workspace` (a pristine copy).
+
+        Must not write into `workspace`; the loop writes the accepted change.
+        """
+        ...

@@ -1,0 +1,30 @@
+"""The implementer for ideas that arrive with their code change (e.g. from `mutate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from idealab.guards import check_changes
+from idealab.ideators.base import Attempt, IdeaProposal, Implementation
+from idealab.manifest import Manifest
+from idealab.patching import apply_edit, diff_texts
+
+
+class ReadyDiffImplementer:
+    """Applies the proposal's own diff through the same applier and guards as an LLM's change."""
+
+    name = "ready-diff"
+
+    async def implement(
+        self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path
+    ) -> Implementation:
+        if not proposal.diff:
+            return Implementation(False, None, "the idea came without a code change and no implementer is set")
+        result = apply_edit(workspace, proposal.diff)
+        error = result.error if not result.ok else check_changes(manifest, result.changes)
+        attempt = Attempt(1, 0, proposal.diff, "applied" if error is None else "rejected", error)
+        if error is not None:
+            return Implementation(False, None, error, (attempt,))
+        old = {c.path: c.old_text or "" for c in result.changes}
+        new = {c.path: c.new_text or "" for c in result.changes}
+        return Implementation(True, diff_texts(old, new), None, (attempt,), result.changes)

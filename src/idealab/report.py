@@ -1,0 +1,89 @@
+"""Read-only views of a run for `idealab status` (and anyone else who wants the results)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from idealab.manifest import Goal
+from idealab.status import Status
+from idealab.store import IdeaRecord, RunRecord, Store
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunView:
+    run: RunRecord
+    goal: Goal
+    baseline: float | None
+    ideas: list[IdeaRecord]
+
+    @property
+    def experiments(self) -> list[IdeaRecord]:
+        return [i for i in self.ideas if i.epoch >= 0]
+
+    def best(self) -> IdeaRecord | None:
+        ok = [i for i in self.experiments if i.status is Status.OK and i.metric is not None]
+        if not ok:
+            return None
+        sign = 1.0 if self.goal is Goal.MINIMIZE else -1.0
+        return min(ok, key=lambda i: sign * float(i.metric or 0.0))
+
+    def beats_baseline(self, idea: IdeaRecord) -> bool:
+        if self.baseline is None or idea.metric is None or idea.status is not Status.OK:
+            return False
+        return idea.metric < self.baseline if self.goal is Goal.MINIMIZE else idea.metric > self.baseline
+
+
+def load_view(store: Store) -> RunView:
+    run = store.get_run()
+    if run is None:
+        raise LookupError("this work directory holds no run yet")
+    goal = Goal(run.manifest["metric"]["goal"])
+    return RunView(run, goal, run.baseline_metric, store.ideas(run.id))
+
+
+def experiment_json(idea: IdeaRecord) -> dict[str, Any]:
+    return {
+        "id": idea.id,
+        "epoch": idea.epoch,
+        "kind": idea.kind,
+        "idea": idea.text,
+        "status": idea.status.value,
+        "metric": idea.metric,
+        "reason": idea.reason,
+        "attempts": idea.attempts,
+        "created_at": iso(idea.created_at),
+        "started_at": iso(idea.started_at),
+        "finished_at": iso(idea.finished_at),
+    }
+
+
+def status_json(store: Store) -> dict[str, Any]:
+    view = load_view(store)
+    best = view.best()
+    counts: dict[str, int] = {}
+    for idea in view.experiments:
+        counts[idea.status.value] = counts.get(idea.status.value, 0) + 1
+    baseline_rows = [i for i in view.ideas if i.epoch < 0]
+    return {
+        "run": {
+            "id": view.run.id,
+            "env": view.run.env_name,
+            "preset": view.run.preset,
+            "created_at": iso(view.run.created_at),
+            "config": view.run.config,
+            "schema_version": store.schema_version(),
+        },
+        "metric": {"name": view.run.manifest["metric"]["name"], "goal": view.goal.value},
+        "baseline": view.baseline,
+        "baseline_experiment": experiment_json(baseline_rows[0]) if baseline_rows else None,
+        "best": None if best is None else {**experiment_json(best), "beats_baseline": view.beats_baseline(best)},
+        "counts": counts,
+        "cost_usd": store.total_cost(view.run.id),
+        "experiments": [experiment_json(i) for i in view.experiments],
+    }

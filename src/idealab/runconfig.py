@@ -1,0 +1,103 @@
+"""The options of a run: given on the command line, stored with the run, honoured on resume."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from idealab.manifest import Manifest, manifest_to_dict
+from idealab.search.loop import SearchConfig
+from idealab.store import RunRecord, Store
+
+DEFAULTS: dict[str, Any] = {
+    "ideator": "mutate",
+    "epochs": 10,
+    "ideas_per_epoch": 80,
+    "seed": 0,
+    "next_epoch_at": 0.5,
+    "batch_size": 10,
+}
+# What defines a run: resuming with a different value would mix two searches in one database.
+FIXED = ("env", "preset", "ideator", "model", "implementer_model", "ideas_per_epoch", "seed")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    env: str | None = None
+    preset: str | None = None
+    ideator: str | None = None
+    model: str | None = None
+    implementer_model: str | None = None
+    base_url: str | None = None
+    max_cost_usd: float | None = None
+    epochs: int | None = None
+    ideas_per_epoch: int | None = None
+    seed: int | None = None
+    next_epoch_at: float | None = None
+    batch_size: int | None = None
+
+    @classmethod
+    def from_cli(cls, **given: Any) -> RunOptions:
+        return cls(**given)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The resolved options of a run (what is stored with it)."""
+
+    env: str
+    preset: str | None
+    ideator: str
+    model: str | None
+    implementer_model: str | None
+    base_url: str | None
+    max_cost_usd: float | None
+    epochs: int
+    ideas_per_epoch: int
+    seed: int
+    next_epoch_at: float
+    batch_size: int
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(
+            epochs=self.epochs,
+            ideas_per_epoch=self.ideas_per_epoch,
+            seed=self.seed,
+            next_epoch_at=self.next_epoch_at,
+            batch_size=self.batch_size,
+        )
+
+    def ensure_run(self, store: Store, manifest: Manifest) -> RunRecord:
+        run = store.get_run()
+        if run is not None:
+            return run
+        snapshot = manifest_to_dict(manifest)
+        return store.create_run(manifest.name, str(manifest.root), self.preset, asdict(self), snapshot)
+
+
+def resolve_run_options(store: Store, given: RunOptions) -> RunSettings:
+    """New run: the given options over the defaults. Resumed run: the stored options, which the fixed
+    ones may not contradict; the others (epochs, cost cap, ...) may be changed for this invocation."""
+    run = store.get_run()
+    values = {f.name: getattr(given, f.name) for f in fields(RunOptions)}
+    if run is None:
+        if not values["env"]:
+            raise ValueError("--env is required to start a new run (the work directory holds none)")
+        for key, default in DEFAULTS.items():
+            if values[key] is None:
+                values[key] = default
+        settings = RunSettings(**values)
+        settings.search_config()  # validates ranges before anything is stored
+        return settings
+    stored = dict(run.config)
+    for key in FIXED:
+        if values[key] is not None and stored.get(key) is not None and values[key] != stored[key]:
+            raise ValueError(
+                f"this work directory's run was started with {key}={stored[key]!r}; it cannot continue with "
+                f"{key}={values[key]!r} (use another --workdir for a new run)"
+            )
+    merged: dict[str, Any] = {key: values[key] if values[key] is not None else stored.get(key) for key in values}
+    for key, default in DEFAULTS.items():
+        if merged[key] is None:
+            merged[key] = default
+    return RunSettings(**merged)

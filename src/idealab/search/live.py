@@ -1,0 +1,62 @@
+"""A live summary of a running search for the terminal: a progress bar and one line per result."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from idealab.manifest import MetricSpec
+from idealab.search.loop import SearchEvent
+from idealab.status import Status
+
+
+class LiveDisplay:
+    def __init__(self, console: Console, metric: MetricSpec, total: int, quiet: bool = False) -> None:
+        self.console = console
+        self.metric = metric
+        self.counts: dict[str, int] = {}
+        self.running = 0
+        self.best: float | None = None
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[summary]}"),
+            console=console,
+            disable=quiet or not console.is_terminal,
+        )
+        self.task = self.progress.add_task("experiments", total=total, summary="")
+
+    def __enter__(self) -> LiveDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def on_event(self, event: SearchEvent) -> None:
+        if event.kind == "started":
+            self.running += 1
+        elif event.kind == "finished" and event.status is not None:
+            if event.status is not Status.UNIMPLEMENTABLE and event.status is not Status.CANCELLED:
+                self.running = max(0, self.running - 1)
+            self.counts[event.status.value] = self.counts.get(event.status.value, 0) + 1
+            value = "" if event.metric is None else f" {self.metric.name}={event.metric:.4g}"
+            if event.status is Status.OK and event.metric is not None:
+                if self.best is None or self.metric.better(event.metric, self.best):
+                    self.best = event.metric
+                    value += " [green](best so far)[/]"
+            where = "baseline" if event.epoch < 0 else f"epoch {event.epoch}"
+            text = (event.text or "")[:90]
+            self.console.print(f"#{event.idea_id} {where} {event.status.value}{value}  {text}")
+            self.progress.advance(self.task)
+        elif event.kind == "stopping":
+            self.console.print(f"[yellow]stopping: {event.text}[/]")
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        best = "" if self.best is None else f" | best {self.metric.name} {self.best:.4g}"
+        self.progress.update(self.task, summary=f"running {self.running} | {summary}{best}")

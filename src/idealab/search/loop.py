@@ -1,0 +1,353 @@
+"""The execution-guided search loop.
+
+Epoch 0 samples N ideas; epoch t >= 1 splits N into exploit and explore. Everything is event-driven: an
+idea's job is submitted the moment its code change is ready (the backend holds it until a slot is free),
+and the next epoch's ideation starts once a configurable fraction of the current epoch has results.
+Every step is written to the store first, so a killed orchestrator resumes without losing or repeating work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from idealab.errors import StopRun
+from idealab.executor.base import Backend, JobStart
+from idealab.executor.local import kill_stale_job
+from idealab.executor.runner import run_job
+from idealab.executor.sandbox import copy_environment
+from idealab.ideators.base import (
+    IdeaKind,
+    IdeaProposal,
+    IdeationRequest,
+    Ideator,
+    Implementer,
+    PastIdea,
+)
+from idealab.manifest import Manifest
+from idealab.patching import apply_edit, diff_trees, write_changes
+from idealab.search.schedule import ExploitSchedule
+from idealab.status import IN_FLIGHT, Status
+from idealab.store import IdeaRecord, JobEnd, Store
+
+BASELINE_EPOCH = -1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    epochs: int = 10
+    ideas_per_epoch: int = 80
+    seed: int = 0
+    schedule: ExploitSchedule = field(default_factory=ExploitSchedule)
+    next_epoch_at: float = 0.5  # fraction of an epoch with results before the next epoch's ideation
+    batch_size: int = 10  # ideas per ideator call
+    ideation_retries: int = 3  # extra calls when an ideator returns fewer ideas than asked
+    history_sample: int = 100  # past ideas shown per exploit/explore request
+    implement_concurrency: int = 10
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.ideas_per_epoch < 1 or self.batch_size < 1:
+            raise ValueError("epochs, ideas_per_epoch and batch_size must be >= 1")
+        if not 0.0 < self.next_epoch_at <= 1.0:
+            raise ValueError("next_epoch_at must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SearchEvent:
+    kind: str  # "idea" | "started" | "finished" | "epoch" | "stopping"
+    epoch: int
+    idea_id: int | None = None
+    status: Status | None = None
+    metric: float | None = None
+    text: str | None = None
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable seed from the run seed and a position, so resumed work repeats its randomness."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class Search:
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: Store,
+        run_id: int,
+        backend: Backend,
+        ideator: Ideator,
+        implementer: Implementer,
+        config: SearchConfig,
+        workdir: Path,
+        on_event: Callable[[SearchEvent], None] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.run_id = run_id
+        self.backend = backend
+        self.ideator = ideator
+        self.implementer = implementer
+        self.config = config
+        self.workdir = workdir
+        self.on_event = on_event or (lambda event: None)
+        self.baseline: float | None = manifest.metric.baseline
+        self.internal_errors: list[str] = []
+        self._stopping = False
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
+
+    # ------------------------------------------------------------------------------------------ driver
+
+    async def run(self) -> None:
+        self._recover()
+        self._start_baseline()
+        for epoch in range(self.config.epochs):
+            if epoch > 0:
+                await self._wait_for_gate(epoch)
+            if self._stopping:
+                break
+            for idea in self.store.ideas(self.run_id, epoch=epoch):
+                self._schedule(idea)  # on resume: ideas stored before the crash
+            try:
+                await self._ideate(epoch)
+            except StopRun as stop:
+                self._stop(str(stop) or "stop requested")
+            self.on_event(SearchEvent("epoch", epoch))
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+        self._cancel_unstarted()
+
+    def _stop(self, reason: str) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._stop_reason = reason
+            self.on_event(SearchEvent("stopping", -1, text=reason))
+
+    def _recover(self) -> None:
+        """Put ideas that were in flight when the orchestrator died back in a state they can restart from."""
+        for idea in self.store.ideas(self.run_id, statuses=[s.value for s in IN_FLIGHT]):
+            for job in self.store.jobs(idea_id=idea.id):
+                if job.finished_at is not None:
+                    continue
+                if job.pid is not None:
+                    kill_stale_job(job.pid, job.job_key)
+                self.store.job_finished(job.job_key, time.time(), None, False, "abandoned", "orchestrator restarted")
+            if idea.status is Status.IMPLEMENTING:
+                self.store.update_idea(idea.id, status=Status.PROPOSED)
+            elif idea.status is Status.RUNNING:
+                self.store.update_idea(idea.id, status=Status.READY, started_at=None)
+
+    def _start_baseline(self) -> None:
+        run = self.store.get_run()
+        if self.baseline is not None:
+            if run is not None and run.baseline_metric is None:
+                self.store.set_baseline(self.run_id, self.baseline, "given", "from the manifest")
+            return
+        idea = self.store.add_idea(
+            self.run_id, BASELINE_EPOCH, 0, IdeaKind.BASELINE.value, "Baseline: the unmodified environment.",
+            "baseline", {},
+        )
+        if idea.status is Status.OK and idea.metric is not None:
+            self.baseline = idea.metric
+        self._schedule(idea)
+
+    # --------------------------------------------------------------------------------------- ideation
+
+    async def _wait_for_gate(self, epoch: int) -> None:
+        """Wait until enough of the previous epoch (and the baseline) has results."""
+        prev_target = len(self.store.ideas(self.run_id, epoch=epoch - 1))
+        needed = math.ceil(self.config.next_epoch_at * prev_target)
+
+        def ready() -> bool:
+            done = self._terminal_count(epoch - 1)
+            return self._stopping or (done >= needed and self._baseline_settled())
+
+        async with self._changed:
+            await self._changed.wait_for(ready)
+
+    def _terminal_count(self, epoch: int) -> int:
+        return sum(1 for i in self.store.ideas(self.run_id, epoch=epoch) if i.status.terminal)
+
+    def _baseline_settled(self) -> bool:
+        if self.baseline is not None:
+            return True
+        baseline = self.store.ideas(self.run_id, epoch=BASELINE_EPOCH)
+        return not baseline or baseline[0].status.terminal
+
+    async def _ideate(self, epoch: int) -> None:
+        n = self.config.ideas_per_epoch
+        if epoch == 0:
+            plan = [(IdeaKind.INITIAL, 0, n)]
+        else:
+            n_exploit, n_explore = self.config.schedule.split(epoch, n)
+            plan = [(IdeaKind.EXPLOIT, 0, n_exploit), (IdeaKind.EXPLORE, n_exploit, n_explore)]
+        for kind, first_idx, count in plan:
+            await self._ideate_kind(epoch, kind, first_idx, count)
+
+    async def _ideate_kind(self, epoch: int, kind: IdeaKind, first_idx: int, count: int) -> None:
+        shortfalls = 0
+        while not self._stopping:
+            existing = self.store.ideas(self.run_id, epoch=epoch)
+            taken = {i.idx for i in existing}
+            free = [idx for idx in range(first_idx, first_idx + count) if idx not in taken]
+            if not free:
+                return
+            ask = min(self.config.batch_size, len(free))
+            request = IdeationRequest(
+                epoch=epoch,
+                kind=kind,
+                count=ask,
+                history=self._history(epoch, kind, free[0]),
+                avoid=[i.text for i in existing if i.epoch == epoch],
+                baseline=self.baseline,
+                seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
+            )
+            proposals = (await self.ideator.propose(self.manifest, request))[:ask]
+            for idx, proposal in zip(free, proposals, strict=False):
+                payload = dict(proposal.payload)
+                if proposal.diff is not None:
+                    payload["diff"] = proposal.diff
+                idea = self.store.add_idea(
+                    self.run_id, epoch, idx, kind.value, proposal.text, self.ideator.name, payload
+                )
+                self.on_event(SearchEvent("idea", epoch, idea.id, idea.status, text=idea.text))
+                self._schedule(idea)
+            if len(proposals) < ask:
+                shortfalls += 1
+                if shortfalls > self.config.ideation_retries:
+                    return  # go on with what there is
+
+    def _history(self, epoch: int, kind: IdeaKind, position: int) -> list[PastIdea]:
+        if kind is IdeaKind.INITIAL:
+            return []
+        rng = random.Random(derive_seed(self.config.seed, "history", epoch, kind.value, position))
+        done = [i for i in self.store.ideas(self.run_id) if i.status.terminal and i.epoch < epoch]
+        if kind is IdeaKind.EXPLOIT:
+            metric = self.manifest.metric
+            ok = [i for i in done if i.status is Status.OK and i.metric is not None and i.epoch >= 0]
+            pool = [i for i in ok if self.baseline is None or metric.better(float(i.metric or 0.0), self.baseline)]
+            if not pool:  # nothing beat the baseline yet: refine the best that ran
+                pool = sorted(ok, key=lambda i: metric.rank_key(float(i.metric or 0.0)))[:10]
+        else:
+            pool = [i for i in done if i.epoch >= 0]
+        chosen = rng.sample(pool, k=min(self.config.history_sample, len(pool)))
+        return [PastIdea(i.id, i.epoch, i.text, i.status, i.metric, i.payload) for i in chosen]
+
+    # -------------------------------------------------------------------------------------- execution
+
+    def _schedule(self, idea: IdeaRecord) -> None:
+        if idea.status.terminal:
+            return
+        task = asyncio.create_task(self._process(idea))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, idea: IdeaRecord) -> None:
+        try:
+            await self._process_unchecked(idea)
+        except Exception as exc:  # a bug: record it on the idea, keep the run going, report at the end
+            detail = "".join(traceback.format_exception(exc))[-2000:]
+            self.internal_errors.append(f"idea {idea.id}: {detail}")
+            self._finish(idea, Status.FAILED, None, f"idealab internal error: {exc!r}")
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _paths(self, idea: IdeaRecord) -> tuple[Path, Path]:
+        base = self.workdir / "experiments" / f"{idea.id:05d}"
+        return base / "code", base / "logs"
+
+    def _fresh_workspace(self, idea: IdeaRecord) -> Path:
+        workspace, _ = self._paths(idea)
+        if workspace.exists():
+            shutil.rmtree(workspace)
+        copy_environment(self.manifest.root, workspace)
+        return workspace
+
+    async def _process_unchecked(self, idea: IdeaRecord) -> None:
+        if idea.status is Status.PROPOSED and idea.kind != IdeaKind.BASELINE.value:
+            if self._stopping:
+                return
+            idea = await self._implement(idea)
+            if idea.status.terminal:
+                return
+        workspace = self._fresh_workspace(idea)
+        if idea.applied_diff:  # (re)build the job's copy from the stored, accepted change
+            result = apply_edit(workspace, idea.applied_diff)
+            if not result.ok:
+                raise RuntimeError(f"stored diff of idea {idea.id} no longer applies: {result.error}")
+            write_changes(workspace, result.changes)
+        await self._execute(idea, workspace)
+
+    async def _implement(self, idea: IdeaRecord) -> IdeaRecord:
+        async with self._implement_slots:
+            if self._stopping:
+                return idea
+            self.store.update_idea(idea.id, status=Status.IMPLEMENTING)
+            workspace = self._fresh_workspace(idea)
+            proposal = IdeaProposal(idea.text, idea.payload.get("diff"), idea.payload)
+            try:
+                impl = await self.implementer.implement(self.manifest, idea.id, proposal, workspace)
+            except StopRun as stop:
+                self.store.update_idea(idea.id, status=Status.PROPOSED)
+                self._stop(str(stop) or "stop requested")
+                return self.store.get_idea(idea.id)
+        for attempt in impl.attempts:
+            self.store.add_code_change(
+                idea.id, attempt.attempt, attempt.sample, attempt.fmt, attempt.text, attempt.outcome, attempt.error
+            )
+        if not impl.ok:
+            self._finish(idea, Status.UNIMPLEMENTABLE, None, impl.reason or "no acceptable code change")
+            return self.store.get_idea(idea.id)
+        write_changes(workspace, impl.changes)
+        shown = set(self.manifest.files.shown) | {c.path for c in impl.changes}
+        final = diff_trees(self.manifest.root, workspace, sorted(shown))
+        self.store.update_idea(idea.id, status=Status.READY, applied_diff=impl.applied_diff, final_diff=final)
+        return self.store.get_idea(idea.id)
+
+    async def _execute(self, idea: IdeaRecord, workspace: Path) -> None:
+        _, log_root = self._paths(idea)
+        job_key = f"i{idea.id}-a{idea.attempts + 1}"
+        log_dir = log_root / job_key
+        self.store.add_job(
+            idea.id, job_key, self.manifest.run.command, str(workspace),
+            str(log_dir / "stdout.log"), str(log_dir / "stderr.log"),
+        )
+
+        def started(start: JobStart) -> None:
+            self.store.job_started(job_key, start.started_at, start.gpu_ids, start.pid)
+            self.store.update_idea(idea.id, status=Status.RUNNING, started_at=start.started_at)
+            self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
+
+        outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started)
+        if idea.epoch == BASELINE_EPOCH and outcome.status is Status.OK:
+            self.baseline = outcome.metric
+            self.store.set_baseline(self.run_id, outcome.metric, outcome.status.value, None)
+        elif idea.epoch == BASELINE_EPOCH:
+            self.store.set_baseline(self.run_id, None, outcome.status.value, outcome.reason)
+        result = outcome.result
+        job_end = JobEnd(result.finished_at, result.exit_code, result.timed_out, outcome.status.value, result.error)
+        self.store.finish_idea(
+            idea.id, outcome.status, outcome.metric, outcome.reason, time.time(),
+            job_key=job_key, values=outcome.values, job_end=job_end,
+        )
+        self.on_event(SearchEvent("finished", idea.epoch, idea.id, outcome.status, outcome.metric, idea.text))
+
+    def _finish(self, idea: IdeaRecord, status: Status, metric: float | None, reason: str) -> None:
+        self.store.finish_idea(idea.id, status, metric, reason, time.time())
+        self.on_event(SearchEvent("finished", idea.epoch, idea.id, status, metric, idea.text))
+
+    def _cancel_unstarted(self) -> None:
+        if not self._stopping:
+            return
+        for idea in self.store.ideas(self.run_id, statuses=[Status.PROPOSED.value]):
+            self._finish(idea, Status.CANCELLED, None, f"run stopped before this idea ran: {self._stop_reason}")

@@ -1,0 +1,24 @@
+"""The run database (SQLite, WAL, Alembic migrations): `Store.open(workdir)` and the records it returns."""
+
+from idealab.store.models import (
+    CodeChangeRecord,
+    IdeaRecord,
+    JobEnd,
+    JobRecord,
+    LLMCallRecord,
+    RunRecord,
+)
+from idealab.store.store import DB_NAME, UNSET, Store, StoreError
+
+__all__ = [
+    "DB_NAME",
+    "UNSET",
+    "CodeChangeRecord",
+    "IdeaRecord",
+    "JobEnd",
+    "JobRecord",
+    "LLMCallRecord",
+    "RunRecord",
+    "Store",
+    "StoreError",
+]

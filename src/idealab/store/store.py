@@ -1,0 +1,445 @@
+"""The run database: one SQLite file per workdir, WAL mode, migrated by Alembic on open.
+
+Every write is its own short transaction (BEGIN IMMEDIATE ... COMMIT), so a process killed at any
+moment loses nothing that was committed; `finish_idea` writes a result (status, metric, job end, metric
+values) in one transaction, so a result is never half-written. Reads run in deferred transactions and,
+thanks to WAL, never wait for a writer. Callers get frozen records, never ORM objects.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from idealab.metrics import MetricValue
+from idealab.status import Status
+from idealab.store.models import (
+    CodeChange,
+    CodeChangeRecord,
+    Idea,
+    IdeaRecord,
+    Job,
+    JobEnd,
+    JobRecord,
+    LLMCall,
+    LLMCallRecord,
+    MetricRow,
+    Run,
+    RunRecord,
+    code_change_record,
+    idea_record,
+    job_record,
+    llm_call_record,
+    run_record,
+)
+
+DB_NAME = "idealab.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_BEGIN_MODE = "idealab_begin"  # execution option read by the "begin" listener
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (e.g. written by a newer idealab)."""
+
+
+class _Unset(enum.Enum):
+    TOKEN = 0
+
+
+UNSET: Final = _Unset.TOKEN  # "leave this field as it is" in update_idea
+
+
+def _on_connect(dbapi_conn: Any, _record: Any, busy_ms: int) -> None:
+    # Take transaction control from the sqlite3 module so that the "begin" listener decides BEGIN's mode.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", f"busy_timeout={busy_ms}"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    # Writes take the write lock up front (IMMEDIATE): a deferred read-then-write transaction could fail
+    # with SQLITE_BUSY at the upgrade without ever waiting on busy_timeout.
+    mode = conn.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _make_engine(db: Path, busy_timeout_s: float) -> Engine:
+    url = URL.create("sqlite", database=str(db))
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    busy_ms = int(busy_timeout_s * 1000)
+    event.listen(engine, "connect", lambda conn, record: _on_connect(conn, record, busy_ms))
+    event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+class Store:
+    """Typed access to `<workdir>/idealab.db`. Use `Store.open(workdir)`; close with `close()`."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self.path = path
+        self._engine = engine
+        self._writer = engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+        self._read_sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, workdir: Path, busy_timeout_s: float = 30.0) -> Store:
+        """Create the workdir and database if needed and migrate the schema to the newest revision."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / DB_NAME
+        store = cls(_make_engine(path, busy_timeout_s), path)
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        with self._writer.begin() as conn:
+            cfg.attributes["connection"] = conn
+            try:
+                command.upgrade(cfg, "head")
+            except CommandError as exc:
+                raise StoreError(f"{self.path}: cannot migrate ({exc}); is it from a newer idealab?") from exc
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> str:
+        with self._engine.connect() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+        if revision is None:
+            raise StoreError(f"{self.path} has no schema version")
+        return revision
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._write_sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._read_sessions.begin() as session:
+            yield session
+
+    # ---- runs ------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        env_name: str,
+        env_root: Path | str,
+        preset: str | None,
+        config: dict[str, Any],
+        manifest: dict[str, Any],
+    ) -> RunRecord:
+        with self._write() as s:
+            existing = s.scalars(select(Run.id)).first()
+            if existing is not None:
+                raise StoreError(f"{self.path} already holds run {existing}; a workdir holds one run")
+            run = Run(
+                created_at=time.time(),
+                env_name=env_name,
+                env_root=str(env_root),
+                preset=preset,
+                config=config,
+                manifest=manifest,
+            )
+            s.add(run)
+            s.flush()
+            return run_record(run)
+
+    def get_run(self) -> RunRecord | None:
+        with self._read() as s:
+            run = s.scalars(select(Run).order_by(Run.id)).first()
+            return None if run is None else run_record(run)
+
+    def set_baseline(self, run_id: int, metric: float | None, status: str, reason: str | None) -> None:
+        with self._write() as s:
+            run = _get(s, Run, run_id)
+            run.baseline_metric, run.baseline_status, run.baseline_reason = metric, str(status), reason
+
+    # ---- ideas -----------------------------------------------------------------------------------
+
+    def add_idea(
+        self, run_id: int, epoch: int, idx: int, kind: str, text: str, ideator: str, payload: dict[str, Any]
+    ) -> IdeaRecord:
+        """Store a new idea as `proposed`; if (run, epoch, idx) exists already, return that one unchanged."""
+        with self._write() as s:
+            found = s.scalars(
+                select(Idea).where(Idea.run_id == run_id, Idea.epoch == epoch, Idea.idx == idx)
+            ).first()
+            if found is None:
+                found = Idea(
+                    run_id=run_id, epoch=epoch, idx=idx, kind=kind, text=text, ideator=ideator,
+                    payload=payload, status=Status.PROPOSED.value, created_at=time.time(), attempts=0,
+                )  # fmt: skip
+                s.add(found)
+                s.flush()
+            return idea_record(found)
+
+    def get_idea(self, idea_id: int) -> IdeaRecord:
+        with self._read() as s:
+            return idea_record(_get(s, Idea, idea_id))
+
+    def ideas(
+        self, run_id: int, epoch: int | None = None, statuses: Iterable[Status | str] | None = None
+    ) -> list[IdeaRecord]:
+        """The run's ideas ordered by (epoch, idx), optionally of one epoch and/or some statuses."""
+        query = select(Idea).where(Idea.run_id == run_id).order_by(Idea.epoch, Idea.idx)
+        if epoch is not None:
+            query = query.where(Idea.epoch == epoch)
+        if statuses is not None:
+            query = query.where(Idea.status.in_([Status(x).value for x in statuses]))
+        with self._read() as s:
+            return [idea_record(idea) for idea in s.scalars(query)]
+
+    def update_idea(
+        self,
+        idea_id: int,
+        *,
+        status: Status | str | None = None,
+        metric: float | None | _Unset = UNSET,
+        reason: str | None | _Unset = UNSET,
+        started_at: float | None | _Unset = UNSET,
+        finished_at: float | None | _Unset = UNSET,
+        applied_diff: str | None | _Unset = UNSET,
+        final_diff: str | None | _Unset = UNSET,
+        payload: dict[str, Any] | _Unset = UNSET,
+    ) -> IdeaRecord:
+        """Change only the fields given (None is a value: it clears the field)."""
+        with self._write() as s:
+            idea = _get(s, Idea, idea_id)
+            if status is not None:
+                idea.status = Status(status).value
+            fields = {
+                "metric": metric, "reason": reason, "started_at": started_at, "finished_at": finished_at,
+                "applied_diff": applied_diff, "final_diff": final_diff, "payload": payload,
+            }  # fmt: skip
+            for name, value in fields.items():
+                if value is not UNSET:
+                    setattr(idea, name, value)
+            s.flush()
+            return idea_record(idea)
+
+    def finish_idea(
+        self,
+        idea_id: int,
+        status: Status | str,
+        metric: float | None,
+        reason: str | None,
+        finished_at: float,
+        job_key: str | None = None,
+        values: Iterable[MetricValue] | None = None,
+        job_end: JobEnd | None = None,
+    ) -> IdeaRecord:
+        """Record an idea's result in ONE transaction: its terminal status, metric and reason, and, for
+        `job_key`, the job's end and the metric values it reported. Without `job_end`, a job not yet
+        marked finished gets the idea's status and `finished_at` (its exit code stays unknown)."""
+        terminal = Status(status)
+        if not terminal.terminal:
+            raise ValueError(f"finish_idea needs a terminal status, got {terminal.value!r}")
+        if (values is not None or job_end is not None) and job_key is None:
+            raise ValueError("values and job_end belong to a job: pass job_key")
+        with self._write() as s:
+            idea = _get(s, Idea, idea_id)
+            idea.status, idea.metric, idea.reason, idea.finished_at = (
+                terminal.value,
+                metric,
+                reason,
+                finished_at,
+            )
+            if job_key is not None:
+                job = _job(s, job_key)
+                if job.idea_id != idea_id:
+                    raise ValueError(f"job {job_key!r} belongs to idea {job.idea_id}, not {idea_id}")
+                if job_end is not None:
+                    _end_job(job, job_end)
+                elif job.finished_at is None:  # never leave a finished idea's job looking alive
+                    job.status, job.finished_at = terminal.value, finished_at
+                s.add_all(_metric_rows(job.id, values or ()))
+            s.flush()
+            return idea_record(idea)
+
+    def status_counts(self, run_id: int) -> dict[str, int]:
+        query = select(Idea.status, func.count()).where(Idea.run_id == run_id).group_by(Idea.status)
+        with self._read() as s:
+            return {status: count for status, count in s.execute(query).all()}
+
+    # ---- code changes ----------------------------------------------------------------------------
+
+    def add_code_change(
+        self, idea_id: int, attempt: int, sample: int, fmt: str, diff: str, outcome: str, error: str | None
+    ) -> int:
+        with self._write() as s:
+            row = CodeChange(
+                idea_id=idea_id, attempt=attempt, sample=sample, format=fmt, diff=diff, outcome=outcome,
+                error=error, created_at=time.time(),
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def code_changes(self, idea_id: int) -> list[CodeChangeRecord]:
+        query = select(CodeChange).where(CodeChange.idea_id == idea_id).order_by(CodeChange.id)
+        with self._read() as s:
+            return [code_change_record(row) for row in s.scalars(query)]
+
+    # ---- jobs and their metric values ------------------------------------------------------------
+
+    def add_job(
+        self,
+        idea_id: int,
+        job_key: str,
+        command: str,
+        workspace: Path | str,
+        stdout_path: Path | str,
+        stderr_path: Path | str,
+    ) -> JobRecord:
+        """Record a job as `ready` (waiting for a slot) and count one more attempt for its idea."""
+        try:
+            with self._write() as s:
+                idea = _get(s, Idea, idea_id)
+                idea.attempts += 1
+                job = Job(
+                    idea_id=idea_id, job_key=job_key, command=command, gpu_ids="", workspace=str(workspace),
+                    stdout_path=str(stdout_path), stderr_path=str(stderr_path), status=Status.READY.value,
+                    submitted_at=time.time(), timed_out=False,
+                )  # fmt: skip
+                s.add(job)
+                s.flush()
+                return job_record(job)
+        except IntegrityError as exc:
+            raise ValueError(f"job key {job_key!r} is already used") from exc
+
+    def job_started(self, job_key: str, started_at: float, gpu_ids: tuple[int, ...], pid: int | None) -> None:
+        with self._write() as s:
+            job = _job(s, job_key)
+            job.status, job.started_at, job.pid = Status.RUNNING.value, started_at, pid
+            job.gpu_ids = ",".join(str(gpu) for gpu in gpu_ids)
+
+    def job_finished(
+        self,
+        job_key: str,
+        finished_at: float,
+        exit_code: int | None,
+        timed_out: bool,
+        status: str,
+        error: str | None = None,
+    ) -> None:
+        """Record how a job ended; `status` is usually a terminal Status, but any word is kept as given."""
+        with self._write() as s:
+            _end_job(_job(s, job_key), JobEnd(finished_at, exit_code, timed_out, status, error))
+
+    def jobs(self, idea_id: int | None = None, statuses: Iterable[str] | None = None) -> list[JobRecord]:
+        query = select(Job).order_by(Job.id)
+        if idea_id is not None:
+            query = query.where(Job.idea_id == idea_id)
+        if statuses is not None:
+            query = query.where(Job.status.in_([str(x) for x in statuses]))
+        with self._read() as s:
+            return [job_record(job) for job in s.scalars(query)]
+
+    def add_metric_values(self, job_key: str, values: Iterable[MetricValue]) -> None:
+        with self._write() as s:
+            s.add_all(_metric_rows(_job(s, job_key).id, values))
+
+    def metric_values(self, job_key: str) -> list[MetricValue]:
+        with self._read() as s:
+            query = select(MetricRow).where(MetricRow.job_id == _job(s, job_key).id).order_by(MetricRow.id)
+            return [MetricValue(r.name, r.value, r.step, r.source) for r in s.scalars(query)]
+
+    # ---- LLM calls -------------------------------------------------------------------------------
+
+    def add_llm_call(
+        self,
+        run_id: int,
+        role: str,
+        provider: str,
+        model: str,
+        prompt: str,
+        response: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float | None,
+        latency_s: float,
+        error: str | None = None,
+        idea_id: int | None = None,
+        extra: dict[str, Any] | None = None,
+        cached_tokens: int | None = None,
+        thinking_tokens: int | None = None,
+    ) -> int:
+        with self._write() as s:
+            row = LLMCall(
+                run_id=run_id, idea_id=idea_id, role=role, provider=provider, model=model, prompt=prompt,
+                response=response, input_tokens=input_tokens, output_tokens=output_tokens,
+                cached_tokens=cached_tokens, thinking_tokens=thinking_tokens, cost_usd=cost_usd,
+                latency_s=latency_s, error=error, extra=extra, created_at=time.time(),
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def llm_calls(self, run_id: int) -> list[LLMCallRecord]:
+        query = select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.id)
+        with self._read() as s:
+            return [llm_call_record(row) for row in s.scalars(query)]
+
+    def total_cost(self, run_id: int) -> float:
+        """Dollars spent on calls of known price (calls to unknown models count tokens only)."""
+        query = select(func.sum(LLMCall.cost_usd)).where(LLMCall.run_id == run_id)
+        with self._read() as s:
+            return float(s.execute(query).scalar_one() or 0.0)
+
+
+_Row = TypeVar("_Row")
+
+
+def _get(session: Session, table: type[_Row], key: int) -> _Row:
+    row = session.get(table, key)
+    if row is None:
+        raise KeyError(f"no {getattr(table, '__tablename__', table.__name__)} row with id {key}")
+    return row
+
+
+def _job(session: Session, job_key: str) -> Job:
+    job = session.scalars(select(Job).where(Job.job_key == job_key)).first()
+    if job is None:
+        raise KeyError(f"no job with key {job_key!r}")
+    return job
+
+
+def _end_job(job: Job, end: JobEnd) -> None:
+    job.status, job.finished_at, job.exit_code = str(end.status), end.finished_at, end.exit_code
+    job.timed_out, job.error = end.timed_out, end.error
+
+
+def _metric_rows(job_id: int, values: Iterable[MetricValue]) -> list[MetricRow]:
+    return [
+        MetricRow(job_id=job_id, name=v.name, value=v.value, step=v.step, source=v.source) for v in values
+    ]

@@ -1,0 +1,75 @@
+"""The command-line contract, through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+QUAD = Path(__file__).parent / "envs" / "quad"
+
+
+def idealab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "idealab", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_env_list_names_the_builtin_environments():
+    done = idealab("env", "list")
+    assert done.returncode == 0, done.stderr
+    for name in ("charlm", "nanogpt", "grpo"):
+        assert name in done.stdout
+
+
+def test_env_check_reports_status_metric_and_duration():
+    done = idealab("env", "check", str(QUAD), "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["status"] == "ok"
+    assert abs(data["metric"] - 2.04) < 1e-9
+    assert data["reason"] is None and data["duration_s"] > 0
+
+
+def test_env_check_of_an_invalid_manifest_names_file_and_field(tmp_path):
+    env = tmp_path / "bad"
+    shutil.copytree(QUAD, env)
+    manifest = env / "idealab.toml"
+    manifest.write_text(manifest.read_text().replace('goal = "minimize"', 'goal = "lower"'))
+    done = idealab("env", "check", str(env))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "idealab.toml" in message and "metric.goal" in message and "'minimize' or 'maximize'" in message
+
+
+def test_run_then_status_json(tmp_path):
+    workdir = tmp_path / "run"
+    done = idealab(
+        "run", "--env", str(QUAD), "--epochs", "2", "--ideas-per-epoch", "3", "--slots", "2",
+        "--workdir", str(workdir), "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "best" in done.stdout and "baseline" in done.stdout
+    status = idealab("status", "--workdir", str(workdir), "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert abs(data["baseline"] - 2.04) < 1e-9
+    assert data["best"]["metric"] <= data["baseline"] or not data["best"]["beats_baseline"]
+    assert len(data["experiments"]) == 6
+    for e in data["experiments"]:
+        assert {"id", "epoch", "idea", "status", "metric", "reason", "started_at", "finished_at"} <= set(e)
+        assert e["status"] == "ok" and e["started_at"] and e["finished_at"]
+
+    again = idealab("run", "--workdir", str(workdir), "--seed", "99", "--quiet")
+    assert again.returncode == 2 and "seed" in again.stderr
+
+
+def test_unknown_environment_lists_builtins(tmp_path):
+    done = idealab("run", "--env", "no-such-env", "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 2
+    assert "charlm" in done.stderr
+
+
+def test_status_of_an_empty_directory_fails_clearly(tmp_path):
+    done = idealab("status", "--workdir", str(tmp_path))
+    assert done.returncode == 2 and "no idealab run" in done.stderr

@@ -1,0 +1,157 @@
+"""The search loop as pure logic: an in-process backend, the real store, the mutate ideator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from idealab.executor.base import JobSpec
+from idealab.executor.slots import SlotPool
+from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest
+from idealab.ideators.mutate import MutateIdeator
+from idealab.ideators.ready import ReadyDiffImplementer
+from idealab.manifest import load_manifest
+from idealab.search.loop import Search, SearchConfig
+from idealab.status import Status
+from idealab.store import Store
+from simbackend import SimBackend
+
+QUAD = Path(__file__).parent / "envs" / "quad"
+
+
+def quad_script(duration: float = 0.05):
+    def script(spec: JobSpec) -> tuple[float, str, int]:
+        text = (spec.workspace / "train.py").read_text()
+        x = float(re.search(r"^X = (.+)$", text, re.M).group(1))
+        y = float(re.search(r"^Y = (.+)$", text, re.M).group(1))
+        loss = (x - 0.3) ** 2 + (y - 1.0) ** 2 + 1.0
+        return duration, "@metric " + json.dumps({"name": "loss", "value": loss}) + "\n", 0
+
+    return script
+
+
+def make_search(tmp_path: Path, config: SearchConfig, backend=None, ideator=None):
+    manifest = load_manifest(QUAD)
+    store = Store.open(tmp_path / "run")
+    run = store.create_run("quad", str(QUAD), None, {}, {"metric": {"goal": "minimize", "name": "loss"}})
+    backend = backend or SimBackend(SlotPool.cpu_only(4), quad_script())
+    search = Search(
+        manifest, store, run.id, backend, ideator or MutateIdeator(), ReadyDiffImplementer(), config,
+        tmp_path / "run",
+    )
+    return search, store, run, backend
+
+
+def test_full_run_has_every_idea_once_with_baseline(tmp_path):
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=3, ideas_per_epoch=6, seed=1))
+    asyncio.run(search.run())
+    ideas = store.ideas(run.id)
+    assert len(ideas) == 3 * 6 + 1
+    assert len({(i.epoch, i.idx) for i in ideas}) == len(ideas)
+    assert all(i.status is Status.OK for i in ideas), [(i.id, i.status, i.reason) for i in ideas]
+    assert store.get_run().baseline_metric == pytest.approx((0.5 - 0.3) ** 2 + 1.0 + 1.0)
+    assert search.internal_errors == []
+
+
+def test_epochs_split_into_exploit_and_explore(tmp_path):
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=3, ideas_per_epoch=10, seed=2))
+    asyncio.run(search.run())
+    kinds = {e: [i.kind for i in store.ideas(run.id, epoch=e)] for e in range(3)}
+    assert kinds[0] == [IdeaKind.INITIAL.value] * 10
+    assert kinds[1].count(IdeaKind.EXPLOIT.value) == 5 and kinds[1].count(IdeaKind.EXPLORE.value) == 5
+    assert kinds[2].count(IdeaKind.EXPLOIT.value) == 6 and kinds[2].count(IdeaKind.EXPLORE.value) == 4
+
+
+def test_exploit_ideas_refine_winners(tmp_path):
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=2, ideas_per_epoch=10, seed=3, next_epoch_at=1.0))
+    asyncio.run(search.run())
+    baseline = store.get_run().baseline_metric
+    winners = {i.id for i in store.ideas(run.id, epoch=0) if i.metric < baseline}
+    exploit = [i for i in store.ideas(run.id, epoch=1) if i.kind == IdeaKind.EXPLOIT.value]
+    assert winners, "the toy problem should give some epoch-0 winners"
+    for idea in exploit:
+        assert set(idea.payload["parents"]) <= winners
+        assert idea.payload["parents"]
+
+
+def test_same_seed_same_ideas_when_epochs_are_synchronous(tmp_path):
+    config = SearchConfig(epochs=2, ideas_per_epoch=6, seed=7, next_epoch_at=1.0)
+    texts = []
+    for sub in ("a", "b"):
+        search, store, run, _ = make_search(tmp_path / sub, config)
+        asyncio.run(search.run())
+        texts.append([i.text for i in store.ideas(run.id)])
+    assert texts[0] == texts[1]
+
+
+def test_next_epoch_ideation_waits_for_the_configured_fraction(tmp_path):
+    class Recording(MutateIdeator):
+        def __init__(self, store_ref):
+            super().__init__()
+            self.store_ref = store_ref
+            self.done_at_request: dict[int, int] = {}
+
+        async def propose(self, manifest, request: IdeationRequest):
+            store, run_id = self.store_ref
+            if request.epoch > 0 and request.epoch not in self.done_at_request:
+                prev = store.ideas(run_id, epoch=request.epoch - 1)
+                self.done_at_request[request.epoch] = sum(i.status.terminal for i in prev)
+            return await super().propose(manifest, request)
+
+    holder: list = [None, None]
+    ideator = Recording(holder)
+    search, store, run, _ = make_search(
+        tmp_path, SearchConfig(epochs=3, ideas_per_epoch=8, seed=4, next_epoch_at=0.5), ideator=ideator
+    )
+    holder[0], holder[1] = store, run.id
+    ideator.store_ref = (store, run.id)
+    asyncio.run(search.run())
+    assert ideator.done_at_request[1] >= 4 and ideator.done_at_request[2] >= 4
+    # overlap: the next epoch started before the previous one was complete
+    assert min(ideator.done_at_request.values()) < 8
+    assert len(store.ideas(run.id)) == 3 * 8 + 1
+
+
+def test_jobs_start_as_soon_as_slots_free(tmp_path):
+    backend = SimBackend(SlotPool.cpu_only(2), quad_script(0.05))
+    search, store, run, backend = make_search(
+        tmp_path, SearchConfig(epochs=1, ideas_per_epoch=6, seed=5), backend=backend
+    )
+    asyncio.run(search.run())
+    events = sorted([(s, 1) for s, _ in backend.intervals] + [(e, -1) for _, e in backend.intervals])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2  # both slots busy at once, never more
+
+
+def test_failures_are_statuses_not_numbers(tmp_path):
+    def script(spec):
+        text = (spec.workspace / "train.py").read_text()
+        if "Y = 2.0" in text:  # baseline: fine
+            return 0.01, '@metric {"name": "loss", "value": 2.04}\n', 0
+        return 0.01, "", 1
+
+    backend = SimBackend(SlotPool.cpu_only(2), script)
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=1, ideas_per_epoch=4), backend=backend)
+    asyncio.run(search.run())
+    failed = [i for i in store.ideas(run.id, epoch=0) if i.status is Status.FAILED]
+    assert failed and all(i.metric is None and "exit code 1" in i.reason for i in failed)
+
+
+def test_unappliable_change_is_unimplementable(tmp_path):
+    class Broken(MutateIdeator):
+        async def propose(self, manifest, request):
+            bad = "--- a/train.py\n+++ b/train.py\n@@ -1,1 +1,1 @@\n-NOT IN FILE\n+X = 9\n"
+            return [IdeaProposal("a broken change", bad, {}) for _ in range(request.count)]
+
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=1, ideas_per_epoch=2), ideator=Broken())
+    asyncio.run(search.run())
+    ideas = store.ideas(run.id, epoch=0)
+    assert all(i.status is Status.UNIMPLEMENTABLE and i.reason for i in ideas)
+    assert store.code_changes(ideas[0].id)[0].outcome == "rejected"

@@ -1,0 +1,283 @@
+"""The SQLite store: real database files, real subprocesses (a SIGKILL, concurrent connections)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlalchemy.exc import IntegrityError
+
+from idealab.metrics import MetricValue
+from idealab.status import Status
+from idealab.store import DB_NAME, JobEnd, RunRecord, Store, StoreError
+from idealab.store.models import Base
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "work", busy_timeout_s=2.0) as opened:
+        yield opened
+
+
+@pytest.fixture
+def run(store: Store) -> RunRecord:
+    return store.create_run("toy", "envs/toy", "tiny", {"seed": 1}, {"metric": {"name": "loss"}})
+
+
+def _sqlite(store: Store) -> closing[sqlite3.Connection]:
+    return closing(sqlite3.connect(store.path, isolation_level=None))
+
+
+def test_migrations_create_the_schema_and_record_a_version(store: Store) -> None:
+    assert store.schema_version() == "0001"
+    with _sqlite(store) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs", "ideas", "code_changes", "jobs", "metric_values", "llm_calls", "alembic_version"} <= names
+
+
+def test_migrations_match_the_models(store: Store) -> None:
+    engine = create_engine(f"sqlite:///{store.path}")
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+def test_wal_mode_and_foreign_keys_are_on(store: Store) -> None:
+    with _sqlite(store) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with pytest.raises(IntegrityError):
+        store.add_idea(run_id=999, epoch=0, idx=0, kind="initial", text="t", ideator="x", payload={})
+
+
+def test_reopen_keeps_data(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as first:
+        run = first.create_run("toy", "envs/toy", None, {"seed": 3}, {"a": [1, 2]})
+        first.add_idea(run.id, 0, 0, "initial", "wider MLP", "llm", {"knobs": {"width": 4}})
+        first.set_baseline(run.id, 3.3, Status.OK, None)
+    with Store.open(tmp_path) as second:
+        again = second.get_run()
+        assert again is not None and again.config == {"seed": 3} and again.manifest == {"a": [1, 2]}
+        assert (again.baseline_metric, again.baseline_status) == (3.3, Status.OK)
+        [idea] = second.ideas(run.id)
+        assert idea.text == "wider MLP" and idea.payload == {"knobs": {"width": 4}}
+        assert idea.status is Status.PROPOSED
+        with pytest.raises(StoreError, match="one run"):
+            second.create_run("toy", "envs/toy", None, {}, {})
+
+
+def test_add_idea_is_idempotent_on_run_epoch_idx(store: Store, run: RunRecord) -> None:
+    first = store.add_idea(run.id, 2, 5, "explore", "original", "llm", {})
+    again = store.add_idea(run.id, 2, 5, "explore", "a different text", "llm", {"x": 1})
+    assert again == first
+    store.add_idea(run.id, 2, 6, "explore", "next", "llm", {})
+    store.add_idea(run.id, -1, 0, "baseline", "baseline", "none", {})
+    assert [(i.epoch, i.idx) for i in store.ideas(run.id)] == [(-1, 0), (2, 5), (2, 6)]
+    assert [i.idx for i in store.ideas(run.id, epoch=2, statuses=["proposed"])] == [5, 6]
+
+
+def test_update_idea_changes_only_the_given_fields(store: Store, run: RunRecord) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    store.update_idea(idea.id, reason="patch failed", applied_diff="--- a\n+++ b\n")
+    store.update_idea(idea.id, status=Status.READY, started_at=10.0)
+    got = store.get_idea(idea.id)
+    assert (got.status, got.reason, got.applied_diff, got.started_at) == (
+        Status.READY, "patch failed", "--- a\n+++ b\n", 10.0,
+    )  # fmt: skip
+    assert store.update_idea(idea.id, reason=None).reason is None
+    with pytest.raises(ValueError):
+        store.update_idea(idea.id, status="no-such-status")
+
+
+def test_finish_idea_writes_status_metric_job_end_and_values_together(store: Store, run: RunRecord) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    job = store.add_job(idea.id, "e0-i0-a1", "python train.py", "ws", "ws/out.log", "ws/err.log")
+    store.job_started("e0-i0-a1", 100.0, (0, 1), 4242)
+    assert store.jobs(statuses=[Status.RUNNING])[0].gpu_ids == (0, 1)
+    values = [MetricValue("val_loss", 3.4, 10), MetricValue("val_loss", 3.25, 20)]
+    store.finish_idea(
+        idea.id, Status.OK, 3.25, None, 200.0, job.job_key, values, JobEnd(199.0, 0, False, "ok")
+    )
+    got = store.get_idea(idea.id)
+    assert (got.status, got.metric, got.finished_at, got.attempts) == (Status.OK, 3.25, 200.0, 1)
+    [ended] = store.jobs(idea.id)
+    assert (ended.status, ended.exit_code, ended.finished_at, ended.pid) == (Status.OK, 0, 199.0, 4242)
+    assert store.metric_values("e0-i0-a1") == values
+    assert store.status_counts(run.id) == {"ok": 1}
+
+
+def test_finish_idea_without_job_end_still_ends_the_job(store: Store, run: RunRecord) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    store.add_job(idea.id, "e0-i0-a1", "true", "ws", "o", "e")
+    store.job_started("e0-i0-a1", 1.0, (), None)
+    store.finish_idea(idea.id, Status.INVALID, None, "no metric", 8.0, "e0-i0-a1", [])
+    [job] = store.jobs(idea.id)
+    assert (job.status, job.finished_at, job.exit_code, job.gpu_ids) == ("invalid", 8.0, None, ())
+    store.job_finished("e0-i0-a1", 9.0, None, False, "abandoned", "orchestrator restarted")
+    assert store.jobs(statuses=["abandoned"])[0].error == "orchestrator restarted"
+
+
+def test_finish_idea_that_fails_midway_writes_nothing(store: Store, run: RunRecord) -> None:
+    mine = store.add_idea(run.id, 0, 0, "initial", "mine", "llm", {})
+    other = store.add_idea(run.id, 0, 1, "initial", "other", "llm", {})
+    store.update_idea(mine.id, status=Status.RUNNING)
+    store.add_job(other.id, "e0-i1-a1", "true", "ws", "o", "e")
+    with pytest.raises(ValueError, match="belongs to idea"):
+        store.finish_idea(mine.id, Status.OK, 1.0, None, 5.0, "e0-i1-a1", [MetricValue("loss", 1.0)])
+    got = store.get_idea(mine.id)
+    assert (got.status, got.metric, got.finished_at) == (Status.RUNNING, None, None)
+    assert store.metric_values("e0-i1-a1") == []
+    with pytest.raises(ValueError, match="terminal"):
+        store.finish_idea(mine.id, Status.RUNNING, None, None, 5.0)
+
+
+def test_nan_and_inf_metric_values_round_trip(store: Store, run: RunRecord) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    store.add_job(idea.id, "k", "true", "ws", "o", "e")
+    store.add_metric_values(
+        "k", [MetricValue(n, v) for n, v in [("a", math.nan), ("b", math.inf), ("c", -math.inf)]]
+    )
+    store.add_metric_values("k", [MetricValue("d", 5e-324, 7, "regex")])
+    got = store.metric_values("k")
+    assert math.isnan(got[0].value)
+    assert [v.value for v in got[1:]] == [math.inf, -math.inf, 5e-324]
+    assert (got[3].step, got[3].source) == (7, "regex")
+
+
+def test_add_job_counts_attempts_and_rejects_a_reused_key(store: Store, run: RunRecord) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    store.add_job(idea.id, "e0-i0-a1", "true", "ws", "o", "e")
+    store.job_finished("e0-i0-a1", 9.0, None, True, Status.TIMEOUT, "time limit")
+    store.add_job(idea.id, "e0-i0-a2", "true", "ws", "o", "e")
+    with pytest.raises(ValueError, match="already used"):
+        store.add_job(idea.id, "e0-i0-a2", "true", "ws", "o", "e")
+    assert store.get_idea(idea.id).attempts == 2
+    first, second = store.jobs(idea.id)
+    assert (first.status, first.timed_out, first.error) == (Status.TIMEOUT, True, "time limit")
+    assert second.status == "ready"
+
+
+def test_code_changes_and_llm_calls(store: Store, run: RunRecord) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    store.add_code_change(idea.id, 1, 0, "diff", "bad diff", "rejected", "hunk 1 failed")
+    store.add_code_change(idea.id, 1, 1, "search_replace", "good", "applied", None)
+    assert [(c.sample, c.outcome, c.error) for c in store.code_changes(idea.id)] == [
+        (0, "rejected", "hunk 1 failed"), (1, "applied", None),
+    ]  # fmt: skip
+    store.add_llm_call(run.id, "ideator", "anthropic", "claude", "[]", "ideas", 1000, 200, 0.25, 3.0)
+    store.add_llm_call(run.id, "implementer", "local", "unpriced", "[]", "diff", 50, 5, None, 1.0,
+                       idea_id=idea.id, cached_tokens=10, extra={"stop": "end"})  # fmt: skip
+    calls = store.llm_calls(run.id)
+    assert [c.role for c in calls] == ["ideator", "implementer"]
+    assert (calls[1].idea_id, calls[1].cached_tokens, calls[1].extra) == (idea.id, 10, {"stop": "end"})
+    assert store.total_cost(run.id) == 0.25
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    sqlite3.connect(tmp_path / DB_NAME, isolation_level=None).execute(
+        "UPDATE alembic_version SET version_num='9999'"
+    )
+    with pytest.raises(StoreError, match="newer idealab"):
+        Store.open(tmp_path)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from idealab.metrics import MetricValue
+from idealab.store import JobEnd, Store
+
+store = Store.open(Path(sys.argv[1]))
+run = store.create_run("toy", "envs/toy", None, {}, {})
+idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+store.add_job(idea.id, "e0-i0-a1", "true", "ws", "o", "e")
+end = JobEnd(5.0, 0, False, "ok")
+store.finish_idea(idea.id, "ok", 3.25, None, 5.0, "e0-i0-a1", [MetricValue("loss", 3.25)], end)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_committed_write_survives_sigkill(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    with Store.open(tmp_path) as store:
+        run = store.get_run()
+        assert run is not None
+        [idea] = store.ideas(run.id)
+        assert (idea.status, idea.metric) == (Status.OK, 3.25)
+        assert store.jobs()[0].exit_code == 0
+        assert store.metric_values("e0-i0-a1") == [MetricValue("loss", 3.25)]
+
+
+# Holds a transaction open in another process until told to commit: EXCLUSIVE with an uncommitted
+# change (blocks readers unless WAL), or DEFERRED with a read (blocks writers' commits unless WAL).
+_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN " + sys.argv[2])
+if sys.argv[2] == "EXCLUSIVE":
+    conn.execute("UPDATE ideas SET text = 'changed'")
+else:
+    conn.execute("SELECT count(*) FROM ideas").fetchall()
+print("holding", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+Holder = Callable[[str], "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def holder(store: Store) -> Iterator[Holder]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(mode: str) -> subprocess.Popen[str]:
+        args = [sys.executable, "-c", _HOLDER, str(store.path), mode]
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "holding\n"
+        return proc
+
+    yield start
+    for proc in procs:
+        with proc:  # closes its pipes and waits
+            proc.kill()
+
+
+def _release(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=10) == 0
+
+
+def test_reads_do_not_wait_for_an_open_write(store: Store, run: RunRecord, holder: Holder) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "original", "llm", {})
+    writer = holder("EXCLUSIVE")
+    assert store.get_idea(idea.id).text == "original"  # the committed state, at once
+    _release(writer)
+    assert store.get_idea(idea.id).text == "changed"
+
+
+def test_writes_do_not_wait_for_an_open_read(store: Store, run: RunRecord, holder: Holder) -> None:
+    idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
+    reader = holder("DEFERRED")
+    store.finish_idea(idea.id, Status.FAILED, None, "exit code 1", 3.0)
+    assert store.get_idea(idea.id).status is Status.FAILED
+    _release(reader)
