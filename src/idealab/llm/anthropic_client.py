@@ -1,0 +1,121 @@
+"""Anthropic's messages API through the official `anthropic` SDK, with extended thinking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import anthropic
+from anthropic.types import Message as AnthropicMessage
+from anthropic.types import MessageParam, ThinkingConfigParam
+
+from idealab.llm import errors
+from idealab.llm.pricing import Price
+from idealab.llm.types import LLMError, LLMRequest, LLMResponse
+
+
+class AnthropicClient:
+    """One attempt per `complete` call; wrap in RetryingClient for retries."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float = 600.0,
+        price: Price | None = None,
+        provider: str = "anthropic",
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.timeout_s = timeout_s
+        self.price = price
+        self._label = f"{provider}:{model}"
+        # An explicit timeout also stops the SDK from refusing long non-streaming requests up front.
+        self._sdk = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
+        )
+
+    def _thinking(self, request: LLMRequest) -> ThinkingConfigParam | anthropic.Omit:
+        budget = request.thinking_budget
+        if budget is None:
+            return anthropic.omit
+        # The API's own rules, checked here so the message is ours and no call is wasted.
+        if request.temperature is not None and request.temperature != 1.0:
+            raise LLMError(
+                f"{self._label}: extended thinking needs temperature 1 (got {request.temperature})"
+            )
+        if request.max_tokens <= budget:
+            raise LLMError(
+                f"{self._label}: max_tokens ({request.max_tokens}) must exceed the thinking budget ({budget})"
+            )
+        return {"type": "enabled", "budget_tokens": budget}
+
+    @staticmethod
+    def _sampling(request: LLMRequest) -> dict[str, float] | None:
+        # This SDK has no `temperature` argument; the API takes it in the body. 1 is the API's default
+        # (and the only value allowed with thinking), so it is left out rather than sent.
+        if request.temperature is None or request.temperature == 1.0:
+            return None
+        return {"temperature": request.temperature}
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        thinking = self._thinking(request)
+        messages: list[MessageParam] = []
+        for m in request.messages:
+            if m.role == "user":
+                messages.append({"role": "user", "content": m.content})
+            else:
+                messages.append({"role": "assistant", "content": m.content})
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self._sdk.messages.create(
+                    model=self.model,
+                    messages=messages,
+                    max_tokens=request.max_tokens,
+                    system=request.system if request.system is not None else anthropic.omit,
+                    thinking=thinking,
+                    extra_body=self._sampling(request),
+                )
+        except (anthropic.APITimeoutError, TimeoutError):
+            raise errors.timeout_error(self._label, self.timeout_s) from None
+        except anthropic.APIStatusError as exc:
+            raise errors.status_error(
+                self._label, exc.status_code, exc.message, exc.response.headers
+            ) from None
+        except anthropic.APIConnectionError as exc:
+            raise errors.connection_error(self._label, exc) from None
+        except anthropic.APIError as exc:  # e.g. a body that is not JSON
+            raise errors.unreadable(self._label, exc.body, exc.message) from None
+        except json.JSONDecodeError as exc:  # a JSON content type over a body that is not JSON
+            raise errors.unreadable(self._label, exc.doc, "not JSON") from None
+        return self._convert(raw, time.monotonic() - started)
+
+    def _convert(self, raw: object, latency_s: float) -> LLMResponse:
+        if not isinstance(raw, AnthropicMessage):
+            raise errors.unreadable(self._label, raw, "not a message")
+        try:
+            text = "".join(block.text for block in raw.content if block.type == "text")
+            usage = raw.usage
+            cached = usage.cache_read_input_tokens or 0
+            # input_tokens excludes cache reads and writes; ours counts every prompt token.
+            total_in = usage.input_tokens + cached + (usage.cache_creation_input_tokens or 0)
+            details = usage.output_tokens_details
+            thinking_tokens = details.thinking_tokens if details is not None else 0
+            return LLMResponse(
+                text=text,
+                model=self.model,
+                provider=self.provider,
+                input_tokens=total_in,
+                output_tokens=usage.output_tokens,  # thinking included, as billed
+                cached_input_tokens=cached,
+                thinking_tokens=thinking_tokens,
+                cost_usd=self.price.cost(total_in, usage.output_tokens, cached) if self.price else None,
+                latency_s=latency_s,
+                stop_reason=raw.stop_reason,
+            )
+        except (AttributeError, TypeError) as exc:
+            raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None

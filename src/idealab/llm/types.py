@@ -1,0 +1,107 @@
+"""The provider-neutral LLM interface: requests, responses, call records and errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    messages: tuple[Message, ...]
+    system: str | None = None
+    max_tokens: int = 8000
+    temperature: float | None = 1.0
+    thinking_budget: int | None = None  # Anthropic extended thinking budget in tokens (None = off)
+    reasoning_effort: str | None = None  # OpenAI reasoning models: "low" | "medium" | "high"
+
+    def prompt_json(self) -> str:
+        """The prompt as one JSON document (what a CallRecord stores)."""
+        return json.dumps(
+            {
+                "system": self.system,
+                "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            },
+            ensure_ascii=False,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMResponse:
+    text: str
+    model: str
+    provider: str
+    input_tokens: int  # all prompt tokens, cached ones included
+    output_tokens: int  # all generated tokens, thinking/reasoning included (as billed)
+    cached_input_tokens: int = 0
+    thinking_tokens: int = 0  # part of output_tokens, where the API reports it
+    cost_usd: float | None  # None when the model has no known price
+    latency_s: float  # of the successful attempt (or of all attempts, once retried: see `attempts`)
+    stop_reason: str | None = None  # as the API says it ("stop", "length", "end_turn", "max_tokens", ...)
+    attempts: int = 1  # HTTP attempts this answer took (retries + 1)
+
+
+class LLMClient(Protocol):
+    provider: str
+    model: str
+
+    async def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallRecord:
+    """One logical call (all its retry attempts) as handed to a recorder: success or failure."""
+
+    role: str  # "ideator", "implementer", ...
+    provider: str
+    model: str
+    prompt: str  # JSON of system + messages
+    response: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_s: float  # wall time of the whole call, retries and backoff included
+    error: str | None
+    idea_id: int | None
+    attempts: int = 1
+    cached_input_tokens: int = 0
+    thinking_tokens: int = 0
+
+
+class LLMError(RuntimeError):
+    """A call that could not produce an answer; the message says which provider/model and why."""
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class TransientLLMError(LLMError):
+    """One attempt failed in a way worth retrying (429, 5xx, connection error, timeout)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class LLMConfigError(ValueError):
+    """A client cannot be built: unknown provider, missing key, bad option. Raised at start."""
+
+
+class BudgetExhausted(Exception):
+    """The run's LLM spending reached its cap; raised before a call is made. Not an LLMError on
+    purpose: callers that treat LLMError as "this idea failed" must not swallow a stop signal."""
+
+    def __init__(self, spent_usd: float, cap_usd: float) -> None:
+        super().__init__(
+            f"LLM budget exhausted: spent ${spent_usd:.4f} of the ${cap_usd:.4f} cap (--max-cost-usd)"
+        )
+        self.spent_usd = spent_usd
+        self.cap_usd = cap_usd

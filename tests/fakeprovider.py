@@ -1,0 +1,301 @@
+"""A real HTTP server on 127.0.0.1 that speaks three LLM wire formats with scripted answers.
+
+Endpoints (matched by path suffix, so any base-URL prefix works):
+  POST .../chat/completions  -> "chat"       (OpenAI chat completions; also Gemini's OpenAI endpoint)
+  POST .../responses         -> "responses"  (OpenAI responses API)
+  POST .../messages          -> "messages"   (Anthropic messages API)
+
+Each endpoint has a queue of scripted `Reply`s, consumed in order. An empty queue answers HTTP 418
+with "fakeprovider: no scripted reply", a non-retryable error, so a test that under-scripts fails
+loudly instead of hanging. Every request is recorded (path, headers, JSON body) and the server tracks
+the largest number of requests it was handling at once. It runs in a background thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+Endpoint = Literal["chat", "responses", "messages"]
+_SUFFIXES: tuple[tuple[str, Endpoint], ...] = (
+    ("/chat/completions", "chat"),
+    ("/responses", "responses"),
+    ("/messages", "messages"),
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer. Build with `Reply.answer`, `Reply.error` or `Reply.garbage`."""
+
+    kind: Literal["text", "error", "garbage"]
+    text: str = ""
+    thinking: str = ""  # Anthropic: a thinking block before the text
+    input_tokens: int = 10
+    output_tokens: int = 5
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    content_type: str = "application/json"
+    delay_s: float = 0.0  # wait this long before answering (longer than a client timeout = a hang)
+
+    @classmethod
+    def answer(cls, text: str, **kw: Any) -> Reply:
+        return cls(kind="text", text=text, **kw)
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str = "scripted error",
+        retry_after: float | None = None,
+        delay_s: float = 0.0,
+    ) -> Reply:
+        headers = (("retry-after", f"{retry_after:g}"),) if retry_after is not None else ()
+        return cls(kind="error", status=status, text=message, headers=headers, delay_s=delay_s)
+
+    @classmethod
+    def garbage(
+        cls, body: bytes = b"<html>upstream proxy error</html>", content_type: str = "application/json"
+    ) -> Reply:
+        return cls(kind="garbage", body=body, content_type=content_type)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    endpoint: Endpoint | None
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # the decoded JSON body, or None when it was not JSON
+    received_at: float
+
+
+@dataclass
+class _State:
+    queues: dict[Endpoint, deque[Reply]] = field(
+        default_factory=lambda: {"chat": deque(), "responses": deque(), "messages": deque()}
+    )
+    requests: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+def _chat_body(reply: Reply, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.input_tokens,
+            "completion_tokens": reply.output_tokens,
+            "total_tokens": reply.input_tokens + reply.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+        },
+    }
+
+
+def _responses_body(reply: Reply, model: str) -> dict[str, Any]:
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [
+            {"type": "reasoning", "id": "rs_fake", "summary": []},
+            {
+                "type": "message",
+                "id": "msg_fake",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            },
+        ],
+        "usage": {
+            "input_tokens": reply.input_tokens,
+            "input_tokens_details": {"cached_tokens": reply.cached_tokens, "cache_write_tokens": 0},
+            "output_tokens": reply.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+            "total_tokens": reply.input_tokens + reply.output_tokens,
+        },
+    }
+
+
+def _messages_body(reply: Reply, model: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if reply.thinking:
+        content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig-fake"})
+    content.append({"type": "text", "text": reply.text})
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": reply.input_tokens - reply.cached_tokens,
+            "cache_read_input_tokens": reply.cached_tokens,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": reply.output_tokens,
+        },
+    }
+
+
+_BODIES = {"chat": _chat_body, "responses": _responses_body, "messages": _messages_body}
+
+
+def _error_body(endpoint: Endpoint | None, status: int, message: str) -> dict[str, Any]:
+    kind = "rate_limit_error" if status == 429 else "api_error" if status >= 500 else "invalid_request_error"
+    if endpoint == "messages":
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"error": {"message": message, "type": kind, "code": str(status)}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
+        return
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = None
+        path = self.path.split("?", 1)[0]
+        endpoint = next((ep for suffix, ep in _SUFFIXES if path.endswith(suffix)), None)
+        with state.lock:
+            state.requests.append(
+                RecordedRequest(
+                    endpoint, path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
+                )
+            )
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            queue = state.queues[endpoint] if endpoint else None
+            reply = queue.popleft() if queue else None
+        try:
+            self._answer(endpoint, reply, body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (e.g. its timeout fired during our delay): nothing left to answer
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    def _answer(self, endpoint: Endpoint | None, reply: Reply | None, body: Any) -> None:
+        if reply is None:
+            what = endpoint or self.path
+            self._send(418, _error_body(endpoint, 418, f"fakeprovider: no scripted reply for {what}"))
+            return
+        if reply.delay_s > 0 and self.server.state.stopping.wait(reply.delay_s):
+            return  # server shutting down
+        if reply.kind == "garbage":
+            self._send_bytes(200, reply.body, reply.content_type, ())
+        elif reply.kind == "error":
+            self._send(reply.status, _error_body(endpoint, reply.status, reply.text), reply.headers)
+        else:
+            assert endpoint is not None
+            model = body.get("model", "fake-model") if isinstance(body, dict) else "fake-model"
+            self._send(200, _BODIES[endpoint](reply, model), reply.headers)
+
+    def _send(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send_bytes(
+        self, status: int, data: bytes, content_type: str, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: _State
+
+
+class FakeProvider:
+    """Start with `start()` (or use as a context manager); script with `add(endpoint, *replies)`."""
+
+    def __init__(self) -> None:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.state = _State()
+        # serve_forever checks for shutdown between selects: a short interval keeps teardown quick
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fakeprovider",
+            daemon=True,
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(self, endpoint: Endpoint, *replies: Reply) -> None:
+        with self._server.state.lock:
+            self._server.state.queues[endpoint].extend(replies)
+
+    def requests(self, endpoint: Endpoint | None = None) -> list[RecordedRequest]:
+        with self._server.state.lock:
+            return [r for r in self._server.state.requests if endpoint is None or r.endpoint == endpoint]
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._server.state.lock:
+            return self._server.state.max_in_flight
+
+    def pending(self, endpoint: Endpoint) -> int:
+        with self._server.state.lock:
+            return len(self._server.state.queues[endpoint])
+
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.state.stopping.set()  # wakes handlers that are in a scripted delay
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeProvider:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
