@@ -23,7 +23,7 @@ data: $(STAMP)
 demo: data
 	rm -rf runs/demo
 	$(BIN)/idealab run --env charlm --preset demo --epochs 3 --ideas-per-epoch 4 --slots 2 --seed 0 \
-		--workdir runs/demo --quiet
+		--workdir runs/demo
 
 test: data
 	$(BIN)/python -m pytest -q

@@ -42,7 +42,8 @@ def register(name: str, builder: Builder) -> None:
 
 
 def build(name: str, options: IdeatorOptions) -> tuple[Ideator, Implementer]:
-    _load_optional()
+    if name not in BUILDERS:
+        _load_optional()
     if name not in BUILDERS:
         raise ValueError(f"unknown ideator {name!r}; valid: {', '.join(sorted(BUILDERS))}")
     return BUILDERS[name](options)

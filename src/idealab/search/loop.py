@@ -278,7 +278,7 @@ class Search:
             if self._stopping:
                 return
             idea = await self._implement(idea)
-            if idea.status.terminal:
+            if idea.status is not Status.READY:  # unimplementable, or put back by a stop: nothing to run
                 return
         workspace = self._fresh_workspace(idea)
         if idea.applied_diff:  # (re)build the job's copy from the stored, accepted change

@@ -1,0 +1,239 @@
+"""The LLM ideator (`--ideator llm --model provider:model`) and the builder that pairs it with the LLM
+implementer.
+
+Defaults follow the paper's released code: temperature 1.0, up to 10,000 output tokens, Anthropic extended
+thinking with a budget of 3,000 tokens at epoch 0 and 1,500 later, OpenAI reasoning effort "low". Every
+setting can be changed (see `LLMSettings` and docs/llm.md): `IdeatorOptions.extra` pairs win over
+`IDEALAB_LLM_<NAME>` environment variables, which win over the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Literal, cast
+
+from idealab.errors import StopRun
+from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, Ideator, Implementer
+from idealab.ideators.idea_parser import drop_repeats, parse_ideas
+from idealab.ideators.llm_implementer import Completer, ImplementerSettings, LLMImplementer
+from idealab.ideators.prompting import ideation_prompt
+from idealab.ideators.registry import IdeatorOptions, register
+from idealab.llm import (
+    PROVIDERS,
+    BudgetExhausted,
+    CallRecord,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    LLMService,
+    Message,
+    Recorder,
+    make_client,
+    parse_model_spec,
+)
+from idealab.manifest import Manifest
+from idealab.store import Store
+
+log = logging.getLogger(__name__)
+
+SETTINGS_VAR_PREFIX = "IDEALAB_LLM_"
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take a reasoning effort
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Everything about how the LLMs are called. Thinking budgets of 0 turn thinking off."""
+
+    temperature: float = 1.0
+    ideator_max_tokens: int = 10000
+    thinking_budget_initial: int = 3000  # Anthropic, epoch 0 (released code: 3000)
+    thinking_budget_later: int = 1500  # Anthropic, epochs >= 1 (released code: 1500)
+    reasoning_effort: str = "low"  # OpenAI reasoning models (o-series, gpt-5*); "off" sends none
+    implementer_max_tokens: int = 10000
+    implementer_thinking_budget: int = 1500
+    implement_mode: str = "parallel"  # "parallel" (the paper) | "sequential" (the released code)
+    samples: int = 4  # parallel mode: candidate changes per idea (the paper: 10)
+    revisions: int = 2  # parallel mode: revisions per candidate (the paper: 2)
+    sequential_attempts: int = 10  # sequential mode: attempts per idea (the released code: 10)
+    preflight_slots: int = 2
+    timeout_s: float = 600.0  # per HTTP attempt
+    max_retries: int = 5
+    retry_base_delay_s: float = 1.0
+    api: str = "chat"  # OpenAI: "chat" (completions) | "responses"
+    max_concurrency: int = 8  # LLM calls in flight at once, per model
+
+    def __post_init__(self) -> None:
+        if self.implement_mode not in ("parallel", "sequential"):
+            raise ValueError(f"implement_mode must be 'parallel' or 'sequential', got {self.implement_mode!r}")
+        if self.api not in ("chat", "responses"):
+            raise ValueError(f"api must be 'chat' or 'responses', got {self.api!r}")
+        budgets = (self.thinking_budget_initial, self.thinking_budget_later, self.implementer_thinking_budget)
+        if min(budgets) < 0:
+            raise ValueError("thinking budgets must be >= 0 (0 turns thinking off)")
+        if max(self.thinking_budget_initial, self.thinking_budget_later) >= self.ideator_max_tokens:
+            raise ValueError("ideator_max_tokens must exceed the ideator's thinking budgets")
+        if self.implementer_thinking_budget >= self.implementer_max_tokens:
+            raise ValueError("implementer_max_tokens must exceed implementer_thinking_budget")
+
+    @classmethod
+    def from_sources(cls, pairs: Iterable[tuple[str, str]], environ: Mapping[str, str]) -> LLMSettings:
+        """Defaults, overridden by IDEALAB_LLM_<NAME> variables, overridden by `pairs` (name, value)."""
+        known = {f.name: f for f in fields(cls)}
+        given: dict[str, str] = {}
+        for name in known:
+            if f"{SETTINGS_VAR_PREFIX}{name.upper()}" in environ:
+                given[name] = environ[f"{SETTINGS_VAR_PREFIX}{name.upper()}"]
+        for name, value in pairs:
+            key = name.strip().lower().replace("-", "_")
+            if key not in known:
+                raise ValueError(f"unknown LLM setting {name!r}; valid: {', '.join(known)}")
+            given[key] = value
+        values: dict[str, object] = {}
+        defaults = cls()
+        for name, text in given.items():
+            kind = type(getattr(defaults, name))
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise ValueError(f"LLM setting {name}: expected a {kind.__name__}, got {text!r}") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def implementer(self, provider: str, model: str) -> ImplementerSettings:
+        sequential = self.implement_mode == "sequential"
+        return ImplementerSettings(
+            samples=1 if sequential else self.samples,
+            revisions=self.sequential_attempts - 1 if sequential else self.revisions,
+            max_tokens=self.implementer_max_tokens,
+            temperature=self.temperature,
+            thinking_budget=_thinking(provider, self.implementer_thinking_budget),
+            reasoning_effort=_effort(provider, model, self.reasoning_effort),
+            preflight_slots=self.preflight_slots,
+        )
+
+
+def _thinking(provider: str, budget: int) -> int | None:
+    return budget if budget > 0 and PROVIDERS[provider].wire == "anthropic" else None
+
+
+def _effort(provider: str, model: str, effort: str) -> str | None:
+    if effort == "off" or provider != "openai" or not _REASONING_MODEL.match(model):
+        return None
+    return effort
+
+
+class LLMIdeator:
+    """Asks the model for `request.count` ideas per call, in the tagged format; parses what comes back."""
+
+    name = "llm"
+
+    def __init__(self, service: Completer, provider: str, model: str, settings: LLMSettings | None = None) -> None:
+        self.service = service
+        self.provider = provider
+        self.model = model
+        self.settings = settings or LLMSettings()
+
+    def request(self, manifest: Manifest, request: IdeationRequest) -> LLMRequest:
+        system, user = ideation_prompt(manifest, request)
+        s = self.settings
+        budget = s.thinking_budget_initial if request.kind is IdeaKind.INITIAL else s.thinking_budget_later
+        return LLMRequest(
+            (Message("user", user),),
+            system=system,
+            max_tokens=s.ideator_max_tokens,
+            temperature=s.temperature,
+            thinking_budget=_thinking(self.provider, budget),
+            reasoning_effort=_effort(self.provider, self.model, s.reasoning_effort),
+        )
+
+    async def propose(self, manifest: Manifest, request: IdeationRequest) -> list[IdeaProposal]:
+        try:
+            response = await self.service.complete(self.request(manifest, request), role="ideator")
+        except BudgetExhausted as exc:
+            raise StopRun(str(exc)) from exc
+        except LLMError as exc:  # recorded by the service; the loop asks again
+            log.warning("ideation call failed (epoch %d, %s): %s", request.epoch, request.kind.value, exc)
+            return []
+        ideas = drop_repeats(parse_ideas(response.text), request.avoid)[: request.count]
+        if not ideas:
+            log.warning("the ideator's answer held no new idea in a known format (epoch %d)", request.epoch)
+        return [
+            IdeaProposal(idea.text, None, {"experiment": idea.experiment, "code_changes": idea.code_changes})
+            for idea in ideas
+        ]
+
+
+# ---------------------------------------------------------------------------------------------- builder
+
+
+class _SharedCap:
+    """The ideator's and the implementer's services (two models) under one cost cap."""
+
+    def __init__(self, service: LLMService, services: tuple[LLMService, ...], cap: float | None) -> None:
+        self.service = service
+        self.services = services
+        self.cap = cap
+
+    async def complete(self, request: LLMRequest, *, role: str, idea_id: int | None = None) -> LLMResponse:
+        spent = sum(s.spent_usd for s in self.services)
+        if self.cap is not None and spent >= self.cap:
+            raise BudgetExhausted(spent, self.cap)
+        return await self.service.complete(request, role=role, idea_id=idea_id)
+
+
+def store_recorder(store: Store, run_id: int) -> Recorder:
+    """Every LLM call, success or failure, as a row of the run's `llm_calls`."""
+
+    def record(call: CallRecord) -> None:
+        store.add_llm_call(
+            run_id, call.role, call.provider, call.model, call.prompt, call.response or "",
+            call.input_tokens, call.output_tokens, call.cost_usd, call.latency_s,
+            error=call.error, idea_id=call.idea_id, extra={"attempts": call.attempts},
+            cached_tokens=call.cached_input_tokens, thinking_tokens=call.thinking_tokens,
+        )  # fmt: skip
+
+    return record
+
+
+def build(options: IdeatorOptions) -> tuple[Ideator, Implementer]:
+    if not options.model:
+        raise ValueError("--ideator llm needs --model provider:model (e.g. anthropic:claude-opus-4-5)")
+    settings = LLMSettings.from_sources(options.extra, os.environ)
+    ideator_spec = options.model
+    implementer_spec = options.implementer_model or options.model
+    ideator_provider, ideator_model = parse_model_spec(ideator_spec)
+    implementer_provider, implementer_model = parse_model_spec(implementer_spec)
+    recorder = store_recorder(options.store, options.run_id)
+    spent = options.store.total_cost(options.run_id)  # a resumed run keeps what it already spent
+
+    def service(spec: str, base_url: str | None, spent_usd: float) -> LLMService:
+        # Only OpenAI itself has the responses API; every other provider is called through chat.
+        api = cast(Literal["chat", "responses"], settings.api) if parse_model_spec(spec)[0] == "openai" else "chat"
+        client = make_client(
+            spec, base_url=base_url, keys_file=options.keys_file, timeout_s=settings.timeout_s,
+            max_retries=settings.max_retries, api=api, retry_base_delay_s=settings.retry_base_delay_s,
+        )  # fmt: skip
+        return LLMService(
+            client, max_concurrency=settings.max_concurrency, max_cost_usd=options.max_cost_usd,
+            recorder=recorder, spent_usd=spent_usd,
+        )  # fmt: skip
+
+    ideator_service = service(ideator_spec, options.base_url, spent)
+    ideator_calls: Completer = ideator_service
+    implementer_calls: Completer = ideator_service
+    if implementer_spec != ideator_spec:
+        # --base-url names the main model's server; another provider's model uses its own endpoint.
+        same_server = implementer_provider == ideator_provider
+        implementer_service = service(implementer_spec, options.base_url if same_server else None, 0.0)
+        both = (ideator_service, implementer_service)
+        ideator_calls = _SharedCap(ideator_service, both, options.max_cost_usd)
+        implementer_calls = _SharedCap(implementer_service, both, options.max_cost_usd)
+    ideator = LLMIdeator(ideator_calls, ideator_provider, ideator_model, settings)
+    implementer = LLMImplementer(implementer_calls, settings.implementer(implementer_provider, implementer_model))
+    return ideator, implementer
+
+
+register("llm", build)

@@ -1,0 +1,179 @@
+"""Rendering the LLM prompts from the template files in `idealab/prompts/`.
+
+Every word the models read lives in a template (one per role, shared fragments under `fragments/`); this
+module only fills them in: the environment's description and rules, its editable and read-only files with
+line numbers (never the hidden ones), past ideas with their scores, and the avoid-list.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+
+from idealab.ideators.base import IdeaKind, IdeationRequest, PastIdea
+from idealab.manifest import Manifest
+from idealab.status import Status
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+ROLES = (
+    "system_ideator",
+    "system_implementer",
+    "ideate_initial",
+    "ideate_exploit",
+    "ideate_explore",
+    "implement",
+    "revise",
+)
+FRAGMENTS = ("environment", "rules", "idea_guidelines", "idea_format", "avoid", "change_format")
+_IDEATION_ROLE = {
+    IdeaKind.INITIAL: "ideate_initial",
+    IdeaKind.EXPLOIT: "ideate_exploit",
+    IdeaKind.EXPLORE: "ideate_explore",
+}
+# How a failed idea is labelled in the explore prompt.
+_FAILURE_LABELS = {
+    Status.UNIMPLEMENTABLE: "failed to implement",
+    Status.FAILED: "failed to execute (crashed)",
+    Status.TIMEOUT: "failed to execute (exceeded the time limit)",
+    Status.INVALID: "failed to execute (no valid metric)",
+    Status.TAMPERED: "rejected (changed a protected file)",
+    Status.CANCELLED: "not run (the run was stopped)",
+}
+_LANGUAGES = {".py": "python", ".toml": "toml", ".sh": "bash", ".json": "json", ".yaml": "yaml", ".md": "markdown"}
+
+
+@functools.cache
+def template(name: str) -> Template:
+    """A role template (`ideate_initial`) or a fragment (`fragments/rules`)."""
+    return Template((PROMPTS_DIR / f"{name}.md").read_text())
+
+
+def render(name: str, values: Mapping[str, str]) -> str:
+    """Fill a template; a placeholder without a value is a bug (KeyError), never left in a prompt."""
+    return template(name).substitute(values).strip() + "\n"
+
+
+def fragment(name: str, values: Mapping[str, str] | None = None) -> str:
+    return render(f"fragments/{name}", values or {}).rstrip("\n")
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def number_lines(text: str) -> str:
+    lines = text.splitlines()
+    width = max(4, len(str(len(lines))))
+    return "\n".join(f"{i:>{width}} |{' ' if line else ''}{line}" for i, line in enumerate(lines, start=1))
+
+
+def file_listing(manifest: Manifest, root: Path) -> str:
+    """Every editable and read-only file, numbered. Hidden files are never read here."""
+    parts: list[str] = []
+    for rel in manifest.files.shown:
+        kind = "editable" if rel in manifest.files.editable else "read-only"
+        text = (root / rel).read_text(errors="replace")
+        fence = "````" if "```" in text else "```"
+        lang = _LANGUAGES.get(Path(rel).suffix, "")
+        parts.append(f"### {rel} ({kind})\n\n{fence}{lang}\n{number_lines(text)}\n{fence}")
+    return "\n\n".join(parts)
+
+
+def format_metric(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"
+
+
+def environment_section(manifest: Manifest, root: Path, baseline: float | None) -> str:
+    baseline_line = (
+        f" The unmodified environment (the baseline) scores {format_metric(baseline)}." if baseline is not None else ""
+    )
+    return fragment(
+        "environment",
+        {
+            "name": manifest.name,
+            "description": manifest.description.strip(),
+            "metric_name": manifest.metric.name,
+            "metric_goal": _goal_word(manifest),
+            "baseline_line": baseline_line,
+            "files": file_listing(manifest, root),
+        },
+    )
+
+
+def rules_section(manifest: Manifest) -> str:
+    hidden = (
+        "- Some files of the evaluation are hidden from you: never create, change or try to read them.\n"
+        if manifest.files.hidden
+        else ""
+    )
+    env_rules = "".join(f"- {rule.strip()}\n" for rule in manifest.rules)
+    return fragment("rules", {"hidden_rule": hidden, "env_rules": env_rules})
+
+
+def _goal_word(manifest: Manifest) -> str:
+    return "lower" if manifest.metric.goal.value == "minimize" else "higher"
+
+
+def _indent_idea(text: str) -> str:
+    lines = text.strip().splitlines() or [""]
+    return "\n".join([lines[0], *("  " + line for line in lines[1:])])
+
+
+def history_lines(manifest: Manifest, kind: IdeaKind, history: Sequence[PastIdea]) -> str:
+    """Exploit: the winners, best first. Explore: the sample as given, failures labelled."""
+    ideas = list(history)
+    if kind is IdeaKind.EXPLOIT:
+        scored = [p for p in ideas if p.metric is not None]
+        ideas = sorted(scored, key=lambda p: manifest.metric.rank_key(float(p.metric or 0.0)))
+    if not ideas:
+        return "(none yet)"
+    lines: list[str] = []
+    for past in ideas:
+        if past.status is Status.OK and past.metric is not None:
+            label = f"{manifest.metric.name} = {format_metric(past.metric)}"
+        else:
+            label = _FAILURE_LABELS.get(past.status, past.status.value)
+        lines.append(f"- [{label}] {_indent_idea(past.text)}")
+    return "\n".join(lines)
+
+
+def avoid_section(avoid: Sequence[str]) -> str:
+    if not avoid:
+        return ""
+    ideas = "\n".join(f"{i}. {_indent_idea(text)}" for i, text in enumerate(avoid, start=1))
+    return fragment("avoid", {"ideas": ideas}) + "\n\n"  # a blank line before what follows
+
+
+# ----------------------------------------------------------------------------------------- prompts
+
+
+def ideation_prompt(manifest: Manifest, request: IdeationRequest) -> tuple[str, str]:
+    """(system, user) for one batch of ideas of `request.kind`."""
+    values = {
+        "environment": environment_section(manifest, manifest.root, request.baseline),
+        "rules": rules_section(manifest),
+        "guidelines": fragment("idea_guidelines"),
+        "idea_format": fragment("idea_format", {"count": str(request.count)}),
+        "avoid": avoid_section(request.avoid),
+        "count": str(request.count),
+        "metric_name": manifest.metric.name,
+        "metric_goal": _goal_word(manifest),
+        "history": history_lines(manifest, request.kind, request.history),
+    }
+    return render("system_ideator", {}), render(_IDEATION_ROLE[request.kind], values)
+
+
+def implement_prompt(manifest: Manifest, root: Path, idea: str) -> tuple[str, str]:
+    """(system, user) asking for a code change that implements `idea` against the files under `root`."""
+    values = {
+        "environment": environment_section(manifest, root, None),
+        "rules": rules_section(manifest),
+        "idea": idea.strip(),
+        "change_format": fragment("change_format"),
+    }
+    return render("system_implementer", {}), render("implement", values)
+
+
+def revise_prompt(error: str) -> str:
+    return render("revise", {"error": error.strip()})
