@@ -84,6 +84,10 @@ def run(
         float | None, typer.Option(help="Fraction of an epoch with results before the next epoch's ideation.")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Ideas per ideator call (default 10).")] = None,
+    llm_option: Annotated[
+        list[str] | None,
+        typer.Option(help="LLM setting NAME=VALUE, repeatable (e.g. samples=10, implement_mode=sequential)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display; one line per finished experiment.")] = False,
 ) -> None:
     """Run (or resume) a search in WORKDIR."""
@@ -105,6 +109,12 @@ def run(
             raise _fail(str(exc)) from None
         run_record = options.ensure_run(store, manifest)
         pool = _pool(slots, gpus, manifest.run.gpus)
+        extra = []
+        for item in llm_option or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise _fail(f"--llm-option expects NAME=VALUE, got {item!r}")
+            extra.append((name.strip(), value.strip()))
         try:
             the_ideator, implementer = registry.build(
                 options.ideator,
@@ -112,6 +122,7 @@ def run(
                     store=store, run_id=run_record.id, model=options.model,
                     implementer_model=options.implementer_model, base_url=options.base_url,
                     keys_file=keys_file, max_cost_usd=options.max_cost_usd, batch_size=options.batch_size,
+                    extra=tuple(extra),
                 ),
             )
         except ValueError as exc:
