@@ -73,3 +73,25 @@ def test_unknown_environment_lists_builtins(tmp_path):
 def test_status_of_an_empty_directory_fails_clearly(tmp_path):
     done = idealab("status", "--workdir", str(tmp_path))
     assert done.returncode == 2 and "no idealab run" in done.stderr
+
+
+def test_llm_ideator_without_a_key_fails_at_start_naming_the_variable(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "IDEALAB_KEYS"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "idealab", "run", "--env", str(QUAD), "--ideator", "llm",
+         "--model", "anthropic:claude-opus-4-5", "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "ANTHROPIC_API_KEY" in done.stderr
+
+
+def test_unknown_llm_option_is_refused(tmp_path):
+    done = idealab(
+        "run", "--env", str(QUAD), "--ideator", "llm", "--model", "openai:local",
+        "--base-url", "http://127.0.0.1:9/v1", "--llm-option", "bogus=1", "--workdir", str(tmp_path / "w"),
+    )
+    assert done.returncode == 2
+    assert "unknown LLM setting 'bogus'" in done.stderr
