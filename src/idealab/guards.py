@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from idealab.manifest import PROTECT_BEGIN, PROTECT_END, Manifest
+from idealab.metrics import METRIC_LINE_PREFIX
 from idealab.patching import FileChange
+
+METRIC_MARKER = METRIC_LINE_PREFIX.strip()
 
 
 def protected_regions(text: str) -> list[str]:
@@ -59,6 +62,12 @@ def check_changes(manifest: Manifest, changes: Sequence[FileChange]) -> str | No
             problems.append(
                 f"{path}: the change edits a protected region (lines between '{PROTECT_BEGIN}' and "
                 f"'{PROTECT_END}'), which must stay exactly as it is"
+            )
+            continue
+        if (change.new_text or "").count(METRIC_MARKER) > (change.old_text or "").count(METRIC_MARKER):
+            problems.append(
+                f"{path}: the change adds a '{METRIC_MARKER}' metric line; only the protected evaluation may "
+                "report the metric"
             )
             continue
         if path.endswith(".py"):
