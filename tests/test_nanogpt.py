@@ -1,0 +1,286 @@
+"""The built-in nanogpt environment: shard format, token-by-token validation, causality, time limit,
+metric line, manifest presets. CPU only, tiny models; the end-to-end run is marked slow."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from idealab.manifest import PROTECT_BEGIN, PROTECT_END, load_manifest
+from idealab.metrics import extract_values, judge
+from idealab.paths import builtin_envs_dir
+
+ENV_DIR = builtin_envs_dir() / "nanogpt"
+MODULES = ("shards", "harness", "train_gpt", "prepare")
+
+
+@pytest.fixture(scope="module")
+def ng() -> Iterator[SimpleNamespace]:
+    """The environment's modules, imported from its directory (as a job does) and unloaded afterwards,
+    so their short names cannot clash with another environment's."""
+    sys.path.insert(0, str(ENV_DIR))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only spin, badly so on a busy 2-core machine
+    try:
+        yield SimpleNamespace(**{name: importlib.import_module(name) for name in MODULES})
+    finally:
+        torch.set_num_threads(threads)
+        sys.path.remove(str(ENV_DIR))
+        for name in MODULES:
+            sys.modules.pop(name, None)
+
+
+def tiny_model(ng: SimpleNamespace, leaky: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = ng.train_gpt.GPT(ng.train_gpt.MODEL_CONFIGS["tiny"])
+    if leaky:  # planted bug: every position attends to the whole sequence, later tokens included
+        for block in model.transformer.h:
+            attn = block.attn
+
+            def full_attention(x: torch.Tensor, attn: torch.nn.Module = attn) -> torch.Tensor:
+                q, k, v = attn._heads(x)
+                return attn._merge(torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+            attn.forward = full_attention
+    return model
+
+
+def train_briefly(model: torch.nn.Module, steps: int = 25, T: int = 32) -> None:
+    torch.manual_seed(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        tokens = torch.randint(0, 256, (8, T + 1))
+        _, loss = model(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def random_batch(n: int = 4, T: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.randint(0, 256, (n, T + 1), generator=torch.Generator().manual_seed(2))
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+# ------------------------------------------------------------------------------------------ shards
+
+
+def test_shard_round_trip(ng: SimpleNamespace, tmp_path: Path) -> None:
+    tokens = np.random.default_rng(0).integers(0, 50257, 1000)
+    path = tmp_path / "x_val_000000.bin"
+    ng.shards.write_shard(str(path), tokens)
+    header = np.fromfile(path, dtype=np.int32, count=256)
+    assert list(header[:3]) == [20240520, 1, 1000] and not header[3:].any()
+    assert path.stat().st_size == 256 * 4 + 2 * 1000
+    assert np.array_equal(ng.shards.load_tokens(str(path)), tokens)
+
+
+def test_corrupt_shards_are_rejected_with_a_clear_error(ng: SimpleNamespace, tmp_path: Path) -> None:
+    path = tmp_path / "bad.bin"
+    ng.shards.write_shard(str(path), np.arange(100))
+    raw = bytearray(path.read_bytes())
+    raw[0:4] = np.int32(12345).tobytes()
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ng.shards.ShardError, match="bad magic number 12345"):
+        ng.shards.load_tokens(str(path))
+    ng.shards.write_shard(str(path), np.arange(100))
+    path.write_bytes(path.read_bytes()[:-10])  # truncated: the header promises more tokens
+    with pytest.raises(ng.shards.ShardError, match="header says 100 tokens"):
+        ng.shards.load_tokens(str(path))
+
+
+def test_ranks_read_disjoint_consecutive_chunks(ng: SimpleNamespace, tmp_path: Path) -> None:
+    ng.shards.write_shard(str(tmp_path / "d_train_000001.bin"), np.arange(1000))
+    pattern = str(tmp_path / "*_train_*.bin")
+    x0, y0 = ng.shards.DistributedDataLoader(pattern, 2, 8, rank=0, world=2).next_batch()
+    x1, _ = ng.shards.DistributedDataLoader(pattern, 2, 8, rank=1, world=2).next_batch()
+    assert x0.flatten().tolist() == list(range(16)) and x1.flatten().tolist() == list(range(16, 32))
+    assert torch.equal(y0, x0 + 1)
+
+
+def test_prepare_cuts_a_token_stream_into_val_then_train_shards(ng: SimpleNamespace, tmp_path: Path) -> None:
+    stream = [np.arange(0, 10), np.arange(10, 25)]
+    assert ng.prepare.write_shards(iter(stream), str(tmp_path), "fw", shard_tokens=8) == 4
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["fw_train_000001.bin", "fw_train_000002.bin", "fw_train_000003.bin", "fw_val_000000.bin"]
+    assert ng.shards.load_tokens(str(tmp_path / "fw_val_000000.bin")).tolist() == list(range(8))
+    assert ng.shards.load_tokens(str(tmp_path / "fw_train_000003.bin")).tolist() == [24]
+    assert ng.prepare.write_shards(iter(stream), str(tmp_path / "cut"), "fw", 8, max_shards=2) == 2
+
+
+def test_validation_sequences_cover_exactly_the_requested_tokens(ng: SimpleNamespace, tmp_path: Path) -> None:
+    ng.shards.write_shard(str(tmp_path / "d_val_000000.bin"), np.arange(300))
+    pattern = str(tmp_path / "*_val_*.bin")
+    parts = [ng.shards.load_val_sequences(pattern, 256, 32, rank=r, world=2) for r in range(2)]
+    targets = torch.cat([y.flatten() for _, y in parts])
+    assert targets.tolist() == list(range(1, 257))
+    with pytest.raises(ValueError, match="not a multiple"):
+        ng.shards.load_val_sequences(pattern, 250, 32)
+
+
+# ----------------------------------------------------------------------- token-by-token validation
+
+
+def test_token_by_token_equals_full_forward(ng: SimpleNamespace) -> None:
+    model = tiny_model(ng)
+    train_briefly(model)
+    x, y = random_batch()
+    ok, full, tbt = ng.harness.check_causality(model, x, y, contextlib.nullcontext(), 1e-4)
+    assert ok and abs(full - tbt) < 1e-5
+    logits, _ = model(x, y)
+    cache, steps = None, []
+    with torch.no_grad():
+        for t in range(x.size(1)):
+            step_logits, cache = model.forward_with_cache(x[:, t : t + 1], cache)
+            steps.append(step_logits)
+    assert torch.allclose(torch.cat(steps, dim=1), logits, atol=1e-4)
+
+
+def test_planted_future_leak_is_caught(ng: SimpleNamespace) -> None:
+    model = tiny_model(ng, leaky=True)
+    train_briefly(model)
+    x, y = random_batch()
+    ok, full, tbt = ng.harness.check_causality(model, x, y, contextlib.nullcontext(), 1e-4)
+    assert not ok and abs(full - tbt) > 1e-4  # a causal model agrees to ~1e-7 in float32
+
+
+@pytest.mark.gpu
+def test_token_by_token_matches_in_bf16_on_gpu(ng: SimpleNamespace) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = tiny_model(ng).cuda()
+    x, y = random_batch(16, 128)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    ok, full, tbt = ng.harness.check_causality(model, x.cuda(), y.cuda(), autocast, 0.02)
+    assert ok, (full, tbt)
+
+
+# --------------------------------------------------------------------- clock, schedule, metric line
+
+
+def test_clock_stops_at_the_limit(ng: SimpleNamespace) -> None:
+    clock = ng.harness.TrainClock("cpu", 0.0)
+    clock.start()
+    assert clock.should_stop()
+    clock = ng.harness.TrainClock("cpu", 3600.0)
+    clock.start()
+    assert not clock.should_stop()
+
+
+def test_lr_schedule_warms_up_then_decays_to_a_tenth_over_1_1(ng: SimpleNamespace) -> None:
+    tg = ng.train_gpt
+    assert tg.get_lr(0) == pytest.approx(tg.LEARNING_RATE / tg.WARMUP_ITERS)
+    assert tg.get_lr(tg.WARMUP_ITERS) == pytest.approx(tg.LEARNING_RATE)
+    assert tg.get_lr(tg.NUM_ITERATIONS) == pytest.approx(tg.LEARNING_RATE * 0.1 / 1.1)
+
+
+def test_report_prints_the_line_the_manifest_reads(ng: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
+    ng.harness.report(1234, 3.2551, 1500.2)
+    out = capsys.readouterr().out
+    assert "step:1234 val_loss:3.2551 train_time:1500200ms" in out
+    spec = load_manifest(ENV_DIR).metric
+    verdict = judge(extract_values(out, spec), spec)
+    assert verdict.ok and verdict.metric == pytest.approx(3.2551)
+    assert not judge(extract_values("@metric " + '{"name": "val_loss", "value": 2.4}', spec), spec).ok
+
+
+# ---------------------------------------------------------------------------------------- manifest
+
+
+def test_presets_keep_the_papers_batch_and_validation() -> None:
+    for preset in ("8gpu", "1gpu", "2gpu"):
+        m = load_manifest(ENV_DIR, preset)
+        env = m.run.env
+        assert env["NANOGPT_VAL_SIZE"] == "10485760" and env["NANOGPT_MODEL"] == "d12"
+        per_step = int(env["NANOGPT_DEVICE_BATCH"]) * int(env["NANOGPT_SEQ_LEN"]) * m.run.gpus
+        assert int(env["NANOGPT_GLOBAL_BATCH"]) == 262144 and 262144 % per_step == 0
+    assert load_manifest(ENV_DIR, "8gpu").run.env["NANOGPT_TIME_LIMIT_S"] == "1500"
+    smoke = load_manifest(ENV_DIR, "cpu-smoke")
+    assert smoke.run.gpus == 0 and "torchrun" not in smoke.run.command
+    assert "torchrun" in load_manifest(ENV_DIR, "2gpu").run.command
+    assert load_manifest(ENV_DIR).metric.valid_range == (2.5, 20.0)
+
+
+def test_no_setting_is_dropped_by_the_sandbox_as_a_credential() -> None:
+    from idealab.executor.sandbox import is_credential
+
+    for preset in (None, "8gpu", "1gpu", "2gpu", "cpu-smoke"):
+        assert not [name for name in load_manifest(ENV_DIR, preset).run.env if is_credential(name)]
+
+
+def protected_text(path: Path) -> str:
+    inside, kept = False, []
+    for line in path.read_text().splitlines():
+        if PROTECT_BEGIN in line:
+            inside = True
+        elif PROTECT_END in line:
+            inside = False
+        elif inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def test_loss_line_time_limit_data_and_evaluation_are_protected() -> None:
+    m = load_manifest(ENV_DIR)
+    assert m.files.editable == ("train_gpt.py",)
+    assert {"harness.py", "shards.py"} <= set(m.files.protected)
+    guarded = protected_text(ENV_DIR / "train_gpt.py")
+    for needle in ("F.cross_entropy(", "clock.should_stop()", "clock.start()", "DistributedDataLoader(",
+                   "evaluate(raw_model", "report(step", "from harness import SETTINGS"):
+        assert needle in guarded, needle
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+
+def run_env(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_cpu_smoke_preset_trains_until_the_time_limit_and_reports(tmp_path: Path) -> None:
+    work = tmp_path / "env"
+    shutil.copytree(ENV_DIR, work)
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(4000)))
+    m = load_manifest(work, "cpu-smoke")
+    env = {**os.environ, **m.run.env, "IDEALAB_DATA_DIR": str(tmp_path / "data"), "CUDA_VISIBLE_DEVICES": ""}
+    prep = [sys.executable, "prepare.py", "offline", "--no-shakespeare", "--text", str(text)]
+    assert run_env(prep, work, env).returncode == 0
+    again = run_env(prep, work, env)
+    assert again.returncode == 0 and "up to date" in again.stdout  # set-up is idempotent
+    env.update(NANOGPT_TIME_LIMIT_S="2", NANOGPT_NUM_ITERATIONS="1000000", NANOGPT_VAL_SIZE="4096")
+    proc = run_env(m.run.command.replace("python", sys.executable, 1).split(), work, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    final = re.search(r"step:(\d+) val_loss:(\S+) train_time:(\d+)ms", proc.stdout)
+    assert final is not None
+    steps, train_ms = int(final.group(1)), int(final.group(3))
+    assert 0 < steps < 1_000_000 and 2000 <= train_ms < 30000  # stopped by the clock, not the schedule
+    assert "causality check" in proc.stdout and ": ok" in proc.stdout
+    verdict = judge(extract_values(proc.stdout, m.metric), m.metric)
+    assert verdict.ok and verdict.metric is not None and math.isfinite(verdict.metric)
+
+
+def test_preflight_rejects_a_planted_leak(tmp_path: Path) -> None:
+    work = tmp_path / "env"
+    shutil.copytree(ENV_DIR, work)
+    source = (work / "train_gpt.py").read_text()
+    leaky = source.replace("F.scaled_dot_product_attention(q, k, v, is_causal=True)",
+                           "F.scaled_dot_product_attention(q, k, v, is_causal=False)")
+    assert leaky != source
+    (work / "train_gpt.py").write_text(leaky)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = run_env([sys.executable, "preflight.py"], work, env, timeout=120)
+    assert proc.returncode == 1 and "disagree" in proc.stdout, proc.stdout + proc.stderr
