@@ -287,8 +287,8 @@ def env_check(
         raise typer.Exit(1)
 
 
-def _run_setup(manifest_name: str, shared_data: Path | None) -> None:
-    manifest = load_manifest(resolve_env(manifest_name))
+def _run_setup(manifest_name: str, shared_data: Path | None, preset: str | None = None) -> None:
+    manifest = load_manifest(resolve_env(manifest_name), preset)
     if manifest.run.setup is None:
         console.print(f"{manifest.name}: nothing to prepare")
         return
@@ -297,7 +297,7 @@ def _run_setup(manifest_name: str, shared_data: Path | None) -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if shared_data is not None:
         env["IDEALAB_SHARED_DATA"] = str(shared_data.resolve())
-    console.print(f"{manifest.name}: {manifest.run.setup}")
+    console.print(f"{manifest.name}{f' ({preset})' if preset else ''}: {manifest.run.setup}")
     started = time.monotonic()
     done = subprocess.run(manifest.run.setup, shell=True, cwd=manifest.root, env=env, check=False)
     if done.returncode != 0:
@@ -308,11 +308,12 @@ def _run_setup(manifest_name: str, shared_data: Path | None) -> None:
 @env_app.command("prepare")
 def env_prepare(
     env: Annotated[str, typer.Argument(help="Built-in name or directory.")],
+    preset: Annotated[str | None, typer.Option(help="Preset whose set-up to run.")] = None,
     shared_data: Annotated[Path | None, typer.Option(help="Directory with math/ and prompts/.")] = None,
 ) -> None:
-    """Run an environment's set-up command (fetches or builds its offline data once)."""
+    """Run an environment's set-up command (fetches or builds its data once)."""
     try:
-        _run_setup(env, shared_data)
+        _run_setup(env, shared_data, preset)
     except ManifestError as exc:
         raise _fail(str(exc)) from None
 
@@ -321,11 +322,19 @@ def env_prepare(
 def data_fetch(
     shared_data: Annotated[Path | None, typer.Option(help="Directory with math/ and prompts/.")] = None,
     only: Annotated[list[str] | None, typer.Option(help="Only these environments.")] = None,
+    preset: Annotated[
+        str, typer.Option(help="Run this preset's set-up where an environment has it, else the default's.")
+    ] = "cpu-smoke",
 ) -> None:
-    """Prepare the offline data of every built-in environment (into $IDEALAB_DATA_DIR)."""
+    """Prepare the offline data of every built-in environment (into $IDEALAB_DATA_DIR).
+
+    By default the set-up of each environment's offline `cpu-smoke` preset; the paper-scale presets'
+    data (FineWeb, Qwen) needs internet and is prepared with `idealab env prepare ENV --preset P`.
+    """
     console.print(f"data directory: {paths.data_dir()}")
     for name in only or builtin_env_names():
-        _run_setup(name, shared_data)
+        has_preset = preset in load_manifest(resolve_env(name)).presets
+        _run_setup(name, shared_data, preset if has_preset else None)
 
 
 def main() -> None:  # pragma: no cover - console entry point
