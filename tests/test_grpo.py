@@ -1,0 +1,158 @@
+"""The GRPO environment's parts: advantages, losses, masking, tokenisation, overrides, engines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from idealab.manifest import Goal, Reduce, load_manifest
+from test_grpo_util import ENV_DIR, load_env_modules, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def env():  # type: ignore[no-untyped-def]
+    return load_env_modules(ENV_DIR)
+
+
+# ------------------------------------------------------------------------------------- advantages
+
+
+def test_advantages_are_group_normalised_with_unbiased_std(env) -> None:  # type: ignore[no-untyped-def]
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    adv = env.grpo.group_normalized_advantages(rewards, group_size=4, eps=1e-6)
+    std = math.sqrt(1 / 3)  # group 1: mean 0.5, unbiased std sqrt(4 * 0.25 / 3)
+    expected = [0.5 / (std + 1e-6), -0.5 / (std + 1e-6), -0.5 / (std + 1e-6), 0.5 / (std + 1e-6)]
+    assert adv[:4].tolist() == pytest.approx(expected, rel=1e-6)
+    assert adv[4:].tolist() == [0.0, 0.0, 0.0, 0.0]  # equal rewards: std 0, eps keeps it finite
+
+
+def test_advantages_epsilon_and_no_std_option(env) -> None:  # type: ignore[no-untyped-def]
+    rewards = torch.tensor([2.0, 0.0])
+    adv = env.grpo.group_normalized_advantages(rewards, group_size=2, eps=0.5)
+    std = math.sqrt(2.0)
+    assert adv.tolist() == pytest.approx([1 / (std + 0.5), -1 / (std + 0.5)], rel=1e-6)
+    plain = env.grpo.group_normalized_advantages(rewards, group_size=2, normalize_by_std=False)
+    assert plain.tolist() == [1.0, -1.0]
+
+
+# ----------------------------------------------------------------------------------------- losses
+
+
+def test_no_baseline_and_reinforce_losses(env) -> None:  # type: ignore[no-untyped-def]
+    log_probs = torch.tensor([[-1.0, -2.0], [-0.5, -0.25]])
+    loss, _ = env.grpo.per_token_loss(log_probs, "no_baseline", rewards=torch.tensor([1.0, 0.0]))
+    assert loss.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    loss, _ = env.grpo.per_token_loss(log_probs, "reinforce_with_baseline", advantages=torch.tensor([0.5, -2.0]))
+    assert loss.tolist() == [[0.5, 1.0], [-1.0, -0.5]]
+
+
+def test_grpo_clip_loss_and_clipping(env) -> None:  # type: ignore[no-untyped-def]
+    # ratios 1.5 and 0.5 for a positive and a negative advantage; clip range 0.2
+    old = torch.zeros(2, 2)
+    log_probs = torch.log(torch.tensor([[1.5, 0.5], [1.5, 0.5]]))
+    adv = torch.tensor([1.0, -1.0])
+    loss, clipped = env.grpo.per_token_loss(log_probs, "grpo_clip", advantages=adv, old_log_probs=old, clip=0.2)
+    # A=+1: -min(1.5, 1.2) = -1.2 (clipped), -min(0.5, 0.8) = -0.5
+    # A=-1: -min(-1.5, -1.2) = 1.5,          -min(-0.5, -0.8) = 0.8 (clipped)
+    assert torch.allclose(loss, torch.tensor([[-1.2, -0.5], [1.5, 0.8]]), atol=1e-6)
+    assert clipped.tolist() == [[True, False], [False, True]]
+
+
+def test_grpo_clip_gradient_is_zero_where_clipped(env) -> None:  # type: ignore[no-untyped-def]
+    log_probs = torch.log(torch.tensor([[1.5, 1.1]])).requires_grad_()
+    loss, _ = env.grpo.per_token_loss(
+        log_probs, "grpo_clip", advantages=torch.tensor([1.0]), old_log_probs=torch.zeros(1, 2), clip=0.2
+    )
+    loss.sum().backward()
+    assert log_probs.grad is not None
+    assert torch.allclose(log_probs.grad, torch.tensor([[0.0, -1.1]]), atol=1e-6)
+
+
+def test_unknown_loss_names_the_choices(env) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="grpo_clip"):
+        env.grpo.per_token_loss(torch.zeros(1, 1), "ppo")
+
+
+def test_masked_mean(env) -> None:  # type: ignore[no-untyped-def]
+    values = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1, 1, 0], [0, 0, 1]])
+    assert env.grpo.masked_mean(values, mask).item() == pytest.approx((1 + 2 + 6) / 3)
+    assert env.grpo.masked_mean(values, mask, dim=1).tolist() == pytest.approx([1.5, 6.0])
+    assert env.grpo.masked_mean(values, mask, dim=0).tolist()[:2] == pytest.approx([1.0, 2.0])
+
+
+# ----------------------------------------------------------------------------------- tokenisation
+
+
+def test_response_mask_covers_exactly_the_response_tokens(env) -> None:  # type: ignore[no-untyped-def]
+    tok = tiny_tokenizer()
+    out = env.grpo.tokenize_prompt_and_output(["a b c", "a"], ["d e", "b c d"], tok)
+    ids, labels, mask = out["input_ids"], out["labels"], out["response_mask"]
+    assert ids.shape == labels.shape == mask.shape == (2, 4)  # longest: 3 + 2 = 4 + 1 = 5 tokens, shifted
+    a, b, c, d, e, pad = (tok.convert_tokens_to_ids(t) for t in ["a", "b", "c", "d", "e", "[PAD]"])
+    assert ids[0].tolist() == [a, b, c, d] and labels[0].tolist() == [b, c, d, e]
+    assert mask[0].tolist() == [0, 0, 1, 1]  # labels d and e are the response
+    assert labels[1].tolist() == [b, c, d, pad] and mask[1].tolist() == [1, 1, 1, 0]
+
+
+def test_response_log_probs_match_log_softmax(env) -> None:  # type: ignore[no-untyped-def]
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits: torch.Tensor) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, input_ids: torch.Tensor):  # type: ignore[no-untyped-def]
+            return type("Out", (), {"logits": self.logits})()
+
+    logits = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[0, 4, 2], [1, 1, 3]])
+    got = env.grpo.response_log_probs(Fixed(logits), torch.zeros(2, 3, dtype=torch.long), labels)
+    want = torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- config and sampling
+
+
+def test_overrides_cast_to_the_default_type(env) -> None:  # type: ignore[no-untyped-def]
+    g = env.grpo
+    saved = (g.LEARNING_RATE, g.GROUP_SIZE, g.NORMALIZE_BY_STD, g.LOSS_TYPE)
+    try:
+        g.apply_overrides(g.SETTINGS, ["--GROUP_SIZE=4"], {"GRPO_LEARNING_RATE": "3e-5", "GRPO_NORMALIZE_BY_STD": "0"})
+        assert (g.LEARNING_RATE, g.GROUP_SIZE, g.NORMALIZE_BY_STD) == (3e-5, 4, False)
+        with pytest.raises(SystemExit, match="unknown argument"):
+            g.apply_overrides(g.SETTINGS, ["--NOT_A_SETTING=1"], {})
+    finally:
+        g.LEARNING_RATE, g.GROUP_SIZE, g.NORMALIZE_BY_STD, g.LOSS_TYPE = saved
+
+
+def test_stop_string_is_kept_and_the_rest_cut(env) -> None:  # type: ignore[no-untyped-def]
+    cut = env.rollout.truncate_at_stop
+    assert cut("x </think> <answer>5</answer>\nmore</answer>", "</answer>") == "x </think> <answer>5</answer>"
+    assert cut("no stop here", "</answer>") == "no stop here"
+
+
+def test_transformers_engine_returns_n_samples_per_prompt(env) -> None:  # type: ignore[no-untyped-def]
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    engine = env.rollout.HFEngine(LlamaForCausalLM(config), tok, batch_size=4)
+    out = engine.generate(["a b", "c"], n=3, temperature=1.0, top_p=1.0, max_tokens=5, stop=None)
+    assert len(out) == 6  # the n samples of each prompt, adjacent
+    assert all(len(o.split()) <= 5 for o in out)  # at most max_tokens new tokens
+
+
+def test_manifest_presets_and_metric() -> None:
+    base = load_manifest(ENV_DIR)
+    assert base.metric.name == "eval_accuracy" and base.metric.goal is Goal.MAXIMIZE
+    assert base.metric.reduce is Reduce.MAX and base.files.hidden == ("evaluate.py",)
+    assert {"b200", "a100", "h100-small", "cpu-smoke"} <= set(base.presets)
+    a100 = load_manifest(ENV_DIR, "a100")
+    assert a100.run.env["GRPO_ROLLOUT_PROMPTS"] == "64" and a100.run.env["HF_HUB_OFFLINE"] == "1"
+    smoke = load_manifest(ENV_DIR, "cpu-smoke")
+    assert smoke.run.gpus == 0 and smoke.run.env["GRPO_MODEL"] == "smollm2-135m-instruct"

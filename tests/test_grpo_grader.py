@@ -1,0 +1,202 @@
+"""The hidden grader and evaluation of the GRPO environment, and their independence from ideas' edits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from idealab.manifest import load_manifest
+from idealab.metrics import extract_values, judge
+from test_grpo_util import ENV_DIR, SHARED_DATA, load_env_modules
+
+MATH_TEST = SHARED_DATA / "math" / "test.jsonl"
+PROMPT = SHARED_DATA / "prompts" / "r1_zero.prompt"
+needs_shared = pytest.mark.skipif(not MATH_TEST.is_file(), reason="../shared/data/math is not present")
+
+
+@pytest.fixture(scope="module")
+def ev():  # type: ignore[no-untyped-def]
+    return load_env_modules(ENV_DIR).evaluate
+
+
+def formatted(answer: str) -> str:
+    return f" 2 + 3 is five. </think> <answer>{answer}</answer>"
+
+
+@needs_shared
+@pytest.mark.parametrize("wrap", ["{}", "\\boxed{{{}}}"])
+def test_all_500_gold_answers_grade_correct(ev, wrap: str) -> None:  # type: ignore[no-untyped-def]
+    rows = [json.loads(line) for line in MATH_TEST.read_text().splitlines()]
+    assert len(rows) == 500
+    failed = [r["answer"] for r in rows if ev.grade(formatted(wrap.format(r["answer"])), r["answer"]).reward != 1.0]
+    assert failed == []
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer is 5.",  # no tags
+        "\\boxed{5}",  # boxed but not formatted
+        " ok </think><answer>5</answer>",  # the separating space is part of the format
+        " ok </think> <answer>5",  # unterminated answer
+        " ok <answer>5</answer>",  # no </think>
+    ],
+)
+def test_unformatted_responses_score_zero(ev, response: str) -> None:  # type: ignore[no-untyped-def]
+    g = ev.grade(response, "5")
+    assert (g.format_reward, g.reward) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [("4", "5"), ("-3", "3"), ("(2,1)", "(1,2)"), ("\\frac{1}{3}", "0.3"), ("-6 / 3", "-2"), ("", "5"),
+     ("x^2+1", "x^2-1"), ("\\text{Tuesday}", "\\text{Monday}")],
+)
+def test_wrong_answers_score_zero_with_format_credit(ev, pred: str, gold: str) -> None:  # type: ignore[no-untyped-def]
+    g = ev.grade(formatted(pred), gold)
+    assert (g.format_reward, g.answer_reward, g.reward) == (1.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("0.5", "\\frac{1}{2}"),
+        ("\\dfrac{3}{4}", "3/4"),
+        ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("10\\text{ cm}", "10"),
+        ("\\$5", "5"),
+        ("50\\%", "50"),
+        ("x = 3", "3"),
+        ("2\\sqrt{2}", "\\sqrt{8}"),
+        ("10,000", "10000"),
+        ("\\text{Monday}", "Monday"),
+        ("90^\\circ", "90"),
+        ("\\frac12", "0.5"),
+        ("(x+1)^2", "x^2+2x+1"),
+        ("[1,2)", "[1, 2)"),
+        ("\\boxed{7}", "7"),
+    ],
+)
+def test_equivalent_forms_score_one(ev, pred: str, gold: str) -> None:  # type: ignore[no-untyped-def]
+    assert ev.grade(formatted(pred), gold).reward == 1.0
+
+
+def test_last_answer_and_last_boxed_are_used(ev) -> None:  # type: ignore[no-untyped-def]
+    response = " draft <answer>1</answer> </think> <answer>so \\boxed{2} then \\boxed{\\frac{1}{2}}</answer>"
+    assert ev.extract_answer(response) == "\\frac{1}{2}"
+
+
+# ------------------------------------------------------------------- evaluation vs. training reward
+
+
+def _data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "prompts").mkdir(parents=True)
+    (root / "prompts" / "r1_zero.prompt").write_text("User: {question}\nAssistant: <think>")
+    rows = [{"problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(4)]
+    (root / "math").mkdir()
+    (root / "math" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _canned_generate(prompts: list[str], **sampling: object) -> list[str]:
+    # right on "0 + 1" and "1 + 1", unformatted on "2 + 1", wrong on "3 + 1": accuracy 0.5
+    answers = {"0": formatted("1"), "1": formatted("2"), "2": "3", "3": formatted("7")}
+    assert sampling == {"temperature": 1.0, "top_p": 1.0, "max_tokens": 1024, "stop": "</answer>"}
+    return [answers[p.split("What is ")[1][0]] for p in prompts]
+
+
+def test_editing_the_training_reward_leaves_evaluation_unchanged(
+    ev, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setenv("GRPO_DATA_DIR", str(_data_dir(tmp_path)))
+    copy = tmp_path / "env"
+    shutil.copytree(ENV_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (copy / "grpo.py").read_text()
+    edited = source.replace(
+        'def train_reward(response, answer):\n',
+        'def train_reward(response, answer):\n    return 1.0  # an idea: reward everything\n',
+    )
+    assert edited != source
+    (copy / "grpo.py").write_text(edited)
+
+    original, changed = load_env_modules(ENV_DIR), load_env_modules(copy)
+    assert original.grpo.train_reward("no answer at all", "5") == 0.0
+    assert changed.grpo.train_reward("no answer at all", "5") == 1.0  # the edit took effect in training
+    assert changed.grpo.evaluate.__file__ == str(copy / "evaluate.py")
+    a = original.evaluate.evaluate(_canned_generate, step=2)
+    b = changed.grpo.evaluate.evaluate(_canned_generate, step=2)  # what the edited trainer calls
+    assert a["accuracy"] == b["accuracy"] == 0.5
+    assert (copy / "evaluate.py").read_bytes() == (ENV_DIR / "evaluate.py").read_bytes()
+
+    # the printed metric line is what the orchestrator judges
+    spec = load_manifest(ENV_DIR).metric
+    verdict = judge(extract_values(capsys.readouterr().out, spec), spec)
+    assert verdict.ok and verdict.metric == 0.5
+
+
+def test_evaluation_frequency(ev) -> None:  # type: ignore[no-untyped-def]
+    assert [s for s in range(1, 21) if ev.should_evaluate(s, 20)] == list(range(2, 21, 2))
+    assert ev.should_evaluate(5, 5)  # the last step is always evaluated
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def test_problem_loader_normalises_levels(tmp_path: Path) -> None:
+    data = load_env_modules(ENV_DIR).data
+    path = tmp_path / "p.jsonl"
+    rows = [{"problem": "p", "answer": "1", "level": "Level 3"}, {"problem": "q", "answer": "2", "level": 5},
+            {"problem": "r", "answer": "3", "level": "Level ?"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["level"] for r in data.load_problems(path)] == [3, 5, None]
+    assert len(data.load_problems(path, limit=2)) == 2
+    path.write_text(json.dumps({"problem": "p"}) + "\n")
+    with pytest.raises(ValueError, match="answer"):
+        data.load_problems(path)
+
+
+def test_datasets_loader_on_local_data(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    data = load_env_modules(ENV_DIR).data
+    path = tmp_path / "hub.jsonl"
+    rows = [{"problem": "1+1?", "solution": "It is $\\boxed{2}$.", "type": "Algebra", "level": "Level 1"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sys.path.insert(0, str(ENV_DIR))  # math_from_hub imports the grader's boxed extraction
+    try:
+        got = data.math_from_hub("train", source=path)
+    finally:
+        sys.path.remove(str(ENV_DIR))
+    assert got[0]["answer"] == "2" and got[0]["level"] == 1 and got[0]["subject"] == "Algebra"
+
+
+# -------------------------------------------------------------------------------- end to end
+
+
+def _prepared_data_dir() -> Path | None:
+    base = Path(os.environ.get("IDEALAB_DATA_DIR") or Path.home() / ".cache" / "idealab") / "grpo"
+    ready = (base / "models" / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    return base if ready and (base / "arith" / "test.jsonl").is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_prepared_data_dir() is None, reason="run the cpu-smoke set-up first (prepare.py)")
+def test_cpu_smoke_preset_runs_and_reports_the_metric(tmp_path: Path) -> None:
+    manifest = load_manifest(ENV_DIR, "cpu-smoke")
+    work = tmp_path / "job"
+    shutil.copytree(ENV_DIR, work, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, **manifest.run.env, "GRPO_DATA_DIR": str(_prepared_data_dir())}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["/bin/sh", "-c", manifest.run.command], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=manifest.run.timeout_s)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    values = extract_values(proc.stdout, manifest.metric)
+    assert judge(values, manifest.metric).ok
+    assert any(v.name == "train_reward" for v in values)
+    assert "rollout engine: transformers" in proc.stdout
