@@ -127,6 +127,7 @@ def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
         ("high = 1e-2", "high = 1e-5", "knobs.LR.high", "greater than low"),
         ('name = "toy"', 'name = "toy"\ncolour = "red"', "colour", "known fields"),
         ("[presets.smoke.run]", "[presets.smoke.files2]", "presets.smoke.files2", "known fields"),
+        ("env = { STEPS = 100,", "env = { MAX_TOKENS = 100,", "run.env.MAX_TOKENS", "does not look like a credential"),
     ],
 )
 def test_validation_errors_name_field_and_expectation(

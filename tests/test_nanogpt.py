@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import math
 import os
 import re
@@ -118,6 +119,20 @@ def test_prepare_cuts_a_token_stream_into_val_then_train_shards(ng: SimpleNamesp
     assert ng.shards.load_tokens(str(tmp_path / "fw_val_000000.bin")).tolist() == list(range(8))
     assert ng.shards.load_tokens(str(tmp_path / "fw_train_000003.bin")).tolist() == [24]
     assert ng.prepare.write_shards(iter(stream), str(tmp_path / "cut"), "fw", 8, max_shards=2) == 2
+
+
+def test_fineweb_loader_runs_on_local_documents_through_datasets(ng: SimpleNamespace, tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    docs = tmp_path / "fineweb-sample.jsonl"
+    texts = ["The quick brown fox.", "Jumps over the lazy dog!", "Third document, with more words in it."]
+    docs.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "shards"
+    ng.prepare.main(["fineweb", "--local-files", str(docs), "--tokenizer", "bytes", "--shard-tokens", "32",
+                     "--out", str(out)])
+    shards = sorted(out.glob("fineweb_*.bin"), key=lambda p: p.stem.rsplit("_", 1)[1])  # by shard number
+    assert shards[0].name == "fineweb_val_000000.bin" and len(shards) > 1
+    tokens = np.concatenate([ng.shards.load_tokens(str(p)) for p in shards])
+    assert bytes(tokens.astype(np.uint8)).decode() == "".join("\n" + t for t in texts)
 
 
 def test_validation_sequences_cover_exactly_the_requested_tokens(ng: SimpleNamespace, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from idealab.credentials import is_credential
 from idealab.paths import builtin_envs_dir
 
 MANIFEST_NAME = "idealab.toml"
@@ -235,6 +236,15 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
     env = run.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str | int | float) for v in env.values()):
         raise r.fail("run.env", "a table of variable = string", env)
+    for var in env:
+        if is_credential(var):
+            raise r.fail(
+                f"run.env.{var}",
+                "a name that does not look like a credential (names containing KEY, TOKEN, SECRET, PASSWORD "
+                "or a provider prefix are removed from every job's environment, so this setting would be lost)",
+                var,
+                show_got=False,
+            )
     preflight_timeout = r.number(run, "preflight_timeout_s", "run.", default=300.0)
     return RunSpec(
         command=r.string(run, "command", "run."),

@@ -8,47 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
+from idealab.credentials import is_credential
 from idealab.paths import DATA_DIR_VAR, data_dir
 
 COPY_IGNORE = ("__pycache__", ".git", "*.pyc", ".mypy_cache", ".pytest_cache", ".ruff_cache")
 MISSING_FILE_HASH = "missing"  # never a sha256 hex digest, so a deleted file always counts as changed
 
-# A name containing any of these words (any case) is treated as a credential: HF_TOKEN, WANDB_API_KEY,
-# GITHUB_TOKEN, DB_PASSWORD, GOOGLE_APPLICATION_CREDENTIALS...
-SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-# LLM and cloud provider variables (base URLs, organisations, regions...), dropped whatever their name.
-PROVIDER_PREFIXES = (
-    "OPENAI_",
-    "ANTHROPIC_",
-    "GEMINI_",
-    "GOOGLE_API",
-    "GOOGLE_GENAI",
-    "DEEPSEEK_",
-    "TOGETHER_",
-    "OPENROUTER_",
-    "AWS_",
-    "AZURE_OPENAI_",
-    "MISTRAL_",
-    "COHERE_",
-    "GROQ_",
-    "XAI_",
-    "FIREWORKS_",
-    "IDEALAB_LLM_",
-)
-# Settings whose names merely look like credentials.
-NOT_CREDENTIALS = frozenset({"TOKENIZERS_PARALLELISM"})
-
 JOB_ID_VAR = "IDEALAB_JOB_ID"
 NUM_GPUS_VAR = "IDEALAB_NUM_GPUS"
 
-_SECRET_RE = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
 
 
 def copy_environment(src_dir: Path, dest: Path) -> Path:
@@ -72,12 +46,6 @@ def hash_files(root: Path, rel_paths: Iterable[str]) -> dict[str, str]:
         hashes[rel] = digest.hexdigest()
     return hashes
 
-
-def is_credential(name: str) -> bool:
-    upper = name.upper()
-    if upper in NOT_CREDENTIALS:
-        return False
-    return bool(_SECRET_RE.search(upper)) or upper.startswith(PROVIDER_PREFIXES)
 
 
 def scrubbed_environ(base: Mapping[str, str]) -> dict[str, str]:

@@ -89,18 +89,25 @@ def prepare_fineweb(args):
     from multiprocessing import Pool
 
     out_dir = args.out or os.path.join(data_root(), "fineweb10B")
-    fingerprint = f"HuggingFaceFW/fineweb:sample-10BT:gpt2:{args.shard_tokens}:{args.max_shards}"
+    source = args.local_files or f"{args.dataset}:{args.subset}"
+    fingerprint = f"{source}:{args.tokenizer}:{args.shard_tokens}:{args.max_shards}"
     if done(out_dir, fingerprint):
         print(f"{out_dir}: shards are up to date")
         return
     from datasets import load_dataset
 
     os.makedirs(out_dir, exist_ok=True)
-    docs = load_dataset("HuggingFaceFW/fineweb", name="sample-10BT", split="train", streaming=True)
+    if args.local_files:  # the same documents saved locally (jsonl or parquet with a "text" column)
+        kind = "parquet" if args.local_files[0].endswith(".parquet") else "json"
+        docs = load_dataset(kind, data_files=args.local_files, split="train", streaming=True)
+    else:
+        docs = load_dataset(args.dataset, name=args.subset, split="train", streaming=True)
+    tokenize = tokenize_gpt2 if args.tokenizer == "gpt2" else tokenize_bytes
+    vocab = 50257 if args.tokenizer == "gpt2" else 256
     with Pool(max(1, (os.cpu_count() or 2) - 1)) as pool:
-        token_stream = pool.imap(tokenize_gpt2, (d["text"] for d in docs), chunksize=16)
+        token_stream = pool.imap(tokenize, (d["text"] for d in docs), chunksize=16)
         n = write_shards(token_stream, out_dir, "fineweb", args.shard_tokens, args.max_shards)
-    write_meta(out_dir, {"fingerprint": fingerprint, "tokenizer": "gpt2", "vocab_size": 50257, "shards": n})
+    write_meta(out_dir, {"fingerprint": fingerprint, "tokenizer": args.tokenizer, "vocab_size": vocab, "shards": n})
 
 
 def write_shards(token_arrays, out_dir, prefix, shard_tokens, max_shards=0):
@@ -138,6 +145,11 @@ def tokenize_gpt2(text):
     return np.array(ids, dtype=np.uint16)
 
 
+def tokenize_bytes(text):
+    """The offline tokenizer: one token per UTF-8 byte (ids 0..255), documents separated by a newline."""
+    return np.frombuffer(("\n" + text).encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+
+
 def write_numbered_shard(out_dir, prefix, index, tokens):
     split = "val" if index == 0 else "train"
     path = os.path.join(out_dir, f"{prefix}_{split}_{index:06d}.bin")
@@ -152,6 +164,11 @@ def main(argv=None):
     fw.add_argument("--out", help="output directory (default: <data dir>/nanogpt/fineweb10B)")
     fw.add_argument("--shard-tokens", type=int, default=SHARD_TOKENS)
     fw.add_argument("--max-shards", type=int, default=0, help="stop after this many shards (0: all)")
+    fw.add_argument("--dataset", default="HuggingFaceFW/fineweb", help="dataset on the hub")
+    fw.add_argument("--subset", default="sample-10BT", help="its configuration")
+    fw.add_argument("--local-files", nargs="+", help="read these jsonl/parquet files instead of the hub")
+    fw.add_argument("--tokenizer", choices=["gpt2", "bytes"], default="gpt2",
+                    help="gpt2 (tiktoken; its first use downloads the BPE files) or bytes (offline)")
     off = sub.add_parser("offline", help="local text, byte-level tokenizer (no internet)")
     off.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add (repeatable)")
     off.add_argument("--no-shakespeare", action="store_true", help="leave out the Shakespeare corpus")
