@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from idealab.data import DataError, shakespeare_path
+from idealab.executor.sandbox import job_environment
 from idealab.manifest import Goal, Manifest, load_manifest, resolve_env
 from idealab.metrics import extract_values, judge
 from idealab.paths import DATA_DIR_VAR, data_dir
@@ -37,7 +38,8 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def run_env(manifest: Manifest, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, DATA_DIR_VAR: str(data_dir()), **manifest.run.env, **extra_env}
+    # the environment a job gets from the executor (scrubbed, this interpreter first on PATH, data dir)
+    env = job_environment({**manifest.run.env, **extra_env}, (), "charlm-test")
     return subprocess.run(
         ["/bin/sh", "-c", manifest.run.command],
         cwd=cwd,

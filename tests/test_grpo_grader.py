@@ -13,6 +13,7 @@ import pytest
 
 from idealab.manifest import load_manifest
 from idealab.metrics import extract_values, judge
+from idealab.paths import data_dir
 from test_grpo_util import ENV_DIR, SHARED_DATA, load_env_modules
 
 MATH_TEST = SHARED_DATA / "math" / "test.jsonl"
@@ -180,7 +181,7 @@ def test_datasets_loader_on_local_data(tmp_path: Path) -> None:
 
 
 def _prepared_data_dir() -> Path | None:
-    base = Path(os.environ.get("IDEALAB_DATA_DIR") or Path.home() / ".cache" / "idealab") / "grpo"
+    base = data_dir() / "grpo"
     ready = (base / "models" / "smollm2-135m-instruct" / "model.safetensors").is_file()
     return base if ready and (base / "arith" / "test.jsonl").is_file() else None
 
