@@ -379,43 +379,6 @@ def load_manifest(env_dir: Path | str, preset: str | None = None) -> Manifest:
     )
 
 
-def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
-    """A JSON-able snapshot of the resolved manifest (stored with each run)."""
-    m = manifest.metric
-    return {
-        "name": manifest.name,
-        "description": manifest.description,
-        "root": str(manifest.root),
-        "preset": manifest.preset,
-        "rules": list(manifest.rules),
-        "run": {
-            "command": manifest.run.command,
-            "timeout_s": manifest.run.timeout_s,
-            "gpus": manifest.run.gpus,
-            "env": dict(manifest.run.env),
-            "setup": manifest.run.setup,
-            "preflight": manifest.run.preflight,
-        },
-        "metric": {
-            "name": m.name,
-            "goal": m.goal.value,
-            "reduce": m.reduce.value,
-            "regex": None if m.regex is None else m.regex.pattern,
-            "baseline": m.baseline,
-            "valid_range": None if m.valid_range is None else list(m.valid_range),
-        },
-        "files": {
-            "editable": list(manifest.files.editable),
-            "readonly": list(manifest.files.readonly),
-            "hidden": list(manifest.files.hidden),
-        },
-        "knobs": {
-            k.name: {"file": k.file, "low": k.low, "high": k.high, "log": k.log, "integer": k.integer}
-            for k in manifest.knobs.values()
-        },
-    }
-
-
 # ------------------------------------------------------------------------------------------- discovery
 
 

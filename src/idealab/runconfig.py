@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from idealab.manifest import Manifest, manifest_to_dict
+from idealab.manifest import Manifest
 from idealab.search.loop import SearchConfig
 from idealab.store import RunRecord, Store
 
@@ -101,3 +101,40 @@ def resolve_run_options(store: Store, given: RunOptions) -> RunSettings:
         if merged[key] is None:
             merged[key] = default
     return RunSettings(**merged)
+
+
+def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
+    """A JSON-able snapshot of the resolved manifest (stored with each run)."""
+    m = manifest.metric
+    return {
+        "name": manifest.name,
+        "description": manifest.description,
+        "root": str(manifest.root),
+        "preset": manifest.preset,
+        "rules": list(manifest.rules),
+        "run": {
+            "command": manifest.run.command,
+            "timeout_s": manifest.run.timeout_s,
+            "gpus": manifest.run.gpus,
+            "env": dict(manifest.run.env),
+            "setup": manifest.run.setup,
+            "preflight": manifest.run.preflight,
+        },
+        "metric": {
+            "name": m.name,
+            "goal": m.goal.value,
+            "reduce": m.reduce.value,
+            "regex": None if m.regex is None else m.regex.pattern,
+            "baseline": m.baseline,
+            "valid_range": None if m.valid_range is None else list(m.valid_range),
+        },
+        "files": {
+            "editable": list(manifest.files.editable),
+            "readonly": list(manifest.files.readonly),
+            "hidden": list(manifest.files.hidden),
+        },
+        "knobs": {
+            k.name: {"file": k.file, "low": k.low, "high": k.high, "log": k.log, "integer": k.integer}
+            for k in manifest.knobs.values()
+        },
+    }

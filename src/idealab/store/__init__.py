@@ -1,5 +1,6 @@
 """The run database (SQLite, WAL, Alembic migrations): `Store.open(workdir)` and the records it returns."""
 
+from idealab.store.engine import StoreError
 from idealab.store.models import (
     CodeChangeRecord,
     IdeaRecord,
@@ -8,7 +9,7 @@ from idealab.store.models import (
     LLMCallRecord,
     RunRecord,
 )
-from idealab.store.store import DB_NAME, UNSET, Store, StoreError
+from idealab.store.store import DB_NAME, UNSET, Store
 
 __all__ = [
     "DB_NAME",

@@ -15,17 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from idealab.metrics import MetricValue
 from idealab.status import Status
+from idealab.store.engine import BEGIN_MODE, StoreError, make_engine, migrate
 from idealab.store.models import (
     CodeChange,
     CodeChangeRecord,
@@ -47,12 +44,6 @@ from idealab.store.models import (
 )
 
 DB_NAME = "idealab.db"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-_BEGIN_MODE = "idealab_begin"  # execution option read by the "begin" listener
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used (e.g. written by a newer idealab)."""
 
 
 class _Unset(enum.Enum):
@@ -62,38 +53,13 @@ class _Unset(enum.Enum):
 UNSET: Final = _Unset.TOKEN  # "leave this field as it is" in update_idea
 
 
-def _on_connect(dbapi_conn: Any, _record: Any, busy_ms: int) -> None:
-    # Take transaction control from the sqlite3 module so that the "begin" listener decides BEGIN's mode.
-    dbapi_conn.isolation_level = None
-    cursor = dbapi_conn.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", f"busy_timeout={busy_ms}"):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
-def _on_begin(conn: Connection) -> None:
-    # Writes take the write lock up front (IMMEDIATE): a deferred read-then-write transaction could fail
-    # with SQLITE_BUSY at the upgrade without ever waiting on busy_timeout.
-    mode = conn.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def _make_engine(db: Path, busy_timeout_s: float) -> Engine:
-    url = URL.create("sqlite", database=str(db))
-    engine = create_engine(url, connect_args={"check_same_thread": False})
-    busy_ms = int(busy_timeout_s * 1000)
-    event.listen(engine, "connect", lambda conn, record: _on_connect(conn, record, busy_ms))
-    event.listen(engine, "begin", _on_begin)
-    return engine
-
-
 class Store:
     """Typed access to `<workdir>/idealab.db`. Use `Store.open(workdir)`; close with `close()`."""
 
     def __init__(self, engine: Engine, path: Path) -> None:
         self.path = path
         self._engine = engine
-        self._writer = engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+        self._writer = engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
         self._read_sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
 
@@ -104,23 +70,13 @@ class Store:
         """Create the workdir and database if needed and migrate the schema to the newest revision."""
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / DB_NAME
-        store = cls(_make_engine(path, busy_timeout_s), path)
+        store = cls(make_engine(path, busy_timeout_s), path)
         try:
-            store._migrate()
+            migrate(store._writer, path)
         except BaseException:
             store.close()
             raise
         return store
-
-    def _migrate(self) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-        with self._writer.begin() as conn:
-            cfg.attributes["connection"] = conn
-            try:
-                command.upgrade(cfg, "head")
-            except CommandError as exc:
-                raise StoreError(f"{self.path}: cannot migrate ({exc}); is it from a newer idealab?") from exc
 
     def close(self) -> None:
         self._engine.dispose()
