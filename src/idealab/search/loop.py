@@ -329,6 +329,10 @@ class Search:
             self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
         outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started)
+        if outcome.status is Status.CANCELLED:  # the orchestrator is shutting down: run it again on resume
+            self.store.job_finished(job_key, time.time(), None, False, "abandoned", "interrupted")
+            self.store.update_idea(idea.id, status=Status.READY, started_at=None)
+            return
         if idea.epoch == BASELINE_EPOCH and outcome.status is Status.OK:
             self.baseline = outcome.metric
             self.store.set_baseline(self.run_id, outcome.metric, outcome.status.value, None)
