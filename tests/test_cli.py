@@ -68,6 +68,7 @@ def test_unknown_environment_lists_builtins(tmp_path):
     done = idealab("run", "--env", "no-such-env", "--workdir", str(tmp_path / "w"))
     assert done.returncode == 2
     assert "charlm" in done.stderr
+    assert not (tmp_path / "w").exists()  # nothing created for a run that cannot start
 
 
 def test_status_of_an_empty_directory_fails_clearly(tmp_path):

@@ -92,6 +92,13 @@ def run(
 ) -> None:
     """Run (or resume) a search in WORKDIR."""
     workdir = workdir.resolve()
+    if not (workdir / "idealab.db").exists():  # a new run: check what it needs before creating anything
+        if not env:
+            raise _fail(f"{workdir} holds no run: give --env to start one")
+        try:
+            load_manifest(resolve_env(env), preset)
+        except ManifestError as exc:
+            raise _fail(str(exc)) from None
     store = Store.open(workdir)
     try:
         try:
