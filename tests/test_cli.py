@@ -56,6 +56,8 @@ def test_run_then_status_json(tmp_path):
     assert abs(data["baseline"] - 2.04) < 1e-9
     assert data["best"]["metric"] <= data["baseline"] or not data["best"]["beats_baseline"]
     assert len(data["experiments"]) == 6
+    assert data["compute"]["job_hours"] > 0 and data["compute"]["gpu_hours"] == 0 and data["seed"] == 0
+    assert data["cost_usd"] == 0
     for e in data["experiments"]:
         assert {"id", "epoch", "idea", "status", "metric", "reason", "started_at", "finished_at"} <= set(e)
         assert e["status"] == "ok" and e["started_at"] and e["finished_at"]

@@ -24,7 +24,7 @@ from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
 from idealab.manifest import ManifestError, builtin_env_names, load_manifest, resolve_env
-from idealab.report import load_view, status_json
+from idealab.report import compute_used, load_view, status_json
 from idealab.runconfig import RunOptions, resolve_run_options
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search
@@ -184,9 +184,11 @@ def _print_summary(store: Store) -> None:
     for idea in view.experiments:
         counts[idea.status.value] = counts.get(idea.status.value, 0) + 1
     out.print("experiments: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    cost = store.total_cost(view.run.id)
-    if cost:
-        out.print(f"LLM cost: ${cost:.4f}")
+    compute = compute_used(store)
+    out.print(
+        f"compute: {compute['job_hours']:.3f} job-hours, {compute['gpu_hours']:.3f} GPU-hours; "
+        f"LLM cost: ${store.total_cost(view.run.id):.4f}; seed {view.run.config.get('seed')}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- status

@@ -63,6 +63,17 @@ def experiment_json(idea: IdeaRecord) -> dict[str, Any]:
     }
 
 
+def compute_used(store: Store) -> dict[str, float]:
+    """Job-hours and GPU-hours of every job that ran (re-runs after a crash included)."""
+    job_s = gpu_s = 0.0
+    for job in store.jobs():
+        if job.started_at is not None and job.finished_at is not None:
+            duration = max(0.0, job.finished_at - job.started_at)
+            job_s += duration
+            gpu_s += duration * len(job.gpu_ids)
+    return {"job_hours": round(job_s / 3600, 4), "gpu_hours": round(gpu_s / 3600, 4)}
+
+
 def status_json(store: Store) -> dict[str, Any]:
     view = load_view(store)
     best = view.best()
@@ -85,5 +96,7 @@ def status_json(store: Store) -> dict[str, Any]:
         "best": None if best is None else {**experiment_json(best), "beats_baseline": view.beats_baseline(best)},
         "counts": counts,
         "cost_usd": store.total_cost(view.run.id),
+        "compute": compute_used(store),
+        "seed": view.run.config.get("seed"),
         "experiments": [experiment_json(i) for i in view.experiments],
     }
