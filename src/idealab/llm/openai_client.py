@@ -113,39 +113,38 @@ class OpenAIClient:
     def _cost(self, input_tokens: int, output_tokens: int, cached: int) -> float | None:
         return self.price.cost(input_tokens, output_tokens, cached) if self.price else None
 
+    def _response(
+        self, text: str, latency_s: float, stop: str | None, tokens: tuple[int, int, int, int] | None
+    ) -> LLMResponse:
+        """tokens: (input, output, cached input, reasoning), or None when the server sent no usage
+        (some local servers leave it out: tokens unknown, so cost unknown)."""
+        inp, out, cached, thinking = tokens or (0, 0, 0, 0)
+        return LLMResponse(
+            text=text,
+            model=self.model,
+            provider=self.provider,
+            input_tokens=inp,
+            output_tokens=out,
+            cached_input_tokens=cached,
+            thinking_tokens=thinking,
+            cost_usd=self._cost(inp, out, cached) if tokens is not None else None,
+            latency_s=latency_s,
+            stop_reason=stop,
+        )
+
     def _from_chat(self, raw: object, latency_s: float) -> LLMResponse:
         if not isinstance(raw, ChatCompletion):
             raise errors.unreadable(self._label, raw, "not a chat completion")
         try:
             choice = raw.choices[0]
-            text = choice.message.content or ""
             usage = raw.usage
-            if usage is None:  # some local servers leave usage out: tokens unknown, so cost unknown
-                return LLMResponse(
-                    text=text,
-                    model=self.model,
-                    provider=self.provider,
-                    input_tokens=0,
-                    output_tokens=0,
-                    cost_usd=None,
-                    latency_s=latency_s,
-                    stop_reason=choice.finish_reason,
-                )
-            cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
-            details = usage.completion_tokens_details
-            thinking = (details.reasoning_tokens or 0) if details else 0
-            return LLMResponse(
-                text=text,
-                model=self.model,
-                provider=self.provider,
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.completion_tokens,
-                cached_input_tokens=cached,
-                thinking_tokens=thinking,
-                cost_usd=self._cost(usage.prompt_tokens, usage.completion_tokens, cached),
-                latency_s=latency_s,
-                stop_reason=choice.finish_reason,
-            )
+            tokens = None
+            if usage is not None:
+                cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
+                details = usage.completion_tokens_details
+                thinking = (details.reasoning_tokens or 0) if details else 0
+                tokens = (usage.prompt_tokens, usage.completion_tokens, cached, thinking)
+            return self._response(choice.message.content or "", latency_s, choice.finish_reason, tokens)
         except (AttributeError, IndexError, TypeError) as exc:
             raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None
 
@@ -153,34 +152,14 @@ class OpenAIClient:
         if not isinstance(raw, Response):
             raise errors.unreadable(self._label, raw, "not a responses-API response")
         try:
-            text = raw.output_text
             stop = raw.incomplete_details.reason if raw.incomplete_details else raw.status
             usage = raw.usage
-            if usage is None:
-                return LLMResponse(
-                    text=text,
-                    model=self.model,
-                    provider=self.provider,
-                    input_tokens=0,
-                    output_tokens=0,
-                    cost_usd=None,
-                    latency_s=latency_s,
-                    stop_reason=stop,
-                )
-            cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else 0
-            thinking = usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else 0
-            return LLMResponse(
-                text=text,
-                model=self.model,
-                provider=self.provider,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_input_tokens=cached,
-                thinking_tokens=thinking,
-                cost_usd=self._cost(usage.input_tokens, usage.output_tokens, cached),
-                latency_s=latency_s,
-                stop_reason=stop,
-            )
+            tokens = None
+            if usage is not None:
+                cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else 0
+                thinking = usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else 0
+                tokens = (usage.input_tokens, usage.output_tokens, cached, thinking)
+            return self._response(raw.output_text, latency_s, stop, tokens)
         except (AttributeError, IndexError, TypeError) as exc:
             raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None
 
