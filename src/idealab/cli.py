@@ -96,7 +96,7 @@ def run(
         if not env:
             raise _fail(f"{workdir} holds no run: give --env to start one")
         try:
-            load_manifest(resolve_env(env), preset)
+            _pool(slots, gpus, load_manifest(resolve_env(env), preset).run.gpus)
         except ManifestError as exc:
             raise _fail(str(exc)) from None
     store = Store.open(workdir)
@@ -114,8 +114,8 @@ def run(
             manifest = load_manifest(resolve_env(options.env), options.preset)
         except (ManifestError, ValueError) as exc:
             raise _fail(str(exc)) from None
-        run_record = options.ensure_run(store, manifest)
         pool = _pool(slots, gpus, manifest.run.gpus)
+        run_record = options.ensure_run(store, manifest)
         extra = []
         for item in llm_option or []:
             name, sep, value = item.partition("=")
