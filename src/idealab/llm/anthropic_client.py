@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import anthropic
@@ -80,18 +79,11 @@ class AnthropicClient:
                     thinking=thinking,
                     extra_body=self._sampling(request),
                 )
-        except (anthropic.APITimeoutError, TimeoutError):
-            raise errors.timeout_error(self._label, self.timeout_s) from None
-        except anthropic.APIStatusError as exc:
-            raise errors.status_error(
-                self._label, exc.status_code, exc.message, exc.response.headers
-            ) from None
-        except anthropic.APIConnectionError as exc:
-            raise errors.connection_error(self._label, exc) from None
-        except anthropic.APIError as exc:  # e.g. a body that is not JSON
-            raise errors.unreadable(self._label, exc.body, exc.message) from None
-        except json.JSONDecodeError as exc:  # a JSON content type over a body that is not JSON
-            raise errors.unreadable(self._label, exc.doc, "not JSON") from None
+        except Exception as exc:
+            mapped = errors.from_sdk(anthropic, exc, self._label, self.timeout_s)
+            if mapped is None:
+                raise
+            raise mapped from None
         return self._convert(raw, time.monotonic() - started)
 
     def _convert(self, raw: object, latency_s: float) -> LLMResponse:

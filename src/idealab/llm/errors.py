@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
 
 from idealab.llm.types import LLMError, TransientLLMError
 
@@ -60,3 +63,21 @@ def unreadable(label: str, what: object, detail: str) -> LLMError:
     return LLMError(
         f"{label}: the server's answer is not a valid response ({detail}); it began: {excerpt(what)!r}"
     )
+
+
+def from_sdk(sdk: ModuleType, exc: BaseException, label: str, timeout_s: float) -> LLMError | None:
+    """The LLMError for an exception of the `openai` or `anthropic` SDK (both name their errors alike),
+    or None when `exc` is none of them (a bug, to be raised as it is)."""
+    if isinstance(exc, sdk.APITimeoutError | TimeoutError):
+        return timeout_error(label, timeout_s)
+    if isinstance(exc, sdk.APIStatusError):
+        status: Any = exc
+        return status_error(label, status.status_code, status.message, status.response.headers)
+    if isinstance(exc, sdk.APIConnectionError):
+        return connection_error(label, exc)
+    if isinstance(exc, sdk.APIError):  # e.g. a body that is not JSON
+        api: Any = exc
+        return unreadable(label, api.body, api.message)
+    if isinstance(exc, json.JSONDecodeError):  # a JSON content type over a body that is not JSON
+        return unreadable(label, exc.doc, "not JSON")
+    return None

@@ -4,7 +4,6 @@ vLLM, Ollama, llama.cpp), through the official `openai` SDK: chat completions or
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Literal, cast
 
@@ -58,18 +57,11 @@ class OpenAIClient:
                     return self._from_chat(chat, time.monotonic() - started)
                 answer = await self._responses(request, effort)
                 return self._from_responses(answer, time.monotonic() - started)
-        except (openai.APITimeoutError, TimeoutError):
-            raise errors.timeout_error(self._label, self.timeout_s) from None
-        except openai.APIStatusError as exc:
-            raise errors.status_error(
-                self._label, exc.status_code, exc.message, exc.response.headers
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise errors.connection_error(self._label, exc) from None
-        except openai.APIError as exc:  # e.g. a body that is not JSON
-            raise errors.unreadable(self._label, exc.body, exc.message) from None
-        except json.JSONDecodeError as exc:  # a JSON content type over a body that is not JSON
-            raise errors.unreadable(self._label, exc.doc, "not JSON") from None
+        except Exception as exc:
+            mapped = errors.from_sdk(openai, exc, self._label, self.timeout_s)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     def _temperature(self, request: LLMRequest, effort: ReasoningEffort | None) -> float | openai.Omit:
         # Reasoning models accept only their default temperature (1): leave it out rather than send it.
