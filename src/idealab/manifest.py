@@ -35,6 +35,14 @@ class Goal(StrEnum):
     MINIMIZE = "minimize"
     MAXIMIZE = "maximize"
 
+    def better(self, a: float, b: float) -> bool:
+        """True when value a is strictly better than b in this direction."""
+        return a < b if self is Goal.MINIMIZE else a > b
+
+    def rank_key(self, value: float) -> float:
+        """Sort key that puts the best value first."""
+        return value if self is Goal.MINIMIZE else -value
+
 
 class Reduce(StrEnum):
     LAST = "last"
@@ -64,11 +72,11 @@ class MetricSpec:
 
     def better(self, a: float, b: float) -> bool:
         """True when value a is strictly better than b in this metric's direction."""
-        return a < b if self.goal is Goal.MINIMIZE else a > b
+        return self.goal.better(a, b)
 
     def rank_key(self, value: float) -> float:
         """Sort key that puts the best value first."""
-        return value if self.goal is Goal.MINIMIZE else -value
+        return self.goal.rank_key(value)
 
     def best(self, values: list[float]) -> float | None:
         if not values:

@@ -30,13 +30,12 @@ class RunView:
         ok = [i for i in self.experiments if i.status is Status.OK and i.metric is not None]
         if not ok:
             return None
-        sign = 1.0 if self.goal is Goal.MINIMIZE else -1.0
-        return min(ok, key=lambda i: sign * float(i.metric or 0.0))
+        return min(ok, key=lambda i: self.goal.rank_key(float(i.metric or 0.0)))
 
     def beats_baseline(self, idea: IdeaRecord) -> bool:
         if self.baseline is None or idea.metric is None or idea.status is not Status.OK:
             return False
-        return idea.metric < self.baseline if self.goal is Goal.MINIMIZE else idea.metric > self.baseline
+        return self.goal.better(idea.metric, self.baseline)
 
 
 def load_view(store: Store) -> RunView:
