@@ -301,6 +301,7 @@ def _run_setup(manifest_name: str, shared_data: Path | None, preset: str | None 
     if manifest.run.setup is None:
         console.print(f"{manifest.name}: nothing to prepare")
         return
+    # Not a job's environment: set-up downloads data, so it keeps the user's variables (e.g. HF_TOKEN).
     env = dict(os.environ)
     env[paths.DATA_DIR_VAR] = str(paths.data_dir())
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -280,15 +280,23 @@ class Search:
             idea = await self._implement(idea)
             if idea.status is not Status.READY:  # unimplementable, or put back by a stop: nothing to run
                 return
+            workspace, _ = self._paths(idea)  # holds the accepted change
+        else:  # the baseline, or an idea made ready before a restart
+            workspace = self._rebuild_workspace(idea)
+        await self._execute(idea, workspace)
+
+    def _rebuild_workspace(self, idea: IdeaRecord) -> Path:
+        """A fresh copy of the environment with the idea's stored, accepted change applied."""
         workspace = self._fresh_workspace(idea)
-        if idea.applied_diff:  # (re)build the job's copy from the stored, accepted change
+        if idea.applied_diff:
             result = apply_edit(workspace, idea.applied_diff)
             if not result.ok:
                 raise RuntimeError(f"stored diff of idea {idea.id} no longer applies: {result.error}")
             write_changes(workspace, result.changes)
-        await self._execute(idea, workspace)
+        return workspace
 
     async def _implement(self, idea: IdeaRecord) -> IdeaRecord:
+        """Ask for a change; when one is accepted it is written into the idea's workspace (status READY)."""
         async with self._implement_slots:
             if self._stopping:
                 return idea
