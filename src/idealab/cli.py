@@ -9,14 +9,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from idealab import paths
+from idealab.errors import RunFault
 from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.local import LocalBackend
 from idealab.executor.runner import run_job
@@ -28,7 +31,8 @@ from idealab.report import compute_used, load_view, status_json
 from idealab.runconfig import RunOptions, resolve_run_options
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search
-from idealab.store import Store
+from idealab.store import DB_NAME, Store
+from idealab.workdir_lock import WorkdirLock
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Execution-grounded automated AI research.")
 env_app = typer.Typer(no_args_is_help=True, help="Research environments: list, check, prepare.")
@@ -42,6 +46,14 @@ out = Console(soft_wrap=True)
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(2)
+
+
+def _fault(fault: RunFault, hint: str | None = None) -> typer.Exit:
+    """A fault of the machine or the workdir: one line (and a hint), exit status 1, never a traceback."""
+    console.print(f"[bold red]error:[/] {escape(str(fault))}")
+    if hint:
+        console.print(hint)
+    return typer.Exit(1)
 
 
 def _pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
@@ -92,74 +104,85 @@ def run(
 ) -> None:
     """Run (or resume) a search in WORKDIR."""
     workdir = workdir.resolve()
-    if not (workdir / "idealab.db").exists():  # a new run: check what it needs before creating anything
+    if not (workdir / DB_NAME).exists():  # a new run: check what it needs before creating anything
         if not env:
             raise _fail(f"{workdir} holds no run: give --env to start one")
+        if (workdir / "experiments").exists():
+            raise _fail(
+                f"{workdir} holds experiments but no {DB_NAME}: its run database is gone; idealab will not start "
+                "a new run over them (restore the database, or use another --workdir)"
+            )
         try:
             _pool(slots, gpus, load_manifest(resolve_env(env), preset).run.gpus)
         except ManifestError as exc:
             raise _fail(str(exc)) from None
-    store = Store.open(workdir)
+    # The lock comes before the database is opened (a migration writes) and long before the search's
+    # recovery, which kills the jobs that a crashed orchestrator left: a live one's jobs are never hit.
     try:
-        try:
-            options = resolve_run_options(
-                store,
-                RunOptions.from_cli(
-                    env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
-                    base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs,
-                    ideas_per_epoch=ideas_per_epoch, seed=seed, next_epoch_at=next_epoch_at,
-                    batch_size=batch_size,
-                ),
-            )
-            manifest = load_manifest(resolve_env(options.env), options.preset)
-        except (ManifestError, ValueError) as exc:
-            raise _fail(str(exc)) from None
-        pool = _pool(slots, gpus, manifest.run.gpus)
-        run_record = options.ensure_run(store, manifest)
-        extra = []
-        for item in llm_option or []:
-            name, sep, value = item.partition("=")
-            if not sep or not name.strip():
-                raise _fail(f"--llm-option expects NAME=VALUE, got {item!r}")
-            extra.append((name.strip(), value.strip()))
-        try:
-            the_ideator, implementer = registry.build(
-                options.ideator,
-                registry.IdeatorOptions(
-                    store=store, run_id=run_record.id, model=options.model,
-                    implementer_model=options.implementer_model, base_url=options.base_url,
-                    keys_file=keys_file, max_cost_usd=options.max_cost_usd, batch_size=options.batch_size,
-                    extra=tuple(extra),
-                ),
-            )
-        except ValueError as exc:
-            raise _fail(str(exc)) from None
-        total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
-        display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
-        backend = LocalBackend(pool)
-        search = Search(
-            manifest, store, run_record.id, backend, the_ideator, implementer,
-            options.search_config(), workdir, on_event=display.on_event,
-        )
-        console.print(
-            f"[bold]idealab[/] {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
-            f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
-            f"{_describe(pool)}, workdir {workdir}"
-        )
-        with display:
+        with ExitStack() as held:
+            held.enter_context(WorkdirLock.acquire(workdir))
+            store = held.enter_context(Store.open(workdir))
             try:
-                asyncio.run(_run_search(search, backend))
-            except KeyboardInterrupt:
-                console.print("[yellow]interrupted: state is saved; run the same command again to resume[/]")
-                raise typer.Exit(130) from None
-        _print_summary(store)
-        if search.internal_errors:
-            console.print(f"[bold red]{len(search.internal_errors)} internal error(s):[/]")
-            for err in search.internal_errors:
-                console.print(err)
-            raise typer.Exit(1)
-    finally:
-        store.close()
+                options = resolve_run_options(
+                    store,
+                    RunOptions.from_cli(
+                        env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
+                        base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs,
+                        ideas_per_epoch=ideas_per_epoch, seed=seed, next_epoch_at=next_epoch_at,
+                        batch_size=batch_size,
+                    ),
+                )
+                manifest = load_manifest(resolve_env(options.env), options.preset)
+            except (ManifestError, ValueError) as exc:
+                raise _fail(str(exc)) from None
+            pool = _pool(slots, gpus, manifest.run.gpus)
+            run_record = options.ensure_run(store, manifest)
+            extra = []
+            for item in llm_option or []:
+                name, sep, value = item.partition("=")
+                if not sep or not name.strip():
+                    raise _fail(f"--llm-option expects NAME=VALUE, got {item!r}")
+                extra.append((name.strip(), value.strip()))
+            try:
+                the_ideator, implementer = registry.build(
+                    options.ideator,
+                    registry.IdeatorOptions(
+                        store=store, run_id=run_record.id, model=options.model,
+                        implementer_model=options.implementer_model, base_url=options.base_url,
+                        keys_file=keys_file, max_cost_usd=options.max_cost_usd, batch_size=options.batch_size,
+                        extra=tuple(extra),
+                    ),
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+            total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
+            display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
+            backend = LocalBackend(pool)
+            search = Search(
+                manifest, store, run_record.id, backend, the_ideator, implementer,
+                options.search_config(), workdir, on_event=display.on_event,
+            )
+            console.print(
+                f"[bold]idealab[/] {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
+                f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
+                f"{_describe(pool)}, workdir {workdir}"
+            )
+            with display:
+                try:
+                    asyncio.run(_run_search(search, backend))
+                except KeyboardInterrupt:
+                    console.print("[yellow]interrupted: state is saved; run the same command again to resume[/]")
+                    raise typer.Exit(130) from None
+                except RunFault as exc:  # the machine failed, not an idea: committed state is intact
+                    raise _fault(exc, "the run stopped; fix the cause, then run the same command to resume") from None
+            _print_summary(store)
+            if search.internal_errors:
+                console.print(f"[bold red]{len(search.internal_errors)} internal error(s):[/]")
+                for err in search.internal_errors:
+                    console.print(err)
+                raise typer.Exit(1)
+    except RunFault as exc:  # the workdir is locked, read-only or full, the database locked or corrupted
+        raise _fault(exc) from None
 
 
 async def _run_search(search: Search, backend: LocalBackend) -> None:
@@ -200,20 +223,19 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show a run's baseline, best result and experiments."""
-    if not (workdir / "idealab.db").is_file():
-        raise _fail(f"{workdir}: no idealab run here (no idealab.db)")
-    store = Store.open(workdir)
+    if not (workdir / DB_NAME).is_file():
+        raise _fail(f"{workdir}: no idealab run here (no {DB_NAME})")
     try:
-        try:
+        with Store.open_readonly(workdir) as store:  # never migrates or writes: safe beside a live run
             data = status_json(store)
-        except LookupError as exc:
-            raise _fail(f"{workdir}: {exc}") from None
-        if as_json:
-            out.print_json(json.dumps(data))
-            return
-        _print_table(data)
-    finally:
-        store.close()
+    except LookupError as exc:
+        raise _fail(f"{workdir}: {exc}") from None
+    except RunFault as exc:
+        raise _fault(exc) from None
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    _print_table(data)
 
 
 def _print_table(data: dict[str, Any]) -> None:

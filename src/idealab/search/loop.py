@@ -4,6 +4,9 @@ Epoch 0 samples N ideas; epoch t >= 1 splits N into exploit and explore. Everyth
 idea's job is submitted the moment its code change is ready (the backend holds it until a slot is free),
 and the next epoch's ideation starts once a configurable fraction of the current epoch has results.
 Every step is written to the store first, so a killed orchestrator resumes without losing or repeating work.
+When the machine fails instead of an idea (disk full, database locked or unreadable: a `RunFault`), the
+search stops at once: in-flight work is cancelled, no idea is blamed, and `run()` raises the fault; a
+resume continues from the committed state.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
 import random
 import shutil
 import time
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idealab.errors import StopRun
+from idealab.errors import RunFault, StopRun, storage_fault
 from idealab.executor.base import Backend, JobStart
 from idealab.executor.local import kill_stale_job
 from idealab.executor.runner import run_job
@@ -36,9 +40,12 @@ from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
 from idealab.search.schedule import ExploitSchedule
 from idealab.status import IN_FLIGHT, Status
-from idealab.store import IdeaRecord, JobEnd, Store
+from idealab.store import IdeaRecord, JobEnd, JobRecord, Store
 
 BASELINE_EPOCH = -1
+# Below this much free space where the experiments live, the disk counts as full: the run stops before it
+# copies another environment, and a job that failed meanwhile is not judged (the disk may be its cause).
+MIN_FREE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class Search:
         self.baseline: float | None = manifest.metric.baseline
         self.internal_errors: list[str] = []
         self._stopping = False
+        self.fault: RunFault | None = None  # set when the machine failed: the search stops and raises it
+        self._faulted = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
@@ -108,6 +117,18 @@ class Search:
     # ------------------------------------------------------------------------------------------ driver
 
     async def run(self) -> None:
+        """Run (or resume) the search; raises a RunFault after stopping cleanly if the machine failed."""
+        try:
+            await self._run_epochs()
+        except RunFault as fault:
+            self._fault(fault)
+        if self.fault is not None:
+            for task in self._tasks:
+                task.cancel()  # a cancelled job is stopped by the backend's close and re-run on resume
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            raise self.fault
+
+    async def _run_epochs(self) -> None:
         self._recover()
         self._start_baseline()
         for epoch in range(self.config.epochs):
@@ -122,9 +143,14 @@ class Search:
             except StopRun as stop:
                 self._stop(str(stop) or "stop requested")
             self.on_event(SearchEvent("epoch", epoch))
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
-        self._cancel_unstarted()
+        while self._tasks and self.fault is None:
+            faulted = asyncio.ensure_future(self._faulted.wait())
+            try:
+                await asyncio.wait({*self._tasks, faulted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                faulted.cancel()
+        if self.fault is None:
+            self._cancel_unstarted()
 
     def _stop(self, reason: str) -> None:
         if not self._stopping:
@@ -132,15 +158,24 @@ class Search:
             self._stop_reason = reason
             self.on_event(SearchEvent("stopping", -1, text=reason))
 
+    def _fault(self, fault: RunFault) -> None:
+        """The machine failed: stop now (the run() driver cancels what is in flight and raises it)."""
+        if self.fault is None:
+            self.fault = fault
+            self._faulted.set()
+            self._stop(f"stopped by a fault: {fault}")
+
     def _recover(self) -> None:
         """Put ideas that were in flight when the orchestrator died back in a state they can restart from."""
         for idea in self.store.ideas(self.run_id, statuses=[s.value for s in IN_FLIGHT]):
             for job in self.store.jobs(idea_id=idea.id):
                 if job.finished_at is not None:
                     continue
-                if job.pid is not None:
-                    kill_stale_job(job.pid, job.job_key)
-                self.store.job_finished(job.job_key, time.time(), None, False, "abandoned", "orchestrator restarted")
+                killed = job.pid is not None and kill_stale_job(job.pid, job.job_key)
+                # A job found dead ended at its logs' last write, not now: the time the orchestrator was
+                # down (or hung on a full disk) is not compute.
+                ended = time.time() if killed else _last_sign_of_life(job)
+                self.store.job_finished(job.job_key, ended, None, False, "abandoned", "orchestrator restarted")
             if idea.status is Status.IMPLEMENTING:
                 self.store.update_idea(idea.id, status=Status.PROPOSED)
             elif idea.status is Status.RUNNING:
@@ -254,24 +289,52 @@ class Search:
     async def _process(self, idea: IdeaRecord) -> None:
         try:
             await self._process_unchecked(idea)
+        except RunFault as fault:  # the machine, not the idea: leave the idea as it is for the resume
+            self._fault(fault)
+        except OSError as exc:
+            problem = storage_fault(exc, f"experiment {idea.id}")
+            if problem is None:
+                self._internal_error(idea, exc)
+            else:
+                self._fault(problem)
         except Exception as exc:  # a bug: record it on the idea, keep the run going, report at the end
-            detail = "".join(traceback.format_exception(exc))[-2000:]
-            self.internal_errors.append(f"idea {idea.id}: {detail}")
-            self._finish(idea, Status.FAILED, None, f"idealab internal error: {exc!r}")
+            self._internal_error(idea, exc)
         finally:
             async with self._changed:
                 self._changed.notify_all()
+
+    def _internal_error(self, idea: IdeaRecord, exc: Exception) -> None:
+        detail = "".join(traceback.format_exception(exc))[-2000:]
+        self.internal_errors.append(f"idea {idea.id}: {detail}")
+        try:
+            self._finish(idea, Status.FAILED, None, f"idealab internal error: {exc!r}")
+        except RunFault as fault:  # not even the failure can be written: stop rather than hang the epoch
+            self._fault(fault)
 
     def _paths(self, idea: IdeaRecord) -> tuple[Path, Path]:
         base = self.workdir / "experiments" / f"{idea.id:05d}"
         return base / "code", base / "logs"
 
     def _fresh_workspace(self, idea: IdeaRecord) -> Path:
+        """A pristine copy of the environment for the idea. Failing to make one is the machine's fault
+        (disk full, workdir not writable), never the idea's: the run stops."""
         workspace, _ = self._paths(idea)
-        if workspace.exists():
-            shutil.rmtree(workspace)
-        copy_environment(self.manifest.root, workspace)
+        self._check_free_space(f"copying the environment for experiment {idea.id}")
+        try:
+            if workspace.exists():
+                shutil.rmtree(workspace)
+            copy_environment(self.manifest.root, workspace)
+        except (OSError, shutil.Error) as exc:
+            raise RunFault(f"cannot copy the environment to {workspace}: {_copy_error(exc)}") from exc
         return workspace
+
+    def _check_free_space(self, doing: str) -> None:
+        free = _free_bytes(self.workdir)
+        if free is not None and free < MIN_FREE_BYTES:
+            raise RunFault(
+                f"the disk holding {self.workdir} is full ({free} bytes free) before {doing}: free some space, "
+                "then resume with `idealab run`"
+            )
 
     async def _process_unchecked(self, idea: IdeaRecord) -> None:
         if idea.status is Status.PROPOSED and idea.kind != IdeaKind.BASELINE.value:
@@ -341,17 +404,19 @@ class Search:
             self.store.job_finished(job_key, time.time(), None, False, "abandoned", "interrupted")
             self.store.update_idea(idea.id, status=Status.READY, started_at=None)
             return
-        if idea.epoch == BASELINE_EPOCH and outcome.status is Status.OK:
-            self.baseline = outcome.metric
-            self.store.set_baseline(self.run_id, outcome.metric, outcome.status.value, None)
-        elif idea.epoch == BASELINE_EPOCH:
-            self.store.set_baseline(self.run_id, None, outcome.status.value, outcome.reason)
+        if outcome.status is not Status.OK:
+            # a job that failed on a full disk says nothing about its idea: not judged, run again on resume
+            self._check_free_space(f"judging experiment {idea.id} (its job ended {outcome.status.value})")
         result = outcome.result
         job_end = JobEnd(result.finished_at, result.exit_code, result.timed_out, outcome.status.value, result.error)
+        is_baseline = idea.epoch == BASELINE_EPOCH
+        # status, metric, job end, metric values and (for the baseline) the run's baseline: one transaction
         self.store.finish_idea(
             idea.id, outcome.status, outcome.metric, outcome.reason, time.time(),
-            job_key=job_key, values=outcome.values, job_end=job_end,
+            job_key=job_key, values=outcome.values, job_end=job_end, baseline=is_baseline,
         )
+        if is_baseline and outcome.status is Status.OK:
+            self.baseline = outcome.metric
         self.on_event(SearchEvent("finished", idea.epoch, idea.id, outcome.status, outcome.metric, idea.text))
 
     def _finish(self, idea: IdeaRecord, status: Status, metric: float | None, reason: str) -> None:
@@ -363,3 +428,33 @@ class Search:
             return
         for idea in self.store.ideas(self.run_id, statuses=[Status.PROPOSED.value]):
             self._finish(idea, Status.CANCELLED, None, f"run stopped before this idea ran: {self._stop_reason}")
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on `path`'s filesystem (None if unknown)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _copy_error(exc: OSError | shutil.Error) -> str:
+    """One line for a failed copy (shutil.Error carries a list of (src, dst, reason) for every file)."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        problems = exc.args[0]
+        src, _, why = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"{why} ({src}){more}"
+    return str(exc)
+
+
+def _last_sign_of_life(job: JobRecord) -> float:
+    """When a job found dead after a crash was last seen alive: its logs' last write, at least its start."""
+    seen = [job.started_at if job.started_at is not None else job.submitted_at]
+    for log in (job.stdout_path, job.stderr_path):
+        try:
+            seen.append(log.stat().st_mtime)
+        except OSError:
+            continue
+    return max(seen)

@@ -1,6 +1,6 @@
 """The run database (SQLite, WAL, Alembic migrations): `Store.open(workdir)` and the records it returns."""
 
-from idealab.store.engine import StoreError
+from idealab.store.engine import StoreBusy, StoreError
 from idealab.store.models import (
     CodeChangeRecord,
     IdeaRecord,
@@ -21,5 +21,6 @@ __all__ = [
     "LLMCallRecord",
     "RunRecord",
     "Store",
+    "StoreBusy",
     "StoreError",
 ]

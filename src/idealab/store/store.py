@@ -2,13 +2,19 @@
 
 Every write is its own short transaction (BEGIN IMMEDIATE ... COMMIT), so a process killed at any
 moment loses nothing that was committed; `finish_idea` writes a result (status, metric, job end, metric
-values) in one transaction, so a result is never half-written. Reads run in deferred transactions and,
-thanks to WAL, never wait for a writer. Callers get frozen records, never ORM objects.
+values, and for the baseline the run's baseline) in one transaction, so a result is never half-written.
+The write lock is taken before a transaction's body runs; when another process holds it past the busy
+timeout the whole transaction is tried again, a bounded number of times, then `StoreBusy` is raised.
+Reads run in deferred transactions and, thanks to WAL, never wait for a writer. `Store.open_readonly`
+never writes (no migration, no WAL set-up): it is what read-only commands use. Callers get frozen
+records, never ORM objects.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,7 +28,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idealab.metrics import MetricValue
 from idealab.status import Status
-from idealab.store.engine import BEGIN_MODE, StoreError, make_engine, migrate
+from idealab.store.engine import (
+    BEGIN_MODE,
+    StoreBusy,
+    StoreError,
+    check_schema,
+    make_engine,
+    make_readonly_engine,
+    migrate,
+    readonly_uri,
+    translate,
+)
 from idealab.store.models import (
     CodeChange,
     CodeChangeRecord,
@@ -44,6 +60,10 @@ from idealab.store.models import (
 )
 
 DB_NAME = "idealab.db"
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+DEFAULT_WRITE_ATTEMPTS = 4  # so a write gives up after about two minutes of someone else's lock
+
+log = logging.getLogger(__name__)
 
 
 class _Unset(enum.Enum):
@@ -56,8 +76,18 @@ UNSET: Final = _Unset.TOKEN  # "leave this field as it is" in update_idea
 class Store:
     """Typed access to `<workdir>/idealab.db`. Use `Store.open(workdir)`; close with `close()`."""
 
-    def __init__(self, engine: Engine, path: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        path: Path,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        write_attempts: int = DEFAULT_WRITE_ATTEMPTS,
+    ) -> None:
+        if write_attempts < 1:
+            raise ValueError(f"write_attempts must be >= 1, got {write_attempts}")
         self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self.write_attempts = write_attempts
         self._engine = engine
         self._writer = engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
         self._read_sessions = sessionmaker(engine, expire_on_commit=False)
@@ -66,13 +96,50 @@ class Store:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, workdir: Path, busy_timeout_s: float = 30.0) -> Store:
-        """Create the workdir and database if needed and migrate the schema to the newest revision."""
-        workdir.mkdir(parents=True, exist_ok=True)
+    def open(
+        cls,
+        workdir: Path,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        write_attempts: int = DEFAULT_WRITE_ATTEMPTS,
+    ) -> Store:
+        """Create the workdir and database if needed and migrate the schema to the newest revision.
+
+        An existing database that is empty (0 bytes) or fails SQLite's integrity check is refused, never
+        re-created: the workdir's experiments belong to the run it held."""
         path = workdir / DB_NAME
-        store = cls(make_engine(path, busy_timeout_s), path)
         try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {workdir} ({exc.strerror})") from exc
+        _refuse_empty(path)
+        store = cls(make_engine(path, busy_timeout_s), path, busy_timeout_s, write_attempts)
+        try:
+            store._check_integrity()
             migrate(store._writer, path)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def open_readonly(cls, workdir: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Store:
+        """Open an existing database for reading only: nothing is migrated or written (idealab.db keeps
+        its bytes and mtime). The schema must be the one this idealab writes; an older one is refused
+        with the advice to resume the run once (which migrates it).
+
+        WAL: a read-only connection needs the -shm index. SQLite creates it (and an empty -wal) when the
+        directory is writable; on a read-only disk without them the database is opened as immutable,
+        which is exact because no writer can exist there and no WAL holds unread commits."""
+        path = workdir / DB_NAME
+        if not path.is_file():
+            raise StoreError(f"{workdir}: no idealab run here (no {DB_NAME})")
+        _refuse_empty(path)
+        immutable = _needs_immutable(path)
+        store = cls(make_readonly_engine(path, busy_timeout_s, immutable), path, busy_timeout_s, 1)
+        try:
+            with store._engine.connect() as conn:
+                revision = MigrationContext.configure(conn).get_current_revision()
+            check_schema(revision, path)
         except BaseException:
             store.close()
             raise
@@ -94,10 +161,48 @@ class Store:
             raise StoreError(f"{self.path} has no schema version")
         return revision
 
+    def _check_integrity(self) -> None:
+        """Refuse a damaged database before anything is written to it (SQLite's quick_check)."""
+        with self._engine.connect() as conn:
+            verdict = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+        if verdict != "ok":
+            detail = " ".join(str(verdict).split())
+            raise StoreError(f"{self.path} is corrupted ({detail}); idealab leaves it untouched")
+
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        with self._write_sessions.begin() as session:
+        """A write transaction whose body runs with the write lock already held (so a busy database
+        never interrupts it halfway; the transaction is tried again as a whole instead)."""
+        session = self._locked_session()
+        try:
             yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _locked_session(self) -> Session:
+        for attempt in range(1, self.write_attempts + 1):
+            session = self._write_sessions()
+            session.begin()
+            try:
+                session.connection()  # BEGIN IMMEDIATE: waits up to busy_timeout_s for the write lock
+                return session
+            except StoreBusy as exc:
+                session.close()
+                if attempt == self.write_attempts:
+                    waited = self.busy_timeout_s * self.write_attempts
+                    raise StoreBusy(
+                        f"{self.path} stayed locked by another process for {waited:g} s ({attempt} attempts); "
+                        "close whatever holds it open (an sqlite3 shell, a backup), then resume with `idealab run`"
+                    ) from exc
+                log.warning(
+                    "%s is locked by another process; waited %g s, trying again (%d/%d)",
+                    self.path, self.busy_timeout_s, attempt + 1, self.write_attempts,
+                )
+        raise AssertionError("unreachable: the loop returns or raises")
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -213,10 +318,13 @@ class Store:
         job_key: str | None = None,
         values: Iterable[MetricValue] | None = None,
         job_end: JobEnd | None = None,
+        baseline: bool = False,
     ) -> IdeaRecord:
         """Record an idea's result in ONE transaction: its terminal status, metric and reason, and, for
         `job_key`, the job's end and the metric values it reported. Without `job_end`, a job not yet
-        marked finished gets the idea's status and `finished_at` (its exit code stays unknown)."""
+        marked finished gets the idea's status and `finished_at` (its exit code stays unknown); without
+        `job_key`, every unfinished job of the idea does. `baseline`: the idea is the run's baseline, so
+        the run's baseline (metric only when OK, status, reason) is written in the same transaction."""
         terminal = Status(status)
         if not terminal.terminal:
             raise ValueError(f"finish_idea needs a terminal status, got {terminal.value!r}")
@@ -239,6 +347,13 @@ class Store:
                 elif job.finished_at is None:  # never leave a finished idea's job looking alive
                     job.status, job.finished_at = terminal.value, finished_at
                 s.add_all(_metric_rows(job.id, values or ()))
+            else:  # never leave a finished idea's job looking alive
+                for job in s.scalars(select(Job).where(Job.idea_id == idea_id, Job.finished_at.is_(None))):
+                    job.status, job.finished_at = terminal.value, finished_at
+            if baseline:
+                run = _get(s, Run, idea.run_id)
+                run.baseline_metric = metric if terminal is Status.OK else None
+                run.baseline_status, run.baseline_reason = terminal.value, reason
             s.flush()
             return idea_record(idea)
 
@@ -371,6 +486,44 @@ class Store:
         query = select(func.sum(LLMCall.cost_usd)).where(LLMCall.run_id == run_id)
         with self._read() as s:
             return float(s.execute(query).scalar_one() or 0.0)
+
+
+def _refuse_empty(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        raise StoreError(
+            f"{path} is empty (0 bytes): it lost the run this workdir held; idealab leaves it and the "
+            "experiments untouched (restore the file from a copy, or use another --workdir)"
+        )
+
+
+def _needs_immutable(path: Path) -> bool:
+    """Whether `path` can only be read as immutable: a plain read-only open fails (no -shm can be
+    created: read-only disk) and no WAL with unread commits would be ignored by doing so."""
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) or StoreError(f"{path}: {exc}") from exc
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return False
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", -1) & 0xFF != sqlite3.SQLITE_CANTOPEN:
+            raise translate(exc, path) or StoreError(f"{path}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise translate(exc, path) or StoreError(f"{path}: {exc}") from exc
+    finally:
+        conn.close()
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(
+            f"{path} cannot be read here: its write-ahead log holds commits and the directory is read-only; "
+            "copy the workdir to a writable place and read the copy"
+        )
+    return True
 
 
 _Row = TypeVar("_Row")
