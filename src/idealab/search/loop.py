@@ -163,7 +163,7 @@ class Search:
         if self.fault is None:
             self.fault = fault
             self._faulted.set()
-            self._stop(f"stopped by a fault: {fault}")
+            self._stop("the machine failed (the error follows)")
 
     def _recover(self) -> None:
         """Put ideas that were in flight when the orchestrator died back in a state they can restart from."""
@@ -395,8 +395,12 @@ class Search:
         )
 
         def started(start: JobStart) -> None:
-            self.store.job_started(job_key, start.started_at, start.gpu_ids, start.pid)
-            self.store.update_idea(idea.id, status=Status.RUNNING, started_at=start.started_at)
+            try:
+                self.store.job_started(job_key, start.started_at, start.gpu_ids, start.pid)
+                self.store.update_idea(idea.id, status=Status.RUNNING, started_at=start.started_at)
+            except RunFault as fault:  # not raised into the backend: the run stops and its close ends the job
+                self._fault(fault)
+                return
             self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
         outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started)
