@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import os
 import random
 import shutil
 import time
@@ -38,14 +37,12 @@ from idealab.ideators.base import (
 )
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
+from idealab.search.faults import check_free_space, copy_error, last_sign_of_life
 from idealab.search.schedule import ExploitSchedule
 from idealab.status import IN_FLIGHT, Status
-from idealab.store import IdeaRecord, JobEnd, JobRecord, Store
+from idealab.store import IdeaRecord, JobEnd, Store
 
 BASELINE_EPOCH = -1
-# Below this much free space where the experiments live, the disk counts as full: the run stops before it
-# copies another environment, and a job that failed meanwhile is not judged (the disk may be its cause).
-MIN_FREE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -174,7 +171,7 @@ class Search:
                 killed = job.pid is not None and kill_stale_job(job.pid, job.job_key)
                 # A job found dead ended at its logs' last write, not now: the time the orchestrator was
                 # down (or hung on a full disk) is not compute.
-                ended = time.time() if killed else _last_sign_of_life(job)
+                ended = time.time() if killed else last_sign_of_life(job)
                 self.store.job_finished(job.job_key, ended, None, False, "abandoned", "orchestrator restarted")
             if idea.status is Status.IMPLEMENTING:
                 self.store.update_idea(idea.id, status=Status.PROPOSED)
@@ -319,22 +316,14 @@ class Search:
         """A pristine copy of the environment for the idea. Failing to make one is the machine's fault
         (disk full, workdir not writable), never the idea's: the run stops."""
         workspace, _ = self._paths(idea)
-        self._check_free_space(f"copying the environment for experiment {idea.id}")
+        check_free_space(self.workdir, f"copying the environment for experiment {idea.id}")
         try:
             if workspace.exists():
                 shutil.rmtree(workspace)
             copy_environment(self.manifest.root, workspace)
         except (OSError, shutil.Error) as exc:
-            raise RunFault(f"cannot copy the environment to {workspace}: {_copy_error(exc)}") from exc
+            raise RunFault(f"cannot copy the environment to {workspace}: {copy_error(exc)}") from exc
         return workspace
-
-    def _check_free_space(self, doing: str) -> None:
-        free = _free_bytes(self.workdir)
-        if free is not None and free < MIN_FREE_BYTES:
-            raise RunFault(
-                f"the disk holding {self.workdir} is full ({free} bytes free) before {doing}: free some space, "
-                "then resume with `idealab run`"
-            )
 
     async def _process_unchecked(self, idea: IdeaRecord) -> None:
         if idea.status is Status.PROPOSED and idea.kind != IdeaKind.BASELINE.value:
@@ -410,7 +399,7 @@ class Search:
             return
         if outcome.status is not Status.OK:
             # a job that failed on a full disk says nothing about its idea: not judged, run again on resume
-            self._check_free_space(f"judging experiment {idea.id} (its job ended {outcome.status.value})")
+            check_free_space(self.workdir, f"judging experiment {idea.id} (its job ended {outcome.status.value})")
         result = outcome.result
         job_end = JobEnd(result.finished_at, result.exit_code, result.timed_out, outcome.status.value, result.error)
         is_baseline = idea.epoch == BASELINE_EPOCH
@@ -433,32 +422,3 @@ class Search:
         for idea in self.store.ideas(self.run_id, statuses=[Status.PROPOSED.value]):
             self._finish(idea, Status.CANCELLED, None, f"run stopped before this idea ran: {self._stop_reason}")
 
-
-def _free_bytes(path: Path) -> int | None:
-    """Bytes an unprivileged writer may still use on `path`'s filesystem (None if unknown)."""
-    try:
-        stats = os.statvfs(path)
-    except OSError:
-        return None
-    return stats.f_bavail * stats.f_frsize
-
-
-def _copy_error(exc: OSError | shutil.Error) -> str:
-    """One line for a failed copy (shutil.Error carries a list of (src, dst, reason) for every file)."""
-    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
-        problems = exc.args[0]
-        src, _, why = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return f"{why} ({src}){more}"
-    return str(exc)
-
-
-def _last_sign_of_life(job: JobRecord) -> float:
-    """When a job found dead after a crash was last seen alive: its logs' last write, at least its start."""
-    seen = [job.started_at if job.started_at is not None else job.submitted_at]
-    for log in (job.stdout_path, job.stderr_path):
-        try:
-            seen.append(log.stat().st_mtime)
-        except OSError:
-            continue
-    return max(seen)

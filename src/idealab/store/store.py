@@ -493,11 +493,13 @@ def _refuse_empty(path: Path) -> None:
         size = path.stat().st_size
     except FileNotFoundError:
         return
-    if size == 0:
-        raise StoreError(
-            f"{path} is empty (0 bytes): it lost the run this workdir held; idealab leaves it and the "
-            "experiments untouched (restore the file from a copy, or use another --workdir)"
+    if size == 0:  # SQLite would take it for a new database: a new run over the old one's experiments
+        advice = (
+            "restore it from a copy, or use another --workdir"
+            if (path.parent / "experiments").exists()
+            else "the workdir holds no experiments: delete the file to start afresh"
         )
+        raise StoreError(f"{path} is empty (0 bytes); idealab leaves it untouched: {advice}")
 
 
 def _needs_immutable(path: Path) -> bool:
