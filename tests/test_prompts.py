@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from idealab.ideators.base import IdeaKind, IdeationRequest, PastIdea
 from idealab.ideators.llm import LLMIdeator, LLMSettings
 from idealab.llm import LLMService, make_client
 from idealab.manifest import Manifest, load_manifest
-from idealab.status import Status
+from idealab.status import TERMINAL, Status
 
 QUAD = Path(__file__).parent / "envs" / "quad"
 HIDDEN_MARKER = "HIDDEN_EVALUATION_SECRET_42"
@@ -34,10 +35,12 @@ def env(tmp_path: Path) -> Manifest:
     return load_manifest(root)
 
 
-def request(kind: IdeaKind, history: list[PastIdea] | None = None, avoid: list[str] | None = None) -> IdeationRequest:
+def request(
+    kind: IdeaKind, history: list[PastIdea] | None = None, avoid: list[str] | None = None, beat_baseline: bool = False
+) -> IdeationRequest:
     return IdeationRequest(
         epoch=0 if kind is IdeaKind.INITIAL else 1, kind=kind, count=3, history=history or [],
-        avoid=avoid or [], baseline=2.04, seed=0,
+        avoid=avoid or [], baseline=2.04, seed=0, history_beat_baseline=beat_baseline,
     )  # fmt: skip
 
 
@@ -75,21 +78,64 @@ def test_files_are_shown_with_line_numbers_and_hidden_files_never(env: Manifest)
     assert "(lower is better)" in user and "scores 2.04" in user
 
 
-def test_exploit_shows_winners_best_first_and_explore_labels_failures(env: Manifest):
-    history = [
-        PastIdea(1, 0, "[Experiment] good", Status.OK, 1.5),
-        PastIdea(2, 0, "[Experiment] best", Status.OK, 1.1),
-        PastIdea(3, 0, "[Experiment] no diff", Status.UNIMPLEMENTABLE, None),
-        PastIdea(4, 0, "[Experiment] crashed", Status.FAILED, None),
-        PastIdea(5, 0, "[Experiment] slow", Status.TIMEOUT, None),
-    ]
-    _, exploit = prompting.ideation_prompt(env, request(IdeaKind.EXPLOIT, history[:2]))
-    assert exploit.index("[loss = 1.1] [Experiment] best") < exploit.index("[loss = 1.5] [Experiment] good")
+def test_exploit_shows_winners_best_first(env: Manifest):
+    history = [PastIdea(1, 0, "[Experiment] good", Status.OK, 1.5), PastIdea(2, 0, "[Experiment] best", Status.OK, 1.1)]
+    _, exploit = prompting.ideation_prompt(env, request(IdeaKind.EXPLOIT, history, beat_baseline=True))
+    best = exploit.index("[loss = 1.1, beats the baseline] [Experiment] best")
+    assert best < exploit.index("[loss = 1.5, beats the baseline] [Experiment] good")
     _, explore = prompting.ideation_prompt(env, request(IdeaKind.EXPLORE, history))
-    assert "[failed to implement] [Experiment] no diff" in explore
-    assert "[failed to execute (crashed)] [Experiment] crashed" in explore
-    assert "[failed to execute (exceeded the time limit)] [Experiment] slow" in explore
     assert "brand-new" in explore and "brand-new" not in exploit
+
+
+def test_exploit_prompt_with_winners_says_they_beat_the_baseline(env: Manifest):
+    history = [PastIdea(1, 0, "[Experiment] good", Status.OK, 1.5)]
+    _, user = prompting.ideation_prompt(env, request(IdeaKind.EXPLOIT, history, beat_baseline=True))
+    assert "## Ideas that beat the baseline" in user and "and beat the baseline (loss, lower is better" in user
+    assert "none beat" not in user.lower()
+
+
+def test_exploit_prompt_without_winners_says_best_so_far_none_beat_the_baseline(env: Manifest):
+    history = [PastIdea(1, 0, "[Experiment] close", Status.OK, 2.1), PastIdea(2, 0, "[Experiment] tie", Status.OK, 2.04)]
+    _, user = prompting.ideation_prompt(env, request(IdeaKind.EXPLOIT, history, beat_baseline=False))
+    assert "## The best ideas so far (none beat the baseline)" in user
+    assert "No idea has beaten the baseline yet" in user
+    assert "Ideas that beat the baseline" not in user and "and beat the baseline" not in user
+    assert "[loss = 2.04, equal to the baseline] [Experiment] tie" in user
+    assert "[loss = 2.1, worse than the baseline] [Experiment] close" in user
+
+
+def test_exploit_prompt_with_an_unknown_baseline_claims_no_win(env: Manifest):
+    history = [PastIdea(1, 0, "[Experiment] scored", Status.OK, 2.1)]
+    unknown = replace(request(IdeaKind.EXPLOIT, history), baseline=None)
+    _, user = prompting.ideation_prompt(env, unknown)
+    assert "The baseline's score is unknown, so no idea is known to beat it" in user
+    assert "[loss = 2.1] [Experiment] scored" in user and "beat the baseline" not in user
+
+
+@pytest.mark.parametrize(
+    ("status", "metric", "label"),
+    [
+        (Status.OK, 1.5, "loss = 1.5, beats the baseline"),
+        (Status.OK, 2.5, "loss = 2.5, worse than the baseline"),
+        (Status.OK, 2.04, "loss = 2.04, equal to the baseline"),
+        (Status.UNIMPLEMENTABLE, None, "could not be implemented"),
+        (Status.FAILED, None, "ran and crashed"),
+        (Status.TIMEOUT, None, "ran and timed out (exceeded the time limit)"),
+        (Status.INVALID, None, "ran, but its metric was invalid or suspect"),
+        (Status.TAMPERED, None, "rejected as suspect: the run changed a protected file"),
+        (Status.CANCELLED, None, "not run (the search stopped first)"),
+    ],
+)
+def test_every_status_is_labelled_exactly_for_the_ideator(env: Manifest, status: Status, metric, label: str):
+    history = [PastIdea(1, 0, "[Experiment] the idea", status, metric)]
+    _, explore = prompting.ideation_prompt(env, request(IdeaKind.EXPLORE, history))
+    assert f"- [{label}] [Experiment] the idea" in explore
+
+
+def test_every_terminal_status_has_its_own_label():
+    unscored = sorted(s for s in TERMINAL if s is not Status.OK)
+    assert sorted(prompting.STATUS_LABELS) == unscored
+    assert len(set(prompting.STATUS_LABELS.values())) == len(unscored)
 
 
 def test_the_avoid_list_is_shown_only_when_there_is_one(env: Manifest):

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from idealab.executor.base import JobSpec
 from idealab.executor.slots import SlotPool
-from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest
+from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, PastIdea
 from idealab.ideators.mutate import MutateIdeator
+from idealab.ideators.prompting import history_label, ideation_prompt
 from idealab.ideators.ready import ReadyDiffImplementer
-from idealab.manifest import load_manifest
+from idealab.manifest import Goal, load_manifest
+from idealab.search.journal import Journal
 from idealab.search.loop import Search, SearchConfig
 from idealab.status import Status
 from idealab.store import Store
@@ -155,3 +158,115 @@ def test_unappliable_change_is_unimplementable(tmp_path):
     ideas = store.ideas(run.id, epoch=0)
     assert all(i.status is Status.UNIMPLEMENTABLE and i.reason for i in ideas)
     assert store.code_changes(ideas[0].id)[0].outcome == "rejected"
+
+
+BROKEN_DIFF = "--- a/train.py\n+++ b/train.py\n@@ -1,1 +1,1 @@\n-NOT IN FILE\n+X = 9\n"
+
+
+class HalfBroken(MutateIdeator):
+    """Epoch 0: every other idea comes with a change that cannot be applied (unimplementable at once).
+    Records how many epoch-0 experiments had a result when epoch 1's ideation began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: Store | None = None
+        self.run_id = 0
+        self.results_at_epoch_1: int | None = None
+        self.settled_at_epoch_1: int | None = None
+
+    async def propose(self, manifest, request: IdeationRequest):
+        proposals = await super().propose(manifest, request)
+        if request.epoch == 0:
+            return [IdeaProposal("a broken change", BROKEN_DIFF, {}) if k % 2 else p for k, p in enumerate(proposals)]
+        if self.results_at_epoch_1 is None:
+            prev = self.store.ideas(self.run_id, epoch=0)
+            self.results_at_epoch_1 = sum(i.status.has_result for i in prev)
+            self.settled_at_epoch_1 = sum(i.status.terminal for i in prev)
+        return proposals
+
+
+def test_the_epoch_gate_counts_only_experiments_that_ran(tmp_path):
+    ideator = HalfBroken()
+    backend = SimBackend(SlotPool.cpu_only(4), quad_script(0.3))
+    search, store, run, _ = make_search(
+        tmp_path, SearchConfig(epochs=2, ideas_per_epoch=8, seed=4, next_epoch_at=0.5), backend, ideator
+    )
+    ideator.store, ideator.run_id = store, run.id
+    asyncio.run(search.run())
+    epoch0 = store.ideas(run.id, epoch=0)
+    assert sum(i.status is Status.UNIMPLEMENTABLE for i in epoch0) == 4
+    # half of 8 ideas must have run: the 4 unimplementable ones are no evidence for the next epoch
+    assert ideator.results_at_epoch_1 is not None and ideator.results_at_epoch_1 >= 4
+
+
+def test_the_gate_opens_when_an_epoch_settles_with_too_few_results(tmp_path):
+    class AllBroken(MutateIdeator):
+        async def propose(self, manifest, request):
+            return [IdeaProposal("a broken change", BROKEN_DIFF, {}) for _ in range(request.count)]
+
+    search, store, run, _ = make_search(
+        tmp_path, SearchConfig(epochs=2, ideas_per_epoch=3, next_epoch_at=1.0), ideator=AllBroken()
+    )
+    asyncio.run(search.run())
+    assert len(store.ideas(run.id, epoch=1)) == 3
+    assert all(i.status is Status.UNIMPLEMENTABLE for i in store.ideas(run.id) if i.epoch >= 0)
+
+
+class RecordingExploit(MutateIdeator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[IdeationRequest] = []
+
+    async def propose(self, manifest, request: IdeationRequest):
+        if request.kind is IdeaKind.EXPLOIT:
+            self.requests.append(request)
+        return await super().propose(manifest, request)
+
+
+@pytest.mark.parametrize("ideas_can_win", [True, False], ids=["winners", "none-beat-the-baseline"])
+def test_exploit_requests_say_truthfully_whether_their_ideas_beat_the_baseline(tmp_path, ideas_can_win):
+    def script(spec: JobSpec) -> tuple[float, str, int]:
+        changed = "X = 0.5\nY = 2.0\n" not in (spec.workspace / "train.py").read_text()
+        # every change beats the baseline's 2.04, or every change is worse than it
+        loss = 2.04 + (0.0 if not changed else -1.0 if ideas_can_win else 1.0)
+        return 0.01, "@metric " + json.dumps({"name": "loss", "value": loss}) + "\n", 0
+
+    ideator = RecordingExploit()
+    backend = SimBackend(SlotPool.cpu_only(4), script)
+    search, store, run, _ = make_search(
+        tmp_path, SearchConfig(epochs=2, ideas_per_epoch=6, seed=3, next_epoch_at=1.0), backend, ideator
+    )
+    asyncio.run(search.run())
+    assert ideator.requests and all(r.history for r in ideator.requests)
+    for request in ideator.requests:
+        assert request.history_beat_baseline is ideas_can_win
+        _, prompt = ideation_prompt(search.manifest, request)
+        if ideas_can_win:
+            assert "## Ideas that beat the baseline" in prompt and "worse than the baseline" not in prompt
+        else:
+            assert "(none beat the baseline)" in prompt and "Ideas that beat the baseline" not in prompt
+            assert all(f"worse than the baseline] {p.text}" in prompt for p in request.history)
+
+
+def test_a_stored_change_that_no_longer_applies_on_resume_is_unimplementable_not_a_crash(tmp_path):
+    root = tmp_path / "quad"
+    shutil.copytree(QUAD, root)
+    store = Store.open(tmp_path / "run")
+    run = store.create_run("quad", str(root), None, {}, {"metric": {"goal": "minimize", "name": "loss"}})
+    # A run stopped after implementing this idea: its accepted change is stored, its job never ran.
+    idea = store.add_idea(run.id, 0, 0, IdeaKind.INITIAL.value, "Move X to 0.3.", "mutate", {})
+    change = "--- a/train.py\n+++ b/train.py\n@@ -6,2 +6,2 @@\n-X = 0.5\n+X = 0.3\n Y = 2.0\n"
+    store.update_idea(idea.id, status=Status.READY, applied_diff=change)
+    # Before the resume the environment changed under the change.
+    train = root / "train.py"
+    train.write_text(train.read_text().replace("X = 0.5", "X = 0.7"))
+    search = Search(
+        load_manifest(root), store, run.id, SimBackend(SlotPool.cpu_only(2), quad_script()), MutateIdeator(),
+        ReadyDiffImplementer(), SearchConfig(epochs=1, ideas_per_epoch=1), tmp_path / "run",
+    )  # fmt: skip
+    asyncio.run(search.run())
+    stale = store.get_idea(idea.id)
+    assert stale.status is Status.UNIMPLEMENTABLE, (stale.status, stale.reason)
+    assert "no longer applies" in (stale.reason or "") and search.internal_errors == []
+    shown = PastIdea(stale.id, stale.epoch, stale.text, stale.status, stale.metric)
+    assert history_label(search.manifest, Journal.of([shown], Goal.MINIMIZE, 2.04), shown) == "could not be implemented"

@@ -195,17 +195,15 @@ async def _run_search(search: Search, backend: LocalBackend) -> None:
 def _print_summary(store: Store) -> None:
     view = load_view(store)
     unit = view.run.manifest["metric"]["name"]
-    best = view.best()
+    best = view.journal.best()
     out.print(f"baseline {unit}: {view.baseline if view.baseline is not None else 'unknown'}")
     if best is None:
         out.print("best: no experiment finished ok")
     else:
-        verdict = "beats the baseline" if view.beats_baseline(best) else "does not beat the baseline"
+        verdict = "beats the baseline" if view.journal.beats_baseline(best) else "does not beat the baseline"
         out.print(f"best {unit}: {best.metric} (experiment {best.id}, epoch {best.epoch}, {verdict})")
         out.print(f"best idea: {best.text}")
-    counts: dict[str, int] = {}
-    for idea in view.experiments:
-        counts[idea.status.value] = counts.get(idea.status.value, 0) + 1
+    counts = view.journal.counts()
     out.print("experiments: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     compute = compute_used(store)
     out.print(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from idealab.manifest import Goal
-from idealab.status import Status
+from idealab.search.journal import BASELINE_EPOCH, Journal
 from idealab.store import IdeaRecord, RunRecord, Store
 
 
@@ -18,24 +18,19 @@ def iso(ts: float | None) -> str | None:
 @dataclass(frozen=True)
 class RunView:
     run: RunRecord
-    goal: Goal
-    baseline: float | None
-    ideas: list[IdeaRecord]
+    journal: Journal[IdeaRecord]
+
+    @property
+    def goal(self) -> Goal:
+        return self.journal.goal
+
+    @property
+    def baseline(self) -> float | None:
+        return self.journal.baseline
 
     @property
     def experiments(self) -> list[IdeaRecord]:
-        return [i for i in self.ideas if i.epoch >= 0]
-
-    def best(self) -> IdeaRecord | None:
-        ok = [i for i in self.experiments if i.status is Status.OK and i.metric is not None]
-        if not ok:
-            return None
-        return min(ok, key=lambda i: self.goal.rank_key(float(i.metric or 0.0)))
-
-    def beats_baseline(self, idea: IdeaRecord) -> bool:
-        if self.baseline is None or idea.metric is None or idea.status is not Status.OK:
-            return False
-        return self.goal.better(idea.metric, self.baseline)
+        return self.journal.experiments
 
 
 def load_view(store: Store) -> RunView:
@@ -43,7 +38,7 @@ def load_view(store: Store) -> RunView:
     if run is None:
         raise LookupError("this work directory holds no run yet")
     goal = Goal(run.manifest["metric"]["goal"])
-    return RunView(run, goal, run.baseline_metric, store.ideas(run.id))
+    return RunView(run, Journal.load(store, run.id, goal, run.baseline_metric))
 
 
 def experiment_json(idea: IdeaRecord) -> dict[str, Any]:
@@ -75,11 +70,9 @@ def compute_used(store: Store) -> dict[str, float]:
 
 def status_json(store: Store) -> dict[str, Any]:
     view = load_view(store)
-    best = view.best()
-    counts: dict[str, int] = {}
-    for idea in view.experiments:
-        counts[idea.status.value] = counts.get(idea.status.value, 0) + 1
-    baseline_rows = [i for i in view.ideas if i.epoch < 0]
+    journal = view.journal
+    best = journal.best()
+    baseline_rows = journal.in_epoch(BASELINE_EPOCH)
     return {
         "run": {
             "id": view.run.id,
@@ -92,8 +85,8 @@ def status_json(store: Store) -> dict[str, Any]:
         "metric": {"name": view.run.manifest["metric"]["name"], "goal": view.goal.value},
         "baseline": view.baseline,
         "baseline_experiment": experiment_json(baseline_rows[0]) if baseline_rows else None,
-        "best": None if best is None else {**experiment_json(best), "beats_baseline": view.beats_baseline(best)},
-        "counts": counts,
+        "best": None if best is None else {**experiment_json(best), "beats_baseline": journal.beats_baseline(best)},
+        "counts": journal.counts(),
         "cost_usd": store.total_cost(view.run.id),
         "compute": compute_used(store),
         "seed": view.run.config.get("seed"),

@@ -24,6 +24,11 @@ class Status(StrEnum):
     def terminal(self) -> bool:
         return self in TERMINAL
 
+    @property
+    def has_result(self) -> bool:
+        """The idea's job ran and ended with an outcome (as opposed to never running)."""
+        return self in RESULTS
+
 
 TERMINAL = frozenset(
     {
@@ -37,3 +42,5 @@ TERMINAL = frozenset(
     }
 )
 IN_FLIGHT = frozenset(set(Status) - TERMINAL)
+# Terminal statuses of ideas whose job ran: the evidence the next epoch's ideation waits for.
+RESULTS = TERMINAL - {Status.UNIMPLEMENTABLE, Status.CANCELLED}

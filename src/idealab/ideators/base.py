@@ -41,10 +41,13 @@ class IdeationRequest:
     epoch: int
     kind: IdeaKind
     count: int
-    history: Sequence[PastIdea]  # exploit: the winners; explore: a random sample of all past ideas
+    history: Sequence[PastIdea]  # exploit: the winners (or the best so far); explore: a sample of past ideas
     avoid: Sequence[str]  # ideas already proposed in this epoch: propose something unlike them
     baseline: float | None
     seed: int  # derive all randomness from this, so a resumed epoch proposes the same ideas
+    # Exploit: True when every idea in `history` beat the baseline; False when none did (or the baseline is
+    # unknown) and `history` holds the best that ran, so a prompt never claims a win that did not happen.
+    history_beat_baseline: bool = False
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,10 @@ class LLMSettings:
     max_retries: int = 5
     retry_base_delay_s: float = 1.0
     api: str = "chat"  # OpenAI: "chat" (completions) | "responses"
-    max_concurrency: int = 8  # LLM calls in flight at once, per model
+    # LLM calls in flight at once, per model, with separate slots for the two roles so that ideation never
+    # queues behind implementation (4 ideas of 4 samples fill the implementer's 16).
+    ideator_max_calls: int = 4
+    implementer_max_calls: int = 16
 
     def __post_init__(self) -> None:
         if self.implement_mode not in ("parallel", "sequential"):
@@ -78,6 +81,8 @@ class LLMSettings:
             raise ValueError("ideator_max_tokens must exceed the ideator's thinking budgets")
         if self.implementer_thinking_budget >= self.implementer_max_tokens:
             raise ValueError("implementer_max_tokens must exceed implementer_thinking_budget")
+        if min(self.ideator_max_calls, self.implementer_max_calls) < 1:
+            raise ValueError("ideator_max_calls and implementer_max_calls must be >= 1")
 
     @classmethod
     def from_sources(cls, pairs: Iterable[tuple[str, str]], environ: Mapping[str, str]) -> LLMSettings:
@@ -216,9 +221,9 @@ def build(options: IdeatorOptions) -> tuple[Ideator, Implementer]:
             spec, base_url=base_url, keys_file=options.keys_file, timeout_s=settings.timeout_s,
             max_retries=settings.max_retries, api=api, retry_base_delay_s=settings.retry_base_delay_s,
         )  # fmt: skip
+        limits = {"ideator": settings.ideator_max_calls, "implementer": settings.implementer_max_calls}
         return LLMService(
-            client, max_concurrency=settings.max_concurrency, max_cost_usd=options.max_cost_usd,
-            recorder=recorder, spent_usd=spent_usd,
+            client, role_limits=limits, max_cost_usd=options.max_cost_usd, recorder=recorder, spent_usd=spent_usd,
         )  # fmt: skip
 
     ideator_service = service(ideator_spec, options.base_url, spent)

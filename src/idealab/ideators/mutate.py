@@ -8,14 +8,14 @@ lines, which then goes through the same apply-and-run path as an LLM's diff.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from idealab.ideators import knobs as kn
 from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, PastIdea
 from idealab.manifest import Manifest
 from idealab.patching import diff_texts
-from idealab.status import Status
+from idealab.search.journal import Journal
 
 Config = dict[str, kn.Number]
 
@@ -35,12 +35,12 @@ class MutateIdeator:
         base = kn.read_values(manifest, texts)
         seen = {_key(_config_of(base, p.payload)) for p in request.history}
         seen |= {_key(base)}
-        winners = _ranked_winners(manifest, request.history)
+        ranked = _ranked(manifest, request)
         proposals: list[IdeaProposal] = []
         for _ in range(request.count):
             for _try in range(20):  # resample a few times rather than repeat a configuration
-                if request.kind is IdeaKind.EXPLOIT and winners:
-                    changes, parents, how = self._exploit(manifest, base, winners, rng)
+                if request.kind is IdeaKind.EXPLOIT and ranked:
+                    changes, parents, how = self._exploit(manifest, base, ranked, rng)
                 else:
                     changes, parents, how = self._explore(manifest, base, rng), [], "explore"
                 config = {**base, **changes}
@@ -63,9 +63,9 @@ class MutateIdeator:
         return changes
 
     def _exploit(
-        self, manifest: Manifest, base: Config, winners: list[tuple[PastIdea, Config]], rng: random.Random
+        self, manifest: Manifest, base: Config, ranked: list[tuple[PastIdea, Config]], rng: random.Random
     ) -> tuple[Config, list[int], str]:
-        top = winners[: max(2, len(winners) // 2)]
+        top = ranked[: max(2, len(ranked) // 2)]
         if len(top) >= 2 and rng.random() < 0.4:
             (a, ca), (b, cb) = rng.sample(top, 2)
             child = {name: (ca if rng.random() < 0.5 else cb)[name] for name in manifest.knobs}
@@ -111,8 +111,8 @@ def _key(config: Mapping[str, kn.Number]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, round(float(v), 12)) for k, v in config.items()))
 
 
-def _ranked_winners(manifest: Manifest, history: Sequence[PastIdea]) -> list[tuple[PastIdea, Config]]:
+def _ranked(manifest: Manifest, request: IdeationRequest) -> list[tuple[PastIdea, Config]]:
+    """The scored ideas shown (the winners, or the best so far), best first, with their configurations."""
     base = kn.read_values(manifest)
-    ok = [p for p in history if p.status is Status.OK and p.metric is not None]
-    ok.sort(key=lambda p: manifest.metric.rank_key(float(p.metric or 0.0)))
-    return [(p, _config_of(base, p.payload)) for p in ok]
+    journal = Journal.of(request.history, manifest.metric.goal, request.baseline)
+    return [(p, _config_of(base, p.payload)) for p in journal.ranked()]

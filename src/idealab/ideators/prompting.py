@@ -14,6 +14,7 @@ from string import Template
 
 from idealab.ideators.base import IdeaKind, IdeationRequest, PastIdea
 from idealab.manifest import Manifest
+from idealab.search.journal import Journal, Verdict
 from idealab.status import Status
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -26,20 +27,30 @@ ROLES = (
     "implement",
     "revise",
 )
-FRAGMENTS = ("environment", "rules", "idea_guidelines", "idea_format", "avoid", "change_format")
+FRAGMENTS = (
+    "environment",
+    "rules",
+    "idea_guidelines",
+    "idea_format",
+    "avoid",
+    "change_format",
+    "exploit_winners",
+    "exploit_best_so_far",
+    "exploit_no_baseline",
+)
 _IDEATION_ROLE = {
     IdeaKind.INITIAL: "ideate_initial",
     IdeaKind.EXPLOIT: "ideate_exploit",
     IdeaKind.EXPLORE: "ideate_explore",
 }
-# How a failed idea is labelled in the explore prompt.
-_FAILURE_LABELS = {
-    Status.UNIMPLEMENTABLE: "failed to implement",
-    Status.FAILED: "failed to execute (crashed)",
-    Status.TIMEOUT: "failed to execute (exceeded the time limit)",
-    Status.INVALID: "failed to execute (no valid metric)",
-    Status.TAMPERED: "rejected (changed a protected file)",
-    Status.CANCELLED: "not run (the run was stopped)",
+# How an idea without a score is labelled for the ideator: exactly what became of it, one label per status.
+STATUS_LABELS = {
+    Status.UNIMPLEMENTABLE: "could not be implemented",
+    Status.FAILED: "ran and crashed",
+    Status.TIMEOUT: "ran and timed out (exceeded the time limit)",
+    Status.INVALID: "ran, but its metric was invalid or suspect",
+    Status.TAMPERED: "rejected as suspect: the run changed a protected file",
+    Status.CANCELLED: "not run (the search stopped first)",
 }
 _LANGUAGES = {".py": "python", ".toml": "toml", ".sh": "bash", ".json": "json", ".yaml": "yaml", ".md": "markdown"}
 
@@ -120,22 +131,31 @@ def _indent_idea(text: str) -> str:
     return "\n".join([lines[0], *("  " + line for line in lines[1:])])
 
 
-def history_lines(manifest: Manifest, kind: IdeaKind, history: Sequence[PastIdea]) -> str:
-    """Exploit: the winners, best first. Explore: the sample as given, failures labelled."""
-    ideas = list(history)
-    if kind is IdeaKind.EXPLOIT:
-        scored = [p for p in ideas if p.metric is not None]
-        ideas = sorted(scored, key=lambda p: manifest.metric.rank_key(float(p.metric or 0.0)))
+def history_label(manifest: Manifest, journal: Journal[PastIdea], past: PastIdea) -> str:
+    """`loss = 1.5, beats the baseline`, `loss = 2.3, worse than the baseline`, `ran and crashed`, ..."""
+    verdict = journal.verdict(past)
+    if verdict is None:
+        return STATUS_LABELS.get(past.status, past.status.value)
+    score = f"{manifest.metric.name} = {format_metric(past.metric)}"
+    return score if verdict is Verdict.UNKNOWN else f"{score}, {verdict.value}"
+
+
+def history_lines(manifest: Manifest, request: IdeationRequest) -> str:
+    """Exploit: the scored ideas, best first. Explore: the sample as given. Every idea labelled exactly."""
+    journal = Journal.of(request.history, manifest.metric.goal, request.baseline)
+    ideas = journal.ranked() if request.kind is IdeaKind.EXPLOIT else list(journal.entries)
     if not ideas:
         return "(none yet)"
-    lines: list[str] = []
-    for past in ideas:
-        if past.status is Status.OK and past.metric is not None:
-            label = f"{manifest.metric.name} = {format_metric(past.metric)}"
-        else:
-            label = _FAILURE_LABELS.get(past.status, past.status.value)
-        lines.append(f"- [{label}] {_indent_idea(past.text)}")
-    return "\n".join(lines)
+    return "\n".join(f"- [{history_label(manifest, journal, p)}] {_indent_idea(p.text)}" for p in ideas)
+
+
+def exploit_intro(manifest: Manifest, request: IdeationRequest) -> str:
+    """What the exploit prompt's ideas are: winners, or the best so far when none beat the baseline."""
+    if request.history_beat_baseline:
+        name = "exploit_winners"
+    else:
+        name = "exploit_best_so_far" if request.baseline is not None else "exploit_no_baseline"
+    return fragment(name, {"metric_name": manifest.metric.name, "metric_goal": _goal_word(manifest)})
 
 
 def avoid_section(avoid: Sequence[str]) -> str:
@@ -159,8 +179,10 @@ def ideation_prompt(manifest: Manifest, request: IdeationRequest) -> tuple[str, 
         "count": str(request.count),
         "metric_name": manifest.metric.name,
         "metric_goal": _goal_word(manifest),
-        "history": history_lines(manifest, request.kind, request.history),
+        "history": history_lines(manifest, request),
     }
+    if request.kind is IdeaKind.EXPLOIT:
+        values["history_intro"] = exploit_intro(manifest, request)
     return render("system_ideator", {}), render(_IDEATION_ROLE[request.kind], values)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from idealab.llm.types import BudgetExhausted, CallRecord, LLMClient, LLMError, LLMRequest, LLMResponse
 
@@ -15,12 +15,16 @@ Recorder = Callable[[CallRecord], None]
 
 
 class LLMService:
-    """Calls `client` at most `max_concurrency` at a time.
+    """Calls `client` at most `max_concurrency` at a time, or per role where `role_limits` names one.
+
+    A role in `role_limits` (e.g. "ideator", "implementer") has slots of its own, so one role's calls never
+    queue behind another's: the next epoch's ideation proceeds while implementations fill theirs. Roles not
+    named there share `max_concurrency` slots.
 
     The cost cap is checked when a call gets its slot: once `spent_usd >= max_cost_usd`, `complete` raises
     BudgetExhausted without calling (the caller ends the run cleanly). Calls already in flight finish, so
-    the spend can pass the cap by at most `max_concurrency` calls. `spent_usd` seeds the spend of a
-    resumed run. Calls whose model has no known price add nothing to the spend (a warning says so).
+    the spend can pass the cap by at most as many calls as there are slots. `spent_usd` seeds the spend of
+    a resumed run. Calls whose model has no known price add nothing to the spend (a warning says so).
     """
 
     def __init__(
@@ -28,17 +32,21 @@ class LLMService:
         client: LLMClient,
         *,
         max_concurrency: int = 8,
+        role_limits: Mapping[str, int] | None = None,
         max_cost_usd: float | None = None,
         recorder: Recorder | None = None,
         spent_usd: float = 0.0,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        limits = {"max_concurrency": max_concurrency, **(role_limits or {})}
+        for name, limit in limits.items():
+            if limit < 1:
+                raise ValueError(f"the concurrency limit of {name} must be at least 1, got {limit}")
         self.client = client
         self.max_cost_usd = max_cost_usd
         self.recorder = recorder
         self._spent = spent_usd
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._role_slots = {role: asyncio.Semaphore(limit) for role, limit in (role_limits or {}).items()}
         self._warned_unpriced = False
 
     @property
@@ -50,7 +58,7 @@ class LLMService:
         return self.max_cost_usd is not None and self._spent >= self.max_cost_usd
 
     async def complete(self, request: LLMRequest, *, role: str, idea_id: int | None = None) -> LLMResponse:
-        async with self._slots:
+        async with self._role_slots.get(role, self._slots):
             if self.max_cost_usd is not None and self._spent >= self.max_cost_usd:
                 raise BudgetExhausted(self._spent, self.max_cost_usd)
             started = time.monotonic()

@@ -38,11 +38,10 @@ from idealab.ideators.base import (
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
 from idealab.search.faults import check_free_space, copy_error, last_sign_of_life
+from idealab.search.journal import BASELINE_EPOCH, Journal
 from idealab.search.schedule import ExploitSchedule
 from idealab.status import IN_FLIGHT, Status
 from idealab.store import IdeaRecord, JobEnd, Store
-
-BASELINE_EPOCH = -1
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class SearchConfig:
     ideas_per_epoch: int = 80
     seed: int = 0
     schedule: ExploitSchedule = field(default_factory=ExploitSchedule)
-    next_epoch_at: float = 0.5  # fraction of an epoch with results before the next epoch's ideation
+    next_epoch_at: float = 0.5  # fraction of an epoch whose jobs ran before the next epoch's ideation
     batch_size: int = 10  # ideas per ideator call
     ideation_retries: int = 3  # extra calls when an ideator returns fewer ideas than asked
     history_sample: int = 100  # past ideas shown per exploit/explore request
@@ -195,19 +194,26 @@ class Search:
     # --------------------------------------------------------------------------------------- ideation
 
     async def _wait_for_gate(self, epoch: int) -> None:
-        """Wait until enough of the previous epoch (and the baseline) has results."""
+        """Wait until enough of the previous epoch (and the baseline) has results.
+
+        Only experiments whose job ran count: an idea that could not be implemented is no evidence for the
+        next epoch. When the previous epoch has settled with fewer results than asked, the gate opens
+        anyway, since no more evidence will come.
+        """
         prev_target = len(self.store.ideas(self.run_id, epoch=epoch - 1))
         needed = math.ceil(self.config.next_epoch_at * prev_target)
 
         def ready() -> bool:
-            done = self._terminal_count(epoch - 1)
-            return self._stopping or (done >= needed and self._baseline_settled())
+            prev = self.store.ideas(self.run_id, epoch=epoch - 1)
+            results = sum(1 for i in prev if i.status.has_result)
+            settled = all(i.status.terminal for i in prev)
+            return self._stopping or ((results >= needed or settled) and self._baseline_settled())
 
         async with self._changed:
             await self._changed.wait_for(ready)
 
-    def _terminal_count(self, epoch: int) -> int:
-        return sum(1 for i in self.store.ideas(self.run_id, epoch=epoch) if i.status.terminal)
+    def _journal(self) -> Journal[IdeaRecord]:
+        return Journal.load(self.store, self.run_id, self.manifest.metric.goal, self.baseline)
 
     def _baseline_settled(self) -> bool:
         if self.baseline is not None:
@@ -234,14 +240,16 @@ class Search:
             if not free:
                 return
             ask = min(self.config.batch_size, len(free))
+            history, beat_baseline = self._history(epoch, kind, free[0])
             request = IdeationRequest(
                 epoch=epoch,
                 kind=kind,
                 count=ask,
-                history=self._history(epoch, kind, free[0]),
+                history=history,
                 avoid=[i.text for i in existing if i.epoch == epoch],
                 baseline=self.baseline,
                 seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
+                history_beat_baseline=beat_baseline,
             )
             proposals = (await self.ideator.propose(self.manifest, request))[:ask]
             for idx, proposal in zip(free, proposals, strict=False):
@@ -258,21 +266,22 @@ class Search:
                 if shortfalls > self.config.ideation_retries:
                     return  # go on with what there is
 
-    def _history(self, epoch: int, kind: IdeaKind, position: int) -> list[PastIdea]:
+    def _history(self, epoch: int, kind: IdeaKind, position: int) -> tuple[list[PastIdea], bool]:
+        """The past ideas shown to one ideation request, and whether they all beat the baseline."""
         if kind is IdeaKind.INITIAL:
-            return []
+            return [], False
         rng = random.Random(derive_seed(self.config.seed, "history", epoch, kind.value, position))
-        done = [i for i in self.store.ideas(self.run_id) if i.status.terminal and i.epoch < epoch]
+        journal = self._journal().before(epoch)
+        beat_baseline = False
         if kind is IdeaKind.EXPLOIT:
-            metric = self.manifest.metric
-            ok = [i for i in done if i.status is Status.OK and i.metric is not None and i.epoch >= 0]
-            pool = [i for i in ok if self.baseline is None or metric.better(float(i.metric or 0.0), self.baseline)]
+            pool = journal.winners()
+            beat_baseline = bool(pool)
             if not pool:  # nothing beat the baseline yet: refine the best that ran
-                pool = sorted(ok, key=lambda i: metric.rank_key(float(i.metric or 0.0)))[:10]
+                pool = journal.ranked()[:10]
         else:
-            pool = [i for i in done if i.epoch >= 0]
+            pool = [i for i in journal.experiments if i.status.terminal]
         chosen = rng.sample(pool, k=min(self.config.history_sample, len(pool)))
-        return [PastIdea(i.id, i.epoch, i.text, i.status, i.metric, i.payload) for i in chosen]
+        return [PastIdea(i.id, i.epoch, i.text, i.status, i.metric, i.payload) for i in chosen], beat_baseline
 
     # -------------------------------------------------------------------------------------- execution
 
@@ -334,16 +343,25 @@ class Search:
                 return
             workspace, _ = self._paths(idea)  # holds the accepted change
         else:  # the baseline, or an idea made ready before a restart
-            workspace = self._rebuild_workspace(idea)
+            rebuilt = self._rebuild_workspace(idea)
+            if isinstance(rebuilt, str):  # the environment changed under the stored change: it never ran
+                self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
+                return
+            workspace = rebuilt
         await self._execute(idea, workspace)
 
-    def _rebuild_workspace(self, idea: IdeaRecord) -> Path:
-        """A fresh copy of the environment with the idea's stored, accepted change applied."""
+    def _rebuild_workspace(self, idea: IdeaRecord) -> Path | str:
+        """A fresh copy of the environment with the idea's stored, accepted change applied.
+
+        The change was accepted against the environment as it was then; when the environment's files have
+        changed since (between a stop and a resume), it may no longer apply. That is the idea's outcome
+        (the reason, returned as a string), not a crash of its experiment.
+        """
         workspace = self._fresh_workspace(idea)
         if idea.applied_diff:
             result = apply_edit(workspace, idea.applied_diff)
             if not result.ok:
-                raise RuntimeError(f"stored diff of idea {idea.id} no longer applies: {result.error}")
+                return f"its accepted code change no longer applies to the environment on resume: {result.error}"
             write_changes(workspace, result.changes)
         return workspace
 
