@@ -7,7 +7,11 @@ Endpoints (matched by path suffix, so any base-URL prefix works):
 
 Each endpoint has a queue of scripted `Reply`s, consumed in order. An empty queue answers HTTP 418
 with "fakeprovider: no scripted reply", a non-retryable error, so a test that under-scripts fails
-loudly instead of hanging. Every request is recorded (path, headers, JSON body) and the server tracks
+loudly instead of hanging. Replies added with `when=` (a test of the request body) form a queue of their
+own, used for the requests that match it, so concurrent callers of one endpoint can be told apart.
+A reply can be held until a `threading.Event` is set (`hold=`) and can set one once it is sent
+(`release=`): a test holds some calls in flight until another call has been answered. Every request is
+recorded (path, headers, JSON body, how many others were in flight when it arrived) and the server tracks
 the largest number of requests it was handling at once. It runs in a background thread.
 """
 
@@ -17,11 +21,14 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 Endpoint = Literal["chat", "responses", "messages"]
+Matcher = Callable[[Any], bool]  # a test of a request's decoded JSON body
+HOLD_LIMIT_S = 60.0  # a held reply answers anyway after this long (counted in `hold_timeouts`), never hangs
 _SUFFIXES: tuple[tuple[str, Endpoint], ...] = (
     ("/chat/completions", "chat"),
     ("/responses", "responses"),
@@ -45,6 +52,8 @@ class Reply:
     body: bytes = b""
     content_type: str = "application/json"
     delay_s: float = 0.0  # wait this long before answering (longer than a client timeout = a hang)
+    hold: threading.Event | None = None  # answer only once this is set
+    release: threading.Event | None = None  # set this once the answer is sent
 
     @classmethod
     def answer(cls, text: str, **kw: Any) -> Reply:
@@ -75,6 +84,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # the decoded JSON body, or None when it was not JSON
     received_at: float
+    others_in_flight: int = 0  # requests the server was already handling when this one arrived
 
 
 @dataclass
@@ -83,8 +93,11 @@ class _State:
         default_factory=lambda: {"chat": deque(), "responses": deque(), "messages": deque()}
     )
     requests: list[RecordedRequest] = field(default_factory=list)
+    routes: list[tuple[Endpoint, Matcher, deque[Reply]]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    hold_timeouts: int = 0
+    holds: list[threading.Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -171,6 +184,16 @@ def _error_body(endpoint: Endpoint | None, status: int, message: str) -> dict[st
     return {"error": {"message": message, "type": kind, "code": str(status)}}
 
 
+def _queue_for(state: _State, endpoint: Endpoint | None, body: Any) -> deque[Reply] | None:
+    """The first route whose test the body passes, else the endpoint's own queue."""
+    if endpoint is None:
+        return None
+    for route_endpoint, matches, queue in state.routes:
+        if route_endpoint == endpoint and matches(body):
+            return queue
+    return state.queues[endpoint]
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -188,14 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         endpoint = next((ep for suffix, ep in _SUFFIXES if path.endswith(suffix)), None)
         with state.lock:
-            state.requests.append(
-                RecordedRequest(
-                    endpoint, path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
-                )
-            )
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            state.requests.append(RecordedRequest(endpoint, path, headers, body, time.time(), state.in_flight))
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            queue = state.queues[endpoint] if endpoint else None
+            queue = _queue_for(state, endpoint, body)
             reply = queue.popleft() if queue else None
         try:
             self._answer(endpoint, reply, body)
@@ -212,6 +232,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.delay_s > 0 and self.server.state.stopping.wait(reply.delay_s):
             return  # server shutting down
+        if reply.hold is not None:
+            state = self.server.state
+            with state.lock:
+                state.holds.append(reply.hold)  # so that `stop` can wake it
+            if not reply.hold.wait(HOLD_LIMIT_S):
+                with state.lock:
+                    state.hold_timeouts += 1
+            if state.stopping.is_set():
+                return
         if reply.kind == "garbage":
             self._send_bytes(200, reply.body, reply.content_type, ())
         elif reply.kind == "error":
@@ -220,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
             assert endpoint is not None
             model = body.get("model", "fake-model") if isinstance(body, dict) else "fake-model"
             self._send(200, _BODIES[endpoint](reply, model), reply.headers)
+        if reply.release is not None:
+            reply.release.set()
 
     def _send(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
@@ -238,6 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default listen backlog (5) drops connections when many calls start at once; a dropped SYN is
+    # retried by the kernel only a second later, which would make a test's concurrency depend on timing.
+    request_queue_size = 128
     state: _State
 
 
@@ -267,9 +301,13 @@ class FakeProvider:
     def anthropic_base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def add(self, endpoint: Endpoint, *replies: Reply) -> None:
+    def add(self, endpoint: Endpoint, *replies: Reply, when: Matcher | None = None) -> None:
+        """Script replies; with `when`, only for requests whose body passes it (checked in the order added)."""
         with self._server.state.lock:
-            self._server.state.queues[endpoint].extend(replies)
+            if when is None:
+                self._server.state.queues[endpoint].extend(replies)
+            else:
+                self._server.state.routes.append((endpoint, when, deque(replies)))
 
     def requests(self, endpoint: Endpoint | None = None) -> list[RecordedRequest]:
         with self._server.state.lock:
@@ -279,6 +317,12 @@ class FakeProvider:
     def max_in_flight(self) -> int:
         with self._server.state.lock:
             return self._server.state.max_in_flight
+
+    @property
+    def hold_timeouts(self) -> int:
+        """Held replies that were answered because their event was never set."""
+        with self._server.state.lock:
+            return self._server.state.hold_timeouts
 
     def pending(self, endpoint: Endpoint) -> int:
         with self._server.state.lock:
@@ -290,6 +334,9 @@ class FakeProvider:
 
     def stop(self) -> None:
         self._server.state.stopping.set()  # wakes handlers that are in a scripted delay
+        with self._server.state.lock:
+            for hold in self._server.state.holds:
+                hold.set()  # and those holding a reply
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,25 @@ def test_concurrency_limit_is_respected(fake_provider: FakeProvider) -> None:
     run(many())
     assert len(fake_provider.requests("chat")) == 6
     assert fake_provider.max_in_flight == 2
+
+
+def test_a_role_with_its_own_slots_never_queues_behind_another(fake_provider: FakeProvider) -> None:
+    """Both implementer slots are held in flight; an ideator call still goes out, and its answer frees them."""
+    answered = threading.Event()
+    fake_provider.add("chat", *[Reply.answer("a change", hold=answered)] * 2, when=lambda b: "change" in str(b))
+    fake_provider.add("chat", Reply.answer("an idea", release=answered))
+    client = make_client("vllm:qwen", base_url=fake_provider.openai_base_url, **FAST)
+    service = LLMService(client, max_concurrency=1, role_limits={"ideator": 1, "implementer": 2})
+    change = LLMRequest((Message("user", "Write the change."),), max_tokens=16)
+
+    async def both() -> list[str]:
+        held = [asyncio.create_task(service.complete(change, role="implementer")) for _ in range(2)]
+        await asyncio.sleep(0)  # one turn of the loop: both implementer calls take their slots
+        idea = await service.complete(HELLO, role="ideator")
+        return [idea.text] + [(await task).text for task in held]
+
+    assert run(both()) == ["an idea", "a change", "a change"]
+    assert fake_provider.hold_timeouts == 0 and fake_provider.max_in_flight == 3
 
 
 def test_missing_key_fails_at_start_naming_the_variable() -> None:

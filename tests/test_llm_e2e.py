@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from fakeprovider import FakeProvider, Reply
 from idealab.store import Store
@@ -159,3 +162,62 @@ def test_the_cost_cap_ends_the_run_cleanly_and_cancels_what_did_not_run(tmp_path
     assert data["counts"] == {"cancelled": 2}
     assert all("budget" in (e["reason"] or "") for e in data["experiments"])
     assert data["baseline"] is not None and abs(data["cost_usd"] - 1.0) < 1e-3
+
+
+def _system(body: dict) -> str:
+    return str(body["messages"][0]["content"]) if body["messages"][0]["role"] == "system" else ""
+
+
+def implementing(idea: str):
+    """Matches the implementer's calls for the idea whose text contains `idea`."""
+    return lambda body: "research idea into" in _system(body) and idea in body["messages"][-1]["content"]
+
+
+def ideating(body: dict) -> bool:
+    return "You propose research ideas" in _system(body)
+
+
+THREE_IDEAS = """[Experiment] Move X to 0.3 (fast).
+[Code Changes] In train.py set X = 0.3.
+[End]
+
+[Experiment] Held idea Y.
+[Code Changes] In train.py set X = 0.3.
+[End]
+
+[Experiment] Held idea Z.
+[Code Changes] In train.py set X = 0.3.
+[End]
+"""
+
+NEXT_EPOCH_IDEA = """[Experiment] Second-epoch idea W.
+[Code Changes] In train.py set X = 0.31.
+[End]
+"""
+
+
+@pytest.mark.slow
+def test_next_epoch_ideation_proceeds_while_implementations_fill_their_slots(tmp_path, fake_provider):
+    """Two ideas' 4 samples each (8 implementer calls, the implementer's whole limit) are held in flight; the
+    next epoch's ideation must still be sent and answered, and only its answer releases them. (The first
+    idea's job, 1.5 s in the slow preset, runs before the gate opens: by then all eight calls are sent.)"""
+    released = threading.Event()
+    fake_provider.add("chat", Reply.answer(THREE_IDEAS), Reply.answer(NEXT_EPOCH_IDEA, release=released), when=ideating)
+    fake_provider.add("chat", *[Reply.answer(SET_X)] * 4, when=implementing("Move X to 0.3 (fast)"))
+    for held in ("Held idea Y", "Held idea Z"):
+        fake_provider.add("chat", *[Reply.answer(SET_X, hold=released)] * 4, when=implementing(held))
+    done = run_idealab(
+        tmp_path, fake_provider, "--epochs", "2", "--ideas-per-epoch", "3", "--next-epoch-at", "0.3",
+        "--preset", "slow", samples="4", implementer_max_calls="8",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert fake_provider.hold_timeouts == 0, "the held implementations were never released by an ideation answer"
+    held = [r for r in fake_provider.requests("chat") if implementing("Held idea")(r.body)]
+    next_epoch = [r for r in fake_provider.requests("chat") if ideating(r.body)][1]
+    assert len(held) == 8 and "Move X to 0.3 (fast)" in next_epoch.body["messages"][-1]["content"]  # epoch 1
+    assert next_epoch.others_in_flight >= 8  # it was sent while all eight implementer calls were held
+    with open_store(tmp_path) as store:
+        run = store.get_run()
+        assert run is not None
+        assert [i.status.value for i in store.ideas(run.id, epoch=0)] == ["ok", "ok", "ok"]
+        assert any("idea W" in i.text for i in store.ideas(run.id, epoch=1))

@@ -95,7 +95,10 @@ def test_exploit_prompt_with_winners_says_they_beat_the_baseline(env: Manifest):
 
 
 def test_exploit_prompt_without_winners_says_best_so_far_none_beat_the_baseline(env: Manifest):
-    history = [PastIdea(1, 0, "[Experiment] close", Status.OK, 2.1), PastIdea(2, 0, "[Experiment] tie", Status.OK, 2.04)]
+    history = [
+        PastIdea(1, 0, "[Experiment] close", Status.OK, 2.1),
+        PastIdea(2, 0, "[Experiment] tie", Status.OK, 2.04),
+    ]
     _, user = prompting.ideation_prompt(env, request(IdeaKind.EXPLOIT, history, beat_baseline=False))
     assert "## The best ideas so far (none beat the baseline)" in user
     assert "No idea has beaten the baseline yet" in user
