@@ -40,7 +40,7 @@ def request(
 ) -> IdeationRequest:
     return IdeationRequest(
         epoch=0 if kind is IdeaKind.INITIAL else 1, kind=kind, count=3, history=history or [],
-        avoid=avoid or [], baseline=2.04, seed=0, history_beat_baseline=beat_baseline,
+        avoid=avoid or [], baseline=2.04, seed=0, **({"history_beat_baseline": True} if beat_baseline else {}),
     )  # fmt: skip
 
 

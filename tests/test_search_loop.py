@@ -14,10 +14,9 @@ from idealab.executor.base import JobSpec
 from idealab.executor.slots import SlotPool
 from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, PastIdea
 from idealab.ideators.mutate import MutateIdeator
-from idealab.ideators.prompting import history_label, ideation_prompt
+from idealab.ideators.prompting import ideation_prompt
 from idealab.ideators.ready import ReadyDiffImplementer
-from idealab.manifest import Goal, load_manifest
-from idealab.search.journal import Journal
+from idealab.manifest import load_manifest
 from idealab.search.loop import Search, SearchConfig
 from idealab.status import Status
 from idealab.store import Store
@@ -268,5 +267,6 @@ def test_a_stored_change_that_no_longer_applies_on_resume_is_unimplementable_not
     stale = store.get_idea(idea.id)
     assert stale.status is Status.UNIMPLEMENTABLE, (stale.status, stale.reason)
     assert "no longer applies" in (stale.reason or "") and search.internal_errors == []
-    shown = PastIdea(stale.id, stale.epoch, stale.text, stale.status, stale.metric)
-    assert history_label(search.manifest, Journal.of([shown], Goal.MINIMIZE, 2.04), shown) == "could not be implemented"
+    shown = [PastIdea(stale.id, stale.epoch, stale.text, stale.status, stale.metric)]
+    explore = IdeationRequest(1, IdeaKind.EXPLORE, 1, shown, [], 2.04, 0)
+    assert "- [could not be implemented] Move X to 0.3." in ideation_prompt(search.manifest, explore)[1]
