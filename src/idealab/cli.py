@@ -32,6 +32,7 @@ from idealab.runconfig import RunOptions, resolve_run_options
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search
 from idealab.store import DB_NAME, Store
+from idealab.views.data import RunSnapshot, read_snapshot
 from idealab.workdir_lock import WorkdirLock
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Execution-grounded automated AI research.")
@@ -249,6 +250,74 @@ def _print_table(data: dict[str, Any]) -> None:
     out.print(f"baseline: {data['baseline']}")
     best = data["best"]
     out.print("best: none" if best is None else f"best: {best['metric']} (#{best['id']}) {best['idea']}")
+
+
+# ------------------------------------------------------------------------------ report, serve, export
+
+
+def _read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
+    try:
+        return read_snapshot(workdir, with_values=with_values)
+    except (FileNotFoundError, LookupError) as exc:
+        raise _fail(f"{workdir}: {exc}") from None
+
+
+@app.command()
+def report(
+    workdir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/latest"),
+    out_file: Annotated[Path | None, typer.Option("--out", help="HTML file (default WORKDIR/report.html).")] = None,
+) -> None:
+    """Write a self-contained HTML report of a run (opens from disk, no network)."""
+    from idealab.views.html import render_report  # plotting and templates load only for this command
+
+    path = out_file or workdir / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(_read_snapshot(workdir)), encoding="utf-8")
+    out.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def serve(
+    workdir: Annotated[list[Path] | None, typer.Option(help="Run directory; repeat for several runs.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8765,
+    interval: Annotated[float, typer.Option(help="Seconds between the page's update checks.")] = 2.0,
+) -> None:
+    """A live dashboard of one or more runs, updating while they go (read-only on their databases)."""
+    from idealab.views.server import LOOPBACK, bind, create_app, url_of
+    from idealab.views.server import serve as serve_app
+
+    workdirs = workdir or [Path("runs/latest")]
+    for w in workdirs:
+        if not (w / DB_NAME).is_file():
+            raise _fail(f"{w}: no idealab run here (no {DB_NAME})")
+    if host not in LOOPBACK:
+        console.print(f"[yellow]warning:[/] serving on {host}: anyone who reaches it sees ideas, code and logs")
+    dashboard = create_app([w.resolve() for w in workdirs], int(interval * 1000))
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc}") from None
+    # The first line of stdout is the address (with --port 0, the port the system chose).
+    print(url_of(sock), flush=True)
+    console.print(f"idealab dashboard of {len(workdirs)} run(s); Ctrl-C stops it")
+    serve_app(dashboard, sock)
+
+
+@app.command()
+def export(
+    workdir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/latest"),
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet.")] = "jsonl",
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for experiments.<format>.")] = Path("export"),
+) -> None:
+    """Export one record per experiment (idea, diff, lineage, status, metrics, costs) as a dataset."""
+    from idealab.views import export as exporter
+
+    if fmt not in exporter.FORMATS:
+        raise _fail(f"--format: {fmt!r} is not one of {', '.join(exporter.FORMATS)}")
+    rows = exporter.records(_read_snapshot(workdir, with_values=True))
+    path = exporter.write(rows, fmt, out_dir)
+    out.print(f"exported {len(rows)} experiments to {path}")
 
 
 # ------------------------------------------------------------------------------------------------ env

@@ -8,6 +8,7 @@ from typing import Any
 from idealab.manifest import Manifest
 from idealab.search.loop import SearchConfig
 from idealab.store import RunRecord, Store
+from idealab.sysinfo import system_info
 
 DEFAULTS: dict[str, Any] = {
     "ideator": "mutate",
@@ -72,7 +73,8 @@ class RunSettings:
         if run is not None:
             return run
         snapshot = manifest_to_dict(manifest)
-        return store.create_run(manifest.name, str(manifest.root), self.preset, asdict(self), snapshot)
+        config = {**asdict(self), "system": system_info()}  # host and versions, for reports
+        return store.create_run(manifest.name, str(manifest.root), self.preset, config, snapshot)
 
 
 def resolve_run_options(store: Store, given: RunOptions) -> RunSettings:

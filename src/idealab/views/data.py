@@ -1,0 +1,344 @@
+"""The one place where the views read a run: a read-only store and the typed records derived from it.
+
+The report, the live dashboard and the export all start from `load_snapshot`. When the search journal
+(derived ok / winners / best over the store) exists, this module is the one to switch over to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from idealab.manifest import Goal
+from idealab.status import Status
+from idealab.store import DB_NAME, IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store
+
+LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 8_000
+
+
+# ---- opening a run without writing it -----------------------------------------------------------------
+
+
+def connect_readonly(db: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
+    """A read-only SQLite connection (URI mode=ro): a view can never write a run's database."""
+    uri = f"{db.resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def _readonly_engine(db: Path, busy_timeout_s: float) -> Engine:
+    engine = create_engine("sqlite://", creator=lambda: connect_readonly(db, busy_timeout_s), poolclass=NullPool)
+
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: one consistent snapshot per read, never a write lock
+
+    event.listen(engine, "begin", begin)
+    return engine
+
+
+def open_readonly(workdir: Path, busy_timeout_s: float = 30.0) -> Store:
+    """The run's store, opened read-only: no migration, no file created, no write possible."""
+    db = workdir / DB_NAME
+    if not db.is_file():
+        raise FileNotFoundError(f"{workdir}: no idealab run here (no {DB_NAME})")
+    return Store(_readonly_engine(db, busy_timeout_s), db)
+
+
+def read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
+    """Open the run in `workdir` read-only, read everything the views show, close it."""
+    store = open_readonly(workdir)
+    try:
+        return load_snapshot(store, workdir, with_values=with_values)
+    finally:
+        store.close()
+
+
+# ---- records --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A metric as the views show it. Today the single run's value, without an interval. Hook for confirmed
+    results (repeated runs): set `low`/`high`/`runs` here and every plot draws the interval."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    runs: int = 1
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    value: float | None  # NaN becomes None so that JSON and Arrow carry it the same way
+    step: int | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One job of an experiment (an experiment re-runs after an orchestrator restart)."""
+
+    job_key: str
+    status: str
+    exit_code: int | None
+    timed_out: bool
+    gpu_ids: tuple[int, ...]
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    values: tuple[MetricPoint, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return max(0.0, self.finished_at - self.started_at)
+
+
+@dataclass(frozen=True)
+class LLMSpend:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    epoch: int
+    idx: int
+    kind: str
+    ideator: str
+    idea: str
+    status: Status
+    measured: Measured
+    reason: str | None
+    parents: tuple[int, ...]
+    payload: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    diff: str | None  # the job's copy against the environment (what ran)
+    applied_diff: str | None  # the change as the implementer's accepted edit
+    trials: tuple[Trial, ...]
+    llm: LLMSpend
+    log_tail: str
+
+    @property
+    def metric(self) -> float | None:
+        return self.measured.value
+
+    @property
+    def job_hours(self) -> float:
+        return sum(t.duration_s for t in self.trials) / 3600
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(t.duration_s * len(t.gpu_ids) for t in self.trials) / 3600
+
+    @property
+    def implemented(self) -> bool:
+        return self.applied_diff is not None or self.kind == "baseline"
+
+    @property
+    def ran(self) -> bool:
+        return any(t.started_at is not None for t in self.trials)
+
+
+@dataclass(frozen=True)
+class IdeationCall:
+    """An LLM call not tied to one experiment (ideation), placed in the epoch whose ideas followed it."""
+
+    created_at: float
+    epoch: int
+    role: str
+    model: str
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    run: RunRecord
+    workdir: Path
+    schema_version: str
+    metric_name: str
+    goal: Goal
+    baseline: Measured
+    baseline_experiment: Experiment | None
+    experiments: list[Experiment]  # epoch >= 0, ordered by (epoch, idx)
+    ideation: list[IdeationCall] = field(default_factory=list)
+
+    def ok(self) -> list[Experiment]:
+        return [e for e in self.experiments if e.status is Status.OK and e.metric is not None]
+
+    def best(self) -> Experiment | None:
+        ok = self.ok()
+        return min(ok, key=lambda e: self.goal.rank_key(float(e.metric or 0.0))) if ok else None
+
+    def beats_baseline(self, e: Experiment) -> bool:
+        if self.baseline.value is None or e.metric is None or e.status is not Status.OK:
+            return False
+        return self.goal.better(e.metric, self.baseline.value)
+
+    def gpus_used(self) -> list[int]:
+        everyone = [*self.experiments, *([self.baseline_experiment] if self.baseline_experiment else [])]
+        return sorted({g for e in everyone for t in e.trials for g in t.gpu_ids})
+
+
+# ---- building a snapshot --------------------------------------------------------------------------------
+
+
+def load_snapshot(store: Store, workdir: Path, with_values: bool = False, log_lines: int = LOG_TAIL_LINES) -> RunSnapshot:
+    """Everything the views show about the run in `store`; `with_values` adds every reported metric value."""
+    run = store.get_run()
+    if run is None:
+        raise LookupError("this work directory holds no run yet")
+    ideas = store.ideas(run.id)
+    jobs_by_idea: dict[int, list[JobRecord]] = defaultdict(list)
+    for job in store.jobs():
+        jobs_by_idea[job.idea_id].append(job)
+    calls = store.llm_calls(run.id)
+    spend = _spend_by_idea(calls)
+    experiments = [
+        _experiment(idea, jobs_by_idea.get(idea.id, []), spend.get(idea.id, LLMSpend()), store, workdir, with_values,
+                    log_lines)
+        for idea in ideas
+    ]  # fmt: skip
+    baseline_rows = [e for e in experiments if e.epoch < 0]
+    return RunSnapshot(
+        run=run,
+        workdir=workdir,
+        schema_version=store.schema_version(),
+        metric_name=str(run.manifest["metric"]["name"]),
+        goal=Goal(run.manifest["metric"]["goal"]),
+        baseline=Measured(_finite(run.baseline_metric)),
+        baseline_experiment=baseline_rows[0] if baseline_rows else None,
+        experiments=[e for e in experiments if e.epoch >= 0],
+        ideation=_ideation_calls(calls, ideas),
+    )
+
+
+def _experiment(
+    idea: IdeaRecord,
+    jobs: list[JobRecord],
+    llm: LLMSpend,
+    store: Store,
+    workdir: Path,
+    with_values: bool,
+    log_lines: int,
+) -> Experiment:
+    trials = tuple(_trial(job, store.metric_values(job.job_key) if with_values else ()) for job in jobs)
+    parents = idea.payload.get("parents") or ()
+    return Experiment(
+        id=idea.id,
+        epoch=idea.epoch,
+        idx=idea.idx,
+        kind=idea.kind,
+        ideator=idea.ideator,
+        idea=idea.text,
+        status=idea.status,
+        measured=Measured(_finite(idea.metric)),
+        reason=idea.reason,
+        parents=tuple(int(p) for p in parents),
+        payload=idea.payload,
+        created_at=idea.created_at,
+        started_at=idea.started_at,
+        finished_at=idea.finished_at,
+        attempts=idea.attempts,
+        diff=idea.final_diff if idea.final_diff is not None else idea.applied_diff,
+        applied_diff=idea.applied_diff,
+        trials=trials,
+        llm=llm,
+        log_tail=_log_tail(jobs[-1], idea.id, workdir, log_lines) if jobs else "",
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    # NaN and infinities are not numbers a plot or a JSON reader can take; the status says what happened.
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _trial(job: JobRecord, values: Iterable[Any]) -> Trial:
+    points = tuple(
+        MetricPoint(v.name, _finite(v.value), v.step, v.source) for v in values
+    )
+    return Trial(
+        job.job_key, job.status, job.exit_code, job.timed_out, job.gpu_ids, job.submitted_at, job.started_at,
+        job.finished_at, job.error, points,
+    )  # fmt: skip
+
+
+def _spend_by_idea(calls: list[LLMCallRecord]) -> dict[int, LLMSpend]:
+    grouped: dict[int, list[LLMCallRecord]] = defaultdict(list)
+    for call in calls:
+        if call.idea_id is not None:
+            grouped[call.idea_id].append(call)
+    return {
+        idea_id: LLMSpend(
+            calls=len(group),
+            input_tokens=sum(c.input_tokens for c in group),
+            output_tokens=sum(c.output_tokens for c in group),
+            cost_usd=sum(c.cost_usd or 0.0 for c in group),
+            models=tuple(sorted({c.model for c in group})),
+        )
+        for idea_id, group in grouped.items()
+    }
+
+
+def _ideation_calls(calls: list[LLMCallRecord], ideas: list[IdeaRecord]) -> list[IdeationCall]:
+    # Ideation calls carry no idea id. The loop stores an epoch's ideas right after the call that proposed
+    # them and ideates one epoch at a time, so a call belongs to the epoch of the first idea stored after it.
+    timeline = sorted((i.created_at, i.epoch) for i in ideas if i.epoch >= 0)
+    times = [t for t, _ in timeline]
+    out = []
+    for call in calls:
+        if call.idea_id is not None:
+            continue
+        at = bisect.bisect_left(times, call.created_at)
+        epoch = timeline[at][1] if at < len(timeline) else (timeline[-1][1] if timeline else 0)
+        out.append(IdeationCall(call.created_at, epoch, call.role, call.model, call.cost_usd or 0.0))
+    return out
+
+
+def _log_tail(job: JobRecord, idea_id: int, workdir: Path, lines: int) -> str:
+    parts = []
+    for name, stored in (("stdout", job.stdout_path), ("stderr", job.stderr_path)):
+        text = _tail(_locate(stored, workdir / "experiments" / f"{idea_id:05d}" / "logs" / job.job_key / stored.name), lines)
+        if text.strip():
+            parts.append(f"== {name} ({job.job_key}) ==\n{text.rstrip()}")
+    return "\n".join(parts)
+
+
+def _locate(stored: Path, in_workdir: Path) -> Path:
+    """The stored log path, or the same file under this workdir when the run directory was moved."""
+    return stored if stored.is_file() else in_workdir
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return ""  # no log (never started, or removed): the view shows none
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
