@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SHARED_DATA ?= ../shared/data
 SHARED_FLAG := $(if $(wildcard $(SHARED_DATA)),--shared-data $(SHARED_DATA),)
 
-.PHONY: setup data demo test test-fast lint bench clean
+.PHONY: setup data browser demo test test-fast lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,11 @@ demo: data
 	$(BIN)/idealab run --env charlm --preset demo --epochs 3 --ideas-per-epoch 4 --slots 2 --seed 0 \
 		--workdir runs/demo
 
-test: data
+# Debian's chromium for the browser tests (skipped, with the reason, where it cannot be installed).
+browser:
+	bash tests/browser/setup.sh
+
+test: data browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -38,6 +42,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/utilisation.py
 	$(BIN)/python benchmarks/apply_rate.py
+
+# The report and dashboard screenshots in docs/, taken by the browser tests.
+screenshots: setup browser
+	IDEALAB_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/views/test_browser.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import idealab
+from runhelpers import idealab
 
 from idealab.store import Store
 from idealab.views.data import read_snapshot

@@ -7,8 +7,8 @@ from pathlib import Path
 from statistics import fmean
 
 import pytest
+from runhelpers import embedded_json, idealab, resource_links
 from sqlalchemy.exc import OperationalError
-from conftest import embedded_json, idealab, resource_links
 
 from idealab.status import Status
 from idealab.store import Store

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import add_finished_experiment, embedded_json
+from runhelpers import add_finished_experiment, embedded_json
 
 
 def get(url: str, etag: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -66,7 +66,7 @@ def test_several_runs_are_selectable(served, quad_run: Path, run_copy: Path) -> 
 
 
 def test_serve_refuses_a_directory_without_a_run(tmp_path: Path) -> None:
-    from conftest import idealab
+    from runhelpers import idealab
 
     done = idealab("serve", "--workdir", str(tmp_path), "--port", "0")
     assert done.returncode == 2 and "no idealab run" in done.stderr

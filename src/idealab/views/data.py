@@ -83,7 +83,7 @@ class Measured:
 @dataclass(frozen=True)
 class MetricPoint:
     name: str
-    value: float | None  # NaN becomes None so that JSON and Arrow carry it the same way
+    value: float | None  # NaN and infinities become None, so that JSON and Arrow carry them the same way
     step: int | None
     source: str
 
@@ -206,7 +206,9 @@ class RunSnapshot:
 # ---- building a snapshot --------------------------------------------------------------------------------
 
 
-def load_snapshot(store: Store, workdir: Path, with_values: bool = False, log_lines: int = LOG_TAIL_LINES) -> RunSnapshot:
+def load_snapshot(
+    store: Store, workdir: Path, with_values: bool = False, log_lines: int = LOG_TAIL_LINES
+) -> RunSnapshot:
     """Everything the views show about the run in `store`; `with_values` adds every reported metric value."""
     run = store.get_run()
     if run is None:
@@ -277,9 +279,7 @@ def _finite(value: float | None) -> float | None:
 
 
 def _trial(job: JobRecord, values: Iterable[Any]) -> Trial:
-    points = tuple(
-        MetricPoint(v.name, _finite(v.value), v.step, v.source) for v in values
-    )
+    points = tuple(MetricPoint(v.name, _finite(v.value), v.step, v.source) for v in values)
     return Trial(
         job.job_key, job.status, job.exit_code, job.timed_out, job.gpu_ids, job.submitted_at, job.started_at,
         job.finished_at, job.error, points,
@@ -321,7 +321,8 @@ def _ideation_calls(calls: list[LLMCallRecord], ideas: list[IdeaRecord]) -> list
 def _log_tail(job: JobRecord, idea_id: int, workdir: Path, lines: int) -> str:
     parts = []
     for name, stored in (("stdout", job.stdout_path), ("stderr", job.stderr_path)):
-        text = _tail(_locate(stored, workdir / "experiments" / f"{idea_id:05d}" / "logs" / job.job_key / stored.name), lines)
+        moved = workdir / "experiments" / f"{idea_id:05d}" / "logs" / job.job_key / stored.name
+        text = _tail(_locate(stored, moved), lines)
         if text.strip():
             parts.append(f"== {name} ({job.job_key}) ==\n{text.rstrip()}")
     return "\n".join(parts)

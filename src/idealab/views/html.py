@@ -41,10 +41,13 @@ def report_data(snap: RunSnapshot) -> dict[str, Any]:
     return {
         "metric": {"name": snap.metric_name, "goal": snap.goal.value},
         "baseline": {
-            "value": base.value, "low": base.low, "high": base.high, "status": snap.run.baseline_status,
+            "value": base.value,
+            "low": base.low,
+            "high": base.high,
+            "status": snap.run.baseline_status,
             "reason": snap.run.baseline_reason,
             "id": None if snap.baseline_experiment is None else snap.baseline_experiment.id,
-        },  # fmt: skip
+        },
         "best_id": None if best is None else best.id,
         "ideas_per_epoch": int(snap.run.config.get("ideas_per_epoch") or 1),
         "epochs": [asdict(row) for row in epoch_rows(snap)],
@@ -86,11 +89,12 @@ def _experiment_json(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:
 def run_metadata(snap: RunSnapshot) -> list[tuple[str, str]]:
     """(label, value) rows: environment, preset, models, seed, hardware, versions."""
     run, cfg, manifest = snap.run, snap.run.config, snap.run.manifest
+    spec = manifest.get("run", {})
     rows = [
         ("environment", f"{run.env_name}{f' (preset {run.preset})' if run.preset else ''}"),
         ("environment directory", run.env_root),
         ("metric", f"{snap.metric_name} ({snap.goal.value})"),
-        ("command", f"{manifest.get('run', {}).get('command', '')} (time limit {manifest.get('run', {}).get('timeout_s')} s)"),
+        ("command", f"{spec.get('command', '')} (time limit {spec.get('timeout_s')} s)"),
         ("ideator", str(cfg.get("ideator"))),
         ("ideator model", str(cfg.get("model") or "none")),
         ("implementer model", str(cfg.get("implementer_model") or cfg.get("model") or "none")),
@@ -99,7 +103,7 @@ def run_metadata(snap: RunSnapshot) -> list[tuple[str, str]]:
                    f"{cfg.get('next_epoch_at')}, batch {cfg.get('batch_size')}"),
         ("cost cap", "none" if cfg.get("max_cost_usd") is None else f"${cfg.get('max_cost_usd')}"),
         ("started", str(iso(run.created_at))),
-        ("GPUs per job", str(manifest.get("run", {}).get("gpus", 0))),
+        ("GPUs per job", str(spec.get("gpus", 0))),
         ("GPUs used", ",".join(map(str, snap.gpus_used())) or "none (CPU slots)"),
     ]  # fmt: skip
     system = cfg.get("system")
@@ -162,7 +166,9 @@ def script_json(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
-def render_page(data: dict[str, Any], title: str, live: dict[str, Any] | None = None, plotly_src: str | None = None) -> str:
+def render_page(
+    data: dict[str, Any], title: str, live: dict[str, Any] | None = None, plotly_src: str | None = None
+) -> str:
     """The report page. `plotly_src` set: plotly.js is loaded from there instead of embedded."""
     template = _environment().get_template("report.html.j2")
     return template.render(

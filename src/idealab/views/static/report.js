@@ -25,7 +25,7 @@
 
   function layout(extra) {
     return Object.assign({ margin: { l: 60, r: 20, t: 10, b: 40 }, hovermode: "closest",
-      legend: { orientation: "h", y: -0.18 }, font: { size: 12 } }, extra);
+      legend: { orientation: "h", y: -0.28 }, font: { size: 12 } }, extra);
   }
 
   // ---- the search curve -------------------------------------------------------------------------------
@@ -86,7 +86,8 @@
     // Experiments without a metric (failed, timeout, ...) sit on a strip below, one row per status.
     const strip = d.experiments.some((e) => e.metric === null);
     Plotly.react("plot-experiments", traces, layout({ shapes,
-      xaxis: byTime ? { type: "date", title: { text: "finished at (UTC)" } } : { title: { text: "epoch" }, dtick: 1, zeroline: false },
+      xaxis: Object.assign({ anchor: strip ? "y2" : "y" },
+        byTime ? { type: "date", title: { text: "finished at (UTC)" } } : { title: { text: "epoch" }, dtick: 1, zeroline: false }),
       yaxis: { domain: strip ? [0.32, 1] : [0, 1], title: { text: d.metric.name } },
       yaxis2: { domain: [0, 0.22], type: "category", visible: strip, title: { text: "no metric" } } }), PLOT_CONFIG);
     const plot = $("plot-experiments");
@@ -123,7 +124,7 @@
     ];
     Plotly.react("plot-cost", traces, layout({ barmode: "group", margin: { l: 60, r: 70, t: 10, b: 40 }, xaxis: { title: { text: "epoch" }, dtick: 1 },
       yaxis: { title: { text: "LLM $" }, rangemode: "tozero" },
-      yaxis2: { title: { text: label }, overlaying: "y", side: "right", rangemode: "tozero", tickformat: ".3~g" } }), PLOT_CONFIG);
+      yaxis2: { title: { text: label }, overlaying: "y", side: "right", rangemode: "tozero" } }), PLOT_CONFIG);
   }
 
   // ---- cards and run metadata -----------------------------------------------------------------------------
