@@ -26,12 +26,13 @@ from idealab.executor.runner import run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
-from idealab.manifest import ManifestError, builtin_env_names, load_manifest, resolve_env
+from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import compute_used, load_view, status_json
 from idealab.runconfig import RunOptions, resolve_run_options
 from idealab.search.live import LiveDisplay
-from idealab.search.loop import Search
-from idealab.store import DB_NAME, Store
+from idealab.search.loop import Search, SearchEvent
+from idealab.store import DB_NAME, RunRecord, Store
+from idealab.tracking import TrackerSink, check_tracker, open_tracker
 from idealab.views.data import RunSnapshot, read_snapshot
 from idealab.workdir_lock import WorkdirLock
 
@@ -102,9 +103,16 @@ def run(
         typer.Option(help="LLM setting NAME=VALUE, repeatable (e.g. samples=10, implement_mode=sequential)."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display; one line per finished experiment.")] = False,
+    track: Annotated[
+        str | None, typer.Option(help="Also log each finished experiment to wandb or trackio (offline-safe).")
+    ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR."""
     workdir = workdir.resolve()
+    try:
+        check_tracker(track)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if not (workdir / DB_NAME).exists():  # a new run: check what it needs before creating anything
         if not env:
             raise _fail(f"{workdir} holds no run: give --env to start one")
@@ -158,10 +166,19 @@ def run(
                 raise _fail(str(exc)) from None
             total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
             display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
+            sink = _tracker_sink(track, store, run_record, manifest, workdir)
+            if sink is not None:
+                held.callback(sink.close)
             backend = LocalBackend(pool)
+
+            def on_event(event: SearchEvent) -> None:
+                display.on_event(event)
+                if sink is not None:
+                    sink.on_event(event)
+
             search = Search(
                 manifest, store, run_record.id, backend, the_ideator, implementer,
-                options.search_config(), workdir, on_event=display.on_event,
+                options.search_config(), workdir, on_event=on_event,
             )
             console.print(
                 f"[bold]idealab[/] {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
@@ -184,6 +201,17 @@ def run(
                 raise typer.Exit(1)
     except RunFault as exc:  # the workdir is locked, read-only or full, the database locked or corrupted
         raise _fault(exc) from None
+
+
+def _tracker_sink(
+    track: str | None, store: Store, run_record: RunRecord, manifest: Manifest, workdir: Path
+) -> TrackerSink | None:
+    if track is None:
+        return None
+    try:
+        return TrackerSink(open_tracker(track, run_record, workdir), store, run_record.id, manifest.metric)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 async def _run_search(search: Search, backend: LocalBackend) -> None:
