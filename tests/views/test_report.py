@@ -12,8 +12,9 @@ from sqlalchemy.exc import OperationalError
 
 from idealab.status import Status
 from idealab.store import Store
-from idealab.views.data import load_snapshot, open_readonly
-from idealab.views.summary import epoch_rows
+from idealab.views.data import open_readonly
+
+pytestmark = pytest.mark.slow  # every test here reads the shared real run (one `idealab run`, ~15 s)
 
 
 @pytest.fixture(scope="module")
@@ -142,30 +143,3 @@ def test_report_of_a_directory_without_a_run_fails_clearly(tmp_path: Path) -> No
     done = idealab("report", "--workdir", str(tmp_path))
     assert done.returncode == 2 and "no idealab run" in done.stderr
     assert not (tmp_path / "idealab.db").exists()
-
-
-def test_llm_cost_and_gpu_hours_per_epoch(tmp_path: Path) -> None:
-    """LLM calls and GPU jobs written through the Store land in the right epoch of the summary."""
-    with Store.open(tmp_path) as store:
-        run = store.create_run("toy", "/envs/toy", None, {"epochs": 2}, {"metric": {"name": "acc", "goal": "maximize"}})
-        store.add_llm_call(run.id, "ideator", "openai", "m", "p", "r", 10, 5, 0.25, 1.0)  # proposes epoch 0
-        a = store.add_idea(run.id, 0, 0, "initial", "a", "llm", {})
-        b = store.add_idea(run.id, 0, 1, "initial", "b", "llm", {})
-        store.add_llm_call(run.id, "implementer", "openai", "m", "p", "r", 10, 5, 0.5, 1.0, idea_id=a.id)
-        store.add_llm_call(run.id, "ideator", "openai", "m", "p", "r", 10, 5, 1.0, 1.0)  # proposes epoch 1
-        c = store.add_idea(run.id, 1, 0, "exploit", "c", "llm", {"parents": [a.id]})
-        for idea, gpus, metric in ((a, (0, 1), 0.5), (b, (2,), 0.7), (c, (0,), 0.9)):
-            store.add_job(idea.id, f"j{idea.id}", "cmd", "/w", "/o", "/e")
-            store.job_started(f"j{idea.id}", 1000.0, gpus, None)
-            store.job_finished(f"j{idea.id}", 1000.0 + 1800, 0, False, "ok")
-            store.finish_idea(idea.id, Status.OK, metric, None, 2800.0)
-    store = open_readonly(tmp_path)
-    try:
-        rows = epoch_rows(load_snapshot(store, tmp_path))
-    finally:
-        store.close()
-    assert [r.llm_cost_usd for r in rows] == [0.75, 1.0]
-    assert [r.cum_llm_cost_usd for r in rows] == [0.75, 1.75]
-    assert [r.gpu_hours for r in rows] == [1.5, 0.5] and [r.cum_gpu_hours for r in rows] == [1.5, 2.0]
-    assert [(r.best, r.best_id) for r in rows] == [(0.7, b.id), (0.9, c.id)]  # maximize
-    assert rows[0].mean == pytest.approx(0.6)

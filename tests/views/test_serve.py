@@ -7,7 +7,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runhelpers import add_finished_experiment, embedded_json
+import pytest
+from runhelpers import add_finished_experiment, embedded_json, idealab
+
+pytestmark = pytest.mark.slow  # a real run and real servers
 
 
 def get(url: str, etag: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -66,7 +69,5 @@ def test_several_runs_are_selectable(served, quad_run: Path, run_copy: Path) -> 
 
 
 def test_serve_refuses_a_directory_without_a_run(tmp_path: Path) -> None:
-    from runhelpers import idealab
-
     done = idealab("serve", "--workdir", str(tmp_path), "--port", "0")
     assert done.returncode == 2 and "no idealab run" in done.stderr
