@@ -31,7 +31,7 @@ from idealab.report import compute_used, load_view, status_json
 from idealab.runconfig import RunOptions, resolve_run_options
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
-from idealab.store import DB_NAME, RunRecord, Store
+from idealab.store import DB_NAME, RunRecord, Store, StoreError
 from idealab.tracking import TrackerSink, check_tracker, open_tracker
 from idealab.views.data import RunSnapshot, read_snapshot
 from idealab.workdir_lock import WorkdirLock
@@ -286,7 +286,7 @@ def _print_table(data: dict[str, Any]) -> None:
 def _read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
     try:
         return read_snapshot(workdir, with_values=with_values)
-    except (FileNotFoundError, LookupError) as exc:
+    except (FileNotFoundError, LookupError, StoreError) as exc:
         raise _fail(f"{workdir}: {exc}") from None
 
 

@@ -12,16 +12,20 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
 from idealab.manifest import Goal
 from idealab.status import Status
-from idealab.store import DB_NAME, IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store
+from idealab.store import DB_NAME, IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store, StoreError
+from idealab.store.engine import MIGRATIONS_DIR
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 8_000
@@ -50,11 +54,31 @@ def _readonly_engine(db: Path, busy_timeout_s: float) -> Engine:
 
 
 def open_readonly(workdir: Path, busy_timeout_s: float = 30.0) -> Store:
-    """The run's store, opened read-only: no migration, no file created, no write possible."""
+    """The run's store, opened read-only: no migration and no write to the database is possible (SQLite
+    may still recreate a WAL database's -wal and -shm side files, which hold no data of their own)."""
     db = workdir / DB_NAME
     if not db.is_file():
         raise FileNotFoundError(f"{workdir}: no idealab run here (no {DB_NAME})")
-    return Store(_readonly_engine(db, busy_timeout_s), db)
+    store = Store(_readonly_engine(db, busy_timeout_s), db)
+    try:
+        _check_schema(store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _check_schema(store: Store) -> None:
+    """Reading needs the schema this idealab knows; a read-only view cannot migrate, so it says so."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    found = store.schema_version()
+    if found not in heads:
+        raise StoreError(
+            f"{store.path} has schema {found}, this idealab reads {', '.join(heads)}: "
+            "resume the run with this idealab (which migrates it) or use the idealab that wrote it"
+        )
 
 
 def read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
@@ -335,7 +359,16 @@ def _locate(stored: Path, in_workdir: Path) -> Path:
 
 def _tail(path: Path, lines: int) -> str:
     try:
-        with path.open("rb") as f:
+        stat = path.stat()
+    except OSError:
+        return ""  # no log (never started, or removed): the view shows none
+    return _tail_of(str(path), stat.st_mtime_ns, stat.st_size, lines)
+
+
+@lru_cache(maxsize=8192)  # keyed on the file's mtime and size: a finished job's log is read once
+def _tail_of(path: str, _mtime_ns: int, _size: int, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
             f.seek(0, 2)
             size = f.tell()
             f.seek(max(0, size - LOG_TAIL_BYTES))

@@ -10,7 +10,7 @@ import json
 import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -20,15 +20,12 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
 import idealab
+from idealab.report import iso
 from idealab.views.data import Experiment, RunSnapshot
 from idealab.views.summary import epoch_rows, totals
 
 DIFF_LIMIT = 60_000  # characters of one diff shown in the report; the export keeps every diff whole
 DATA_SCRIPT_ID = "idealab-data"
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 # ---- the data the page renders -------------------------------------------------------------------------
@@ -127,10 +124,17 @@ def _text(value: Any) -> str:
 # ---- diffs -------------------------------------------------------------------------------------------------
 
 
+@cache
+def _diff_tools() -> tuple[Any, Any]:
+    return DiffLexer(), HtmlFormatter(nowrap=True)  # a formatter builds its style table once: reuse it
+
+
+@lru_cache(maxsize=4096)  # the dashboard rebuilds its data on every change; a stored diff never changes
 def highlight_diff(diff: str) -> str:
     if len(diff) > DIFF_LIMIT:
         diff = diff[:DIFF_LIMIT] + f"\n... ({len(diff) - DIFF_LIMIT} more characters in `idealab export`)\n"
-    return str(highlight(diff, DiffLexer(), HtmlFormatter(nowrap=True)))
+    lexer, formatter = _diff_tools()
+    return str(highlight(diff, lexer, formatter))
 
 
 @cache
