@@ -286,7 +286,7 @@ def _print_table(data: dict[str, Any]) -> None:
 def _read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
     try:
         return read_snapshot(workdir, with_values=with_values)
-    except (FileNotFoundError, LookupError, StoreError) as exc:
+    except (LookupError, StoreError) as exc:
         raise _fail(f"{workdir}: {exc}") from None
 
 

@@ -8,11 +8,9 @@ from statistics import fmean
 
 import pytest
 from runhelpers import embedded_json, idealab, resource_links
-from sqlalchemy.exc import OperationalError
 
 from idealab.status import Status
 from idealab.store import Store
-from idealab.views.data import open_readonly
 
 pytestmark = pytest.mark.slow  # every test here reads the shared real run (one `idealab run`, ~15 s)
 
@@ -126,17 +124,6 @@ def test_report_does_not_write_the_database(run_copy: Path, tmp_path: Path) -> N
     done = idealab("report", "--workdir", str(run_copy), "--out", str(tmp_path / "r.html"))
     assert done.returncode == 0, done.stderr
     assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before
-
-
-def test_readonly_store_refuses_writes(run_copy: Path) -> None:
-    store = open_readonly(run_copy)
-    try:
-        run = store.get_run()
-        assert run is not None
-        with pytest.raises(OperationalError, match="readonly"):
-            store.add_idea(run.id, 0, 99, "explore", "must not be stored", "test", {})
-    finally:
-        store.close()
 
 
 def test_report_of_a_directory_without_a_run_fails_clearly(tmp_path: Path) -> None:

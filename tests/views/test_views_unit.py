@@ -77,16 +77,3 @@ def test_text_that_closes_a_script_tag_stays_data(tmp_path: Path) -> None:
     assert "&lt;/script&gt;" in data["experiments"][0]["diff_html"]  # Pygments escaped the diff
     assert html.count("<script") == 3  # plotly, data, app: the idea opened none
 
-
-def test_a_schema_this_idealab_does_not_read_is_refused_without_writing(tmp_path: Path) -> None:
-    import sqlite3
-
-    from idealab.store import StoreError
-
-    Store.open(tmp_path).close()
-    with sqlite3.connect(tmp_path / "idealab.db", isolation_level=None) as conn:
-        conn.execute("UPDATE alembic_version SET version_num='9999'")
-    with pytest.raises(StoreError, match="schema 9999"):
-        open_readonly(tmp_path)
-    with sqlite3.connect(tmp_path / "idealab.db") as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("9999",)

@@ -16,16 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
-
 from idealab.manifest import Goal
+from idealab.search.journal import Journal
 from idealab.status import Status
-from idealab.store import DB_NAME, IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store, StoreError
-from idealab.store.engine import MIGRATIONS_DIR
+from idealab.store import IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store
+from idealab.store.engine import readonly_uri
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 8_000
@@ -34,51 +29,17 @@ LOG_TAIL_BYTES = 8_000
 # ---- opening a run without writing it -----------------------------------------------------------------
 
 
+def open_readonly(workdir: Path) -> Store:
+    """The run's store, read-only (no migration, no write; see `Store.open_readonly`)."""
+    return Store.open_readonly(workdir)
+
+
 def connect_readonly(db: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
-    """A read-only SQLite connection (URI mode=ro): a view can never write a run's database."""
-    uri = f"{db.resolve().as_uri()}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    """A plain read-only SQLite connection to the run database (the dashboard asks it for data_version)."""
+    conn = sqlite3.connect(readonly_uri(db), uri=True, check_same_thread=False, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA query_only=ON")
     return conn
-
-
-def _readonly_engine(db: Path, busy_timeout_s: float) -> Engine:
-    engine = create_engine("sqlite://", creator=lambda: connect_readonly(db, busy_timeout_s), poolclass=NullPool)
-
-    def begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")  # deferred: one consistent snapshot per read, never a write lock
-
-    event.listen(engine, "begin", begin)
-    return engine
-
-
-def open_readonly(workdir: Path, busy_timeout_s: float = 30.0) -> Store:
-    """The run's store, opened read-only: no migration and no write to the database is possible (SQLite
-    may still recreate a WAL database's -wal and -shm side files, which hold no data of their own)."""
-    db = workdir / DB_NAME
-    if not db.is_file():
-        raise FileNotFoundError(f"{workdir}: no idealab run here (no {DB_NAME})")
-    store = Store(_readonly_engine(db, busy_timeout_s), db)
-    try:
-        _check_schema(store)
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def _check_schema(store: Store) -> None:
-    """Reading needs the schema this idealab knows; a read-only view cannot migrate, so it says so."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-    heads = ScriptDirectory.from_config(cfg).get_heads()
-    found = store.schema_version()
-    if found not in heads:
-        raise StoreError(
-            f"{store.path} has schema {found}, this idealab reads {', '.join(heads)}: "
-            "resume the run with this idealab (which migrates it) or use the idealab that wrote it"
-        )
 
 
 def read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
@@ -210,17 +171,19 @@ class RunSnapshot:
     experiments: list[Experiment]  # epoch >= 0, ordered by (epoch, idx)
     ideation: list[IdeationCall] = field(default_factory=list)
 
+    @property
+    def journal(self) -> Journal[Experiment]:
+        """ok / ranked / best / winners / verdicts, as the search itself derives them."""
+        return Journal.of(self.experiments, self.goal, self.baseline.value)
+
     def ok(self) -> list[Experiment]:
-        return [e for e in self.experiments if e.status is Status.OK and e.metric is not None]
+        return self.journal.ok()
 
     def best(self) -> Experiment | None:
-        ok = self.ok()
-        return min(ok, key=lambda e: self.goal.rank_key(float(e.metric or 0.0))) if ok else None
+        return self.journal.best()
 
     def beats_baseline(self, e: Experiment) -> bool:
-        if self.baseline.value is None or e.metric is None or e.status is not Status.OK:
-            return False
-        return self.goal.better(e.metric, self.baseline.value)
+        return self.journal.beats_baseline(e)
 
     def gpus_used(self) -> list[int]:
         everyone = [*self.experiments, *([self.baseline_experiment] if self.baseline_experiment else [])]

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from statistics import fmean
 
-from idealab.status import Status
+from idealab.search.journal import Journal
 from idealab.views.data import Experiment, RunSnapshot
 
 
@@ -39,8 +39,8 @@ def epoch_rows(snap: RunSnapshot) -> list[EpochRow]:
     cum_cost = cum_gpu = cum_job = 0.0
     for epoch in range(last + 1):
         group = [e for e in snap.experiments if e.epoch == epoch]
-        ok = [e for e in group if e.status is Status.OK and e.metric is not None]
-        best = min(ok, key=lambda e: snap.goal.rank_key(float(e.metric or 0.0))) if ok else None
+        journal = Journal.of(group, snap.goal, snap.baseline.value)
+        ok, best = journal.ok(), journal.best()
         best_value = None if best is None else best.metric
         if best_value is not None and (best_so_far is None or snap.goal.better(best_value, best_so_far)):
             best_so_far = best_value
