@@ -1,7 +1,8 @@
 """The one place where the views read a run: a read-only store and the typed records derived from it.
 
-The report, the live dashboard and the export all start from `load_snapshot`. When the search journal
-(derived ok / winners / best over the store) exists, this module is the one to switch over to it.
+The report, the live dashboard and the export all start from `load_snapshot`. The store is opened with
+`Store.open_readonly`, and ok / best / verdicts come from the search's own journal, so the views agree with
+`idealab status` and with what the search itself saw.
 """
 
 from __future__ import annotations
