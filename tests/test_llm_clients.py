@@ -68,10 +68,10 @@ def test_openai_chat_happy_path_with_usage_and_cost(
     assert (response.text, response.provider, response.model) == ("idea one", "openai", "gpt-5")
     assert (response.input_tokens, response.output_tokens) == (1000, 500)
     assert (response.cached_input_tokens, response.thinking_tokens) == (200, 100)
-    price = load_price_table().lookup("openai", "gpt-5")
-    assert price is not None
-    expected = (800 * price.input + 200 * price.cached_input + 500 * price.output) / 1e6
+    # genai-prices' gpt-5: $1.25 input, $0.125 cached input, $10 output per million tokens
+    expected = (800 * 1.25 + 200 * 0.125 + 500 * 10.0) / 1e6
     assert response.cost_usd == pytest.approx(expected)
+    assert client.price is not None and client.price.source.startswith("genai-prices")
     [sent] = fake_provider.requests("chat")
     assert sent.headers["authorization"] == "Bearer sk-test-123"
     assert sent.body["model"] == "gpt-5"
@@ -289,13 +289,20 @@ def test_unknown_provider_lists_valid_ones() -> None:
     assert parse_model_spec("ollama:qwen2.5:7b") == ("ollama", "qwen2.5:7b")
 
 
-def test_unknown_model_has_tokens_but_no_cost(fake_provider: FakeProvider) -> None:
+def test_a_local_server_costs_nothing(fake_provider: FakeProvider) -> None:
     fake_provider.add("chat", Reply.answer("ok", input_tokens=12, output_tokens=34))
     client = make_client("ollama:my-local-model", base_url=fake_provider.openai_base_url, **FAST)
     response = run(client.complete(HELLO))
-    assert (response.input_tokens, response.output_tokens, response.cost_usd) == (12, 34, None)
+    assert (response.input_tokens, response.output_tokens, response.cost_usd) == (12, 34, 0.0)
     [sent] = fake_provider.requests("chat")
     assert sent.body["max_tokens"] == 4000  # compatible servers get the classic field
+
+
+def test_a_remote_model_nobody_prices_has_tokens_but_no_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOGETHER_API_KEY", "t-key")
+    assert make_client("together:some/unheard-of-model", **FAST).price is None
+    # the same unknown model behind a loopback OpenAI-compatible server is a local one: free
+    assert make_client("openai:unheard-of-model", base_url="http://127.0.0.1:9/v1", **FAST).price is not None
 
 
 def test_user_price_file_extends_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, Imple
 from idealab.ideators.llm import LLMSettings
 from idealab.ideators.llm_implementer import ImplementerSettings, LLMImplementer
 from idealab.ideators.registry import IdeatorOptions
+from idealab.startup import CallLog
 from idealab.llm import LLMService, make_client
 from idealab.manifest import Manifest, load_manifest
 from idealab.store import Store
@@ -170,11 +171,14 @@ def test_two_models_use_their_own_endpoints_share_the_cap_and_are_recorded(tmp_p
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_provider.anthropic_base_url)
     store = Store.open(tmp_path / "run")
     run = store.create_run("quad", manifest.root, None, {}, {})
+    calls = CallLog()
+    calls.bind(store, run.id)
     options = IdeatorOptions(
-        store=store, run_id=run.id, model="openai:some-model", implementer_model="anthropic:claude-test",
-        base_url=fake_provider.openai_base_url, max_cost_usd=1.0, extra=(("samples", "1"),),
+        model="openai:some-model", implementer_model="anthropic:claude-test",
+        base_url=fake_provider.openai_base_url, max_cost_usd=1.0, extra=(("samples", "1"),), recorder=calls,
     )  # fmt: skip
-    ideator, implementer = registry.build("llm", options)
+    built = registry.build("llm", options)
+    ideator, implementer = built.ideator, built.implementer
     idea_text = "[Experiment] Set X to 0.3. [End]"
     fake_provider.add("chat", Reply.answer(idea_text), Reply.answer(idea_text, input_tokens=1_000_000))
     fake_provider.add("messages", Reply.answer(SET_X))

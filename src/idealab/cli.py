@@ -18,17 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from idealab import paths
+from idealab import paths, startup
 from idealab.errors import RunFault
-from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.local import LocalBackend
 from idealab.executor.runner import run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
-from idealab.ideators import registry
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import compute_used, load_view, status_json
-from idealab.runconfig import RunOptions, resolve_run_options
+from idealab.runconfig import RunOptions
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
 from idealab.store import DB_NAME, RunRecord, Store, StoreError
@@ -60,13 +58,9 @@ def _fault(fault: RunFault, hint: str | None = None) -> typer.Exit:
 
 def _pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
     try:
-        gpu_ids = choose_gpu_ids(gpus)
-    except ValueError as exc:
+        return startup.slot_pool(slots, gpus, gpus_per_job)
+    except startup.StartError as exc:
         raise _fail(str(exc)) from None
-    if gpus_per_job > len(gpu_ids):
-        found = ",".join(map(str, gpu_ids)) or "none"
-        raise _fail(f"the environment needs {gpus_per_job} GPU(s) per job; GPUs available: {found} (use --gpus)")
-    return SlotPool(gpu_ids, cpu_slots=slots if slots is not None else max(1, len(gpu_ids) or 1))
 
 
 def _describe(pool: SlotPool) -> str:
@@ -106,6 +100,9 @@ def run(
     track: Annotated[
         str | None, typer.Option(help="Also log each finished experiment to wandb or trackio (offline-safe).")
     ] = None,
+    allow_changed_settings: Annotated[
+        bool, typer.Option(help="Resume even though the LLM settings differ from the run's (the change is recorded).")
+    ] = False,
 ) -> None:
     """Run (or resume) a search in WORKDIR."""
     workdir = workdir.resolve()
@@ -130,43 +127,26 @@ def run(
     try:
         with ExitStack() as held:
             held.enter_context(WorkdirLock.acquire(workdir))
-            store = held.enter_context(Store.open(workdir))
-            try:
-                options = resolve_run_options(
-                    store,
-                    RunOptions.from_cli(
-                        env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
-                        base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs,
-                        ideas_per_epoch=ideas_per_epoch, seed=seed, next_epoch_at=next_epoch_at,
-                        batch_size=batch_size,
-                    ),
-                )
-                manifest = load_manifest(resolve_env(options.env), options.preset)
-            except (ManifestError, ValueError) as exc:
+            given = RunOptions.from_cli(
+                env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
+                base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs, ideas_per_epoch=ideas_per_epoch,
+                seed=seed, next_epoch_at=next_epoch_at, batch_size=batch_size,
+            )  # fmt: skip
+            try:  # builds and checks everything; a new run is stored only when all of it is sound
+                started = startup.start(
+                    workdir, given, slots=slots, gpus=gpus, keys_file=keys_file, llm_options=llm_option or [],
+                    allow_changed_settings=allow_changed_settings,
+                )  # fmt: skip
+            except startup.StartError as exc:
                 raise _fail(str(exc)) from None
-            pool = _pool(slots, gpus, manifest.run.gpus)
-            run_record = options.ensure_run(store, manifest)
-            extra = []
-            for item in llm_option or []:
-                name, sep, value = item.partition("=")
-                if not sep or not name.strip():
-                    raise _fail(f"--llm-option expects NAME=VALUE, got {item!r}")
-                extra.append((name.strip(), value.strip()))
-            try:
-                the_ideator, implementer = registry.build(
-                    options.ideator,
-                    registry.IdeatorOptions(
-                        store=store, run_id=run_record.id, model=options.model,
-                        implementer_model=options.implementer_model, base_url=options.base_url,
-                        keys_file=keys_file, max_cost_usd=options.max_cost_usd, batch_size=options.batch_size,
-                        extra=tuple(extra),
-                    ),
-                )
-            except ValueError as exc:
-                raise _fail(str(exc)) from None
+            store = held.enter_context(started.store)
+            options, manifest, pool = started.options, started.manifest, started.pool
+            if started.settings_changed:
+                changed = escape(started.settings_changed)
+                console.print(f"[yellow]LLM settings changed (recorded with the run):[/]\n{changed}")
             total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
             display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
-            sink = _tracker_sink(track, store, run_record, manifest, workdir)
+            sink = _tracker_sink(track, store, started.run, manifest, workdir)
             if sink is not None:
                 held.callback(sink.close)
             backend = LocalBackend(pool)
@@ -177,7 +157,7 @@ def run(
                     sink.on_event(event)
 
             search = Search(
-                manifest, store, run_record.id, backend, the_ideator, implementer,
+                manifest, store, started.run.id, backend, started.built.ideator, started.built.implementer,
                 options.search_config(), workdir, on_event=on_event,
             )
             console.print(

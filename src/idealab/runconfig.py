@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,8 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "next_epoch_at": 0.5,
     "batch_size": 10,
 }
-# What defines a run: resuming with a different value would mix two searches in one database.
-FIXED = ("env", "preset", "ideator", "model", "implementer_model", "ideas_per_epoch", "seed")
+# What defines a run: resuming with a different value would mix two searches in one database. The models
+# are LLM settings: a resume may change them only when told to (see `settings_changes`).
+FIXED = ("env", "preset", "ideator", "ideas_per_epoch", "seed")
 
 
 @dataclass(frozen=True)
@@ -68,19 +71,17 @@ class RunSettings:
             batch_size=self.batch_size,
         )
 
-    def ensure_run(self, store: Store, manifest: Manifest) -> RunRecord:
-        run = store.get_run()
-        if run is not None:
-            return run
-        snapshot = manifest_to_dict(manifest)
-        config = {**asdict(self), "system": system_info()}  # host and versions, for reports
-        return store.create_run(manifest.name, str(manifest.root), self.preset, config, snapshot)
+    def create_run(self, store: Store, manifest: Manifest, llm: Mapping[str, Any]) -> RunRecord:
+        """Store a new run: its options, its LLM settings (`llm`, never a key), the host and versions (for
+        reports) and its manifest."""
+        config = {**asdict(self), "llm": dict(llm), "system": system_info()}
+        return store.create_run(manifest.name, str(manifest.root), self.preset, config, manifest_to_dict(manifest))
 
 
-def resolve_run_options(store: Store, given: RunOptions) -> RunSettings:
-    """New run: the given options over the defaults. Resumed run: the stored options, which the fixed
-    ones may not contradict; the others (epochs, cost cap, ...) may be changed for this invocation."""
-    run = store.get_run()
+def resolve_run_options(run: RunRecord | None, given: RunOptions) -> RunSettings:
+    """New run (`run` None): the given options over the defaults. Resumed run: the stored options, which
+    the fixed ones may not contradict; the others (epochs, cost cap, ...) may be changed for this
+    invocation, the LLM settings only as `settings_changes` allows."""
     values = {f.name: getattr(given, f.name) for f in fields(RunOptions)}
     if run is None:
         if not values["env"]:
@@ -103,6 +104,56 @@ def resolve_run_options(store: Store, given: RunOptions) -> RunSettings:
         if merged[key] is None:
             merged[key] = default
     return RunSettings(**merged)
+
+
+def stored_llm_settings(run: RunRecord) -> dict[str, Any]:
+    """The LLM settings a run was stored with (runs from before they were stored: their models only)."""
+    llm = run.config.get("llm")
+    if isinstance(llm, dict):
+        return llm
+    model = run.config.get("model")
+    return {} if model is None else {"model": model, "implementer_model": run.config.get("implementer_model") or model}
+
+
+def settings_changes(stored: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What resuming with `now` would change in the stored LLM settings: name -> (stored, now). Only names
+    both know are compared (`given`, where this invocation's values came from, is no setting)."""
+    flat_stored, flat_now = _flatten(stored), _flatten(now)
+    return {
+        name: (flat_stored[name], value)
+        for name, value in flat_now.items()
+        if name in flat_stored and flat_stored[name] != value and not name.startswith("given")
+    }
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]], given: Mapping[str, str]) -> str:
+    """One line per change, naming where the new value came from when this invocation gave it."""
+    lines = []
+    for name, (old, new) in changes.items():
+        source = given.get(name.removeprefix("settings."))
+        lines.append(f"  {name}: {old!r} when the run started, {new!r} now" + (f" (from {source})" if source else ""))
+    return "\n".join(lines)
+
+
+def record_settings_change(store: Store, run: RunRecord, llm: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    """Apply changed LLM settings to a resumed run, keeping what changed and when in `llm_changes`."""
+    config = dict(run.config)
+    history = list(config.get("llm_changes") or [])
+    history.append({"at": time.time(), "changes": {k: list(v) for k, v in changes.items()}})
+    config.update(
+        llm=dict(llm), llm_changes=history, model=llm.get("model"), implementer_model=llm.get("implementer_model")
+    )
+    store.set_run_config(run.id, config)
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:

@@ -13,30 +13,30 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Literal, cast
 
 from idealab.errors import StopRun
-from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, Ideator, Implementer
+from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest
 from idealab.ideators.idea_parser import drop_repeats, parse_ideas
 from idealab.ideators.llm_implementer import Completer, ImplementerSettings, LLMImplementer
 from idealab.ideators.prompting import ideation_prompt
-from idealab.ideators.registry import IdeatorOptions, register
+from idealab.ideators.registry import Built, IdeatorOptions, register
 from idealab.llm import (
     PROVIDERS,
     BudgetExhausted,
-    CallRecord,
+    LLMConfigError,
     LLMError,
     LLMRequest,
     LLMResponse,
     LLMService,
     Message,
-    Recorder,
     make_client,
     parse_model_spec,
 )
+from idealab.llm.pricing import PRICING_VAR
+from idealab.llm.registry import resolve_base_url
 from idealab.manifest import Manifest
-from idealab.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,11 @@ class LLMSettings:
     # queues behind implementation (4 ideas of 4 samples fill the implementer's 16).
     ideator_max_calls: int = 4
     implementer_max_calls: int = 16
+    prompt_cache: str = "on"  # "on": mark the implementer's codebase prefix for prompt caching | "off"
 
     def __post_init__(self) -> None:
+        if self.prompt_cache not in ("on", "off"):
+            raise ValueError(f"prompt_cache must be 'on' or 'off', got {self.prompt_cache!r}")
         if self.implement_mode not in ("parallel", "sequential"):
             raise ValueError(f"implement_mode must be 'parallel' or 'sequential', got {self.implement_mode!r}")
         if self.api not in ("chat", "responses"):
@@ -85,19 +88,17 @@ class LLMSettings:
             raise ValueError("ideator_max_calls and implementer_max_calls must be >= 1")
 
     @classmethod
-    def from_sources(cls, pairs: Iterable[tuple[str, str]], environ: Mapping[str, str]) -> LLMSettings:
-        """Defaults, overridden by IDEALAB_LLM_<NAME> variables, overridden by `pairs` (name, value)."""
-        known = {f.name: f for f in fields(cls)}
-        given: dict[str, str] = {}
-        for name in known:
-            if f"{SETTINGS_VAR_PREFIX}{name.upper()}" in environ:
-                given[name] = environ[f"{SETTINGS_VAR_PREFIX}{name.upper()}"]
-        for name, value in pairs:
-            key = name.strip().lower().replace("-", "_")
-            if key not in known:
-                raise ValueError(f"unknown LLM setting {name!r}; valid: {', '.join(known)}")
-            given[key] = value
-        values: dict[str, object] = {}
+    def from_sources(
+        cls,
+        pairs: Iterable[tuple[str, str]],
+        environ: Mapping[str, str],
+        base: Mapping[str, object] | None = None,
+    ) -> LLMSettings:
+        """`base` (a resumed run's stored settings, else the defaults), overridden by IDEALAB_LLM_<NAME>
+        variables, overridden by `pairs` (name, value)."""
+        known = {f.name for f in fields(cls)}
+        given = {name: text for name, (text, _) in given_settings(pairs, environ).items()}
+        values: dict[str, object] = {k: v for k, v in (base or {}).items() if k in known}
         defaults = cls()
         for name, text in given.items():
             kind = type(getattr(defaults, name))
@@ -117,7 +118,24 @@ class LLMSettings:
             thinking_budget=_thinking(provider, self.implementer_thinking_budget),
             reasoning_effort=_effort(provider, model, self.reasoning_effort),
             preflight_slots=self.preflight_slots,
+            prompt_cache=self.prompt_cache == "on",
         )
+
+
+def given_settings(pairs: Iterable[tuple[str, str]], environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The settings given for this invocation: name -> (value as text, where it came from)."""
+    known = [f.name for f in fields(LLMSettings)]
+    given: dict[str, tuple[str, str]] = {}
+    for name in known:
+        var = f"{SETTINGS_VAR_PREFIX}{name.upper()}"
+        if var in environ:
+            given[name] = (environ[var], var)
+    for name, value in pairs:
+        key = name.strip().lower().replace("-", "_")
+        if key not in known:
+            raise ValueError(f"unknown LLM setting {name!r}; valid: {', '.join(known)}")
+        given[key] = (value, "--llm-option")
+    return given
 
 
 def _thinking(provider: str, budget: int) -> int | None:
@@ -189,30 +207,20 @@ class _SharedCap:
         return await self.service.complete(request, role=role, idea_id=idea_id)
 
 
-def store_recorder(store: Store, run_id: int) -> Recorder:
-    """Every LLM call, success or failure, as a row of the run's `llm_calls`."""
-
-    def record(call: CallRecord) -> None:
-        store.add_llm_call(
-            run_id, call.role, call.provider, call.model, call.prompt, call.response or "",
-            call.input_tokens, call.output_tokens, call.cost_usd, call.latency_s,
-            error=call.error, idea_id=call.idea_id, extra={"attempts": call.attempts},
-            cached_tokens=call.cached_input_tokens, thinking_tokens=call.thinking_tokens,
-        )  # fmt: skip
-
-    return record
-
-
-def build(options: IdeatorOptions) -> tuple[Ideator, Implementer]:
+def build(options: IdeatorOptions) -> Built:
+    """Clients for the ideator's and the implementer's models, checked (keys, settings, prices) before
+    any call; `Built.settings` are the resolved settings, stored with the run."""
     if not options.model:
         raise ValueError("--ideator llm needs --model provider:model (e.g. anthropic:claude-opus-4-5)")
-    settings = LLMSettings.from_sources(options.extra, os.environ)
+    stored = options.stored_settings or {}
+    given = given_settings(options.extra, os.environ)
+    settings = LLMSettings.from_sources(options.extra, os.environ, base=stored.get("settings"))
     ideator_spec = options.model
     implementer_spec = options.implementer_model or options.model
     ideator_provider, ideator_model = parse_model_spec(ideator_spec)
     implementer_provider, implementer_model = parse_model_spec(implementer_spec)
-    recorder = store_recorder(options.store, options.run_id)
-    spent = options.store.total_cost(options.run_id)  # a resumed run keeps what it already spent
+    # --base-url names the main model's server; another provider's model uses its own endpoint.
+    implementer_base = options.base_url if implementer_provider == ideator_provider else None
 
     def service(spec: str, base_url: str | None, spent_usd: float) -> LLMService:
         # Only OpenAI itself has the responses API; every other provider is called through chat.
@@ -221,24 +229,36 @@ def build(options: IdeatorOptions) -> tuple[Ideator, Implementer]:
             spec, base_url=base_url, keys_file=options.keys_file, timeout_s=settings.timeout_s,
             max_retries=settings.max_retries, api=api, retry_base_delay_s=settings.retry_base_delay_s,
         )  # fmt: skip
+        if options.max_cost_usd is not None and client.price is None:
+            raise LLMConfigError(
+                f"no known price for {spec}, so --max-cost-usd cannot count its calls: give its price in a "
+                f"TOML file named by {PRICING_VAR} (see docs/llm.md#costs), or run without --max-cost-usd"
+            )
         limits = {"ideator": settings.ideator_max_calls, "implementer": settings.implementer_max_calls}
         return LLMService(
-            client, role_limits=limits, max_cost_usd=options.max_cost_usd, recorder=recorder, spent_usd=spent_usd,
+            client, role_limits=limits, max_cost_usd=options.max_cost_usd, recorder=options.recorder,
+            spent_usd=spent_usd, price=client.price,
         )  # fmt: skip
 
-    ideator_service = service(ideator_spec, options.base_url, spent)
+    ideator_service = service(ideator_spec, options.base_url, options.spent_usd)
     ideator_calls: Completer = ideator_service
     implementer_calls: Completer = ideator_service
     if implementer_spec != ideator_spec:
-        # --base-url names the main model's server; another provider's model uses its own endpoint.
-        same_server = implementer_provider == ideator_provider
-        implementer_service = service(implementer_spec, options.base_url if same_server else None, 0.0)
+        implementer_service = service(implementer_spec, implementer_base, 0.0)
         both = (ideator_service, implementer_service)
         ideator_calls = _SharedCap(ideator_service, both, options.max_cost_usd)
         implementer_calls = _SharedCap(implementer_service, both, options.max_cost_usd)
     ideator = LLMIdeator(ideator_calls, ideator_provider, ideator_model, settings)
     implementer = LLMImplementer(implementer_calls, settings.implementer(implementer_provider, implementer_model))
-    return ideator, implementer
+    described = {
+        "model": ideator_spec,
+        "base_url": resolve_base_url(ideator_spec, options.base_url),
+        "implementer_model": implementer_spec,
+        "implementer_base_url": resolve_base_url(implementer_spec, implementer_base),
+        "settings": asdict(settings),
+        "given": {name: source for name, (_, source) in given.items()},  # where this invocation's came from
+    }
+    return Built(ideator, implementer, described)
 
 
 register("llm", build)

@@ -25,7 +25,7 @@ from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.guards import check_changes
 from idealab.ideators.base import Attempt, IdeaProposal, Implementation
-from idealab.ideators.prompting import implement_prompt, revise_prompt
+from idealab.ideators.prompting import implement_prompt, implement_prompt_stable_prefix, revise_prompt
 from idealab.llm import BudgetExhausted, LLMError, LLMRequest, LLMResponse, Message
 from idealab.manifest import Manifest
 from idealab.patching import ApplyResult, apply_edit, diff_texts, write_changes
@@ -52,6 +52,7 @@ class ImplementerSettings:
     thinking_budget: int | None = None  # Anthropic extended thinking (set by the builder per provider)
     reasoning_effort: str | None = None  # OpenAI reasoning models
     preflight_slots: int = 2  # preflight commands run at once (CPU slots of the implementer's backend)
+    prompt_cache: bool = True  # mark the codebase prefix for the provider's prompt cache (Anthropic)
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.revisions < 0 or self.preflight_slots < 1:
@@ -79,9 +80,11 @@ class LLMImplementer:
         self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path
     ) -> Implementation:
         system, user = implement_prompt(manifest, workspace, proposal.text)
+        prefix = implement_prompt_stable_prefix(manifest, workspace) if self.settings.prompt_cache else 0
+        first = Message("user", user, cache_prefix=prefix)
         attempts: list[Attempt] = []
         tasks = [
-            asyncio.create_task(self._sample(manifest, idea_id, workspace, system, user, sample, attempts))
+            asyncio.create_task(self._sample(manifest, idea_id, workspace, system, first, sample, attempts))
             for sample in range(self.settings.samples)
         ]
         stops: list[str] = []
@@ -108,12 +111,12 @@ class LLMImplementer:
         idea_id: int,
         workspace: Path,
         system: str,
-        user: str,
+        first: Message,
         sample: int,
         attempts: list[Attempt],
     ) -> _Candidate:
         """One line of attempts: a first change, then up to `revisions` corrections."""
-        messages: tuple[Message, ...] = (Message("user", user),)
+        messages: tuple[Message, ...] = (first,)
         for attempt in range(1, self.settings.revisions + 2):
             request = LLMRequest(
                 messages,
@@ -139,7 +142,7 @@ class LLMImplementer:
             assert error is not None
             # The next try sees the original prompt, its own previous answer and why it was refused.
             messages = (
-                Message("user", user),
+                first,
                 Message("assistant", response.text),
                 Message("user", revise_prompt(error)),
             )

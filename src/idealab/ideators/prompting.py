@@ -197,5 +197,14 @@ def implement_prompt(manifest: Manifest, root: Path, idea: str) -> tuple[str, st
     return render("system_implementer", {}), render("implement", values)
 
 
+_IDEA_MARK = "\x00idea\x00"  # never in a real idea: marks where the idea goes
+
+
+def implement_prompt_stable_prefix(manifest: Manifest, root: Path) -> int:
+    """How many characters every implement prompt for the files under `root` starts with, whatever the idea
+    (the codebase and the rules): the part a provider's prompt cache can reuse across ideas and samples."""
+    return implement_prompt(manifest, root, _IDEA_MARK)[1].index(_IDEA_MARK)
+
+
 def revise_prompt(error: str) -> str:
     return render("revise", {"error": error.strip()})

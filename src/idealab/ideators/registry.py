@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from idealab.ideators.base import Ideator, Implementer
 from idealab.ideators.mutate import MutateIdeator
 from idealab.ideators.ready import ReadyDiffImplementer
-from idealab.store import Store
+
+if TYPE_CHECKING:  # the LLM package loads its SDKs: not for a run without an LLM
+    from idealab.llm.service import Recorder
 
 
 @dataclass(frozen=True)
 class IdeatorOptions:
-    """Everything any ideator may need; each builder reads the part it uses."""
+    """Everything any ideator may need; each builder reads the part it uses. Building touches no run:
+    it happens before a new run is stored, so a start that fails leaves nothing behind."""
 
-    store: Store
-    run_id: int
     model: str | None = None
     implementer_model: str | None = None
     base_url: str | None = None
@@ -25,13 +27,26 @@ class IdeatorOptions:
     max_cost_usd: float | None = None
     batch_size: int = 10
     extra: tuple[tuple[str, str], ...] = ()
+    recorder: Recorder | None = None  # where LLM calls are recorded (bound to the run once it is stored)
+    spent_usd: float = 0.0  # what a resumed run has spent already
+    stored_settings: Mapping[str, Any] | None = None  # a resumed run's settings (`Built.settings`)
 
 
-Builder = Callable[[IdeatorOptions], tuple[Ideator, Implementer]]
+@dataclass(frozen=True)
+class Built:
+    """An ideator and its implementer, and the settings they were built with (stored with the run, never a
+    key: a resume compares them with the stored ones)."""
+
+    ideator: Ideator
+    implementer: Implementer
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _mutate(options: IdeatorOptions) -> tuple[Ideator, Implementer]:
-    return MutateIdeator(), ReadyDiffImplementer()
+Builder = Callable[[IdeatorOptions], Built]
+
+
+def _mutate(options: IdeatorOptions) -> Built:
+    return Built(MutateIdeator(), ReadyDiffImplementer())
 
 
 BUILDERS: dict[str, Builder] = {"mutate": _mutate}
@@ -41,7 +56,7 @@ def register(name: str, builder: Builder) -> None:
     BUILDERS[name] = builder
 
 
-def build(name: str, options: IdeatorOptions) -> tuple[Ideator, Implementer]:
+def build(name: str, options: IdeatorOptions) -> Built:
     if name not in BUILDERS:
         _load_optional()
     if name not in BUILDERS:

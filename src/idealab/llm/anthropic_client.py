@@ -7,11 +7,11 @@ import time
 
 import anthropic
 from anthropic.types import Message as AnthropicMessage
-from anthropic.types import MessageParam, ThinkingConfigParam
+from anthropic.types import MessageParam, TextBlockParam, ThinkingConfigParam
 
 from idealab.llm import errors
 from idealab.llm.pricing import Price
-from idealab.llm.types import LLMError, LLMRequest, LLMResponse
+from idealab.llm.types import LLMError, LLMRequest, LLMResponse, Message
 
 
 class AnthropicClient:
@@ -62,12 +62,7 @@ class AnthropicClient:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         thinking = self._thinking(request)
-        messages: list[MessageParam] = []
-        for m in request.messages:
-            if m.role == "user":
-                messages.append({"role": "user", "content": m.content})
-            else:
-                messages.append({"role": "assistant", "content": m.content})
+        messages: list[MessageParam] = [_message(m) for m in request.messages]
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -93,8 +88,9 @@ class AnthropicClient:
             text = "".join(block.text for block in raw.content if block.type == "text")
             usage = raw.usage
             cached = usage.cache_read_input_tokens or 0
+            written = usage.cache_creation_input_tokens or 0
             # input_tokens excludes cache reads and writes; ours counts every prompt token.
-            total_in = usage.input_tokens + cached + (usage.cache_creation_input_tokens or 0)
+            total_in = usage.input_tokens + cached + written
             details = usage.output_tokens_details
             thinking_tokens = details.thinking_tokens if details is not None else 0
             return LLMResponse(
@@ -104,10 +100,27 @@ class AnthropicClient:
                 input_tokens=total_in,
                 output_tokens=usage.output_tokens,  # thinking included, as billed
                 cached_input_tokens=cached,
+                cache_write_tokens=written,
                 thinking_tokens=thinking_tokens,
-                cost_usd=self.price.cost(total_in, usage.output_tokens, cached) if self.price else None,
+                cost_usd=self.price.cost(total_in, usage.output_tokens, cached, written) if self.price else None,
                 latency_s=latency_s,
                 stop_reason=raw.stop_reason,
             )
         except (AttributeError, TypeError) as exc:
             raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None
+
+
+def _message(message: Message) -> MessageParam:
+    """A message; one whose start is a stable prefix (the codebase) gets a cache breakpoint after it, so
+    the system prompt and that prefix are written to Anthropic's prompt cache once and read back (at a
+    tenth of the input price) by every call that repeats them within the cache's lifetime."""
+    if message.role == "assistant":
+        return {"role": "assistant", "content": message.content}
+    if message.cache_prefix <= 0:
+        return {"role": "user", "content": message.content}
+    blocks: list[TextBlockParam] = [
+        {"type": "text", "text": message.content[: message.cache_prefix], "cache_control": {"type": "ephemeral"}}
+    ]
+    if message.content[message.cache_prefix :]:
+        blocks.append({"type": "text", "text": message.content[message.cache_prefix :]})
+    return {"role": "user", "content": blocks}

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from idealab.llm import keys
 from idealab.llm.anthropic_client import AnthropicClient
 from idealab.llm.openai_client import OpenAIApi, OpenAIClient
-from idealab.llm.pricing import PriceTable, load_price_table
+from idealab.llm.pricing import PriceTable, resolve_price
 from idealab.llm.retry import RetryingClient, RetryPolicy
 from idealab.llm.types import LLMClient, LLMConfigError
 
@@ -114,6 +114,13 @@ def is_local_url(url: str | None) -> bool:
     return url is not None and (urlparse(url).hostname or "") in _LOCAL_HOSTS
 
 
+def resolve_base_url(spec: str, base_url: str | None = None) -> str | None:
+    """The endpoint `spec` is called at: `base_url`, else the provider's variable, else its default
+    (None: the SDK's own default endpoint)."""
+    info = PROVIDERS[parse_model_spec(spec)[0]]
+    return base_url or (os.environ.get(info.base_url_var) if info.base_url_var else None) or info.base_url
+
+
 def make_client(
     spec: str,
     *,
@@ -125,22 +132,23 @@ def make_client(
     retry_base_delay_s: float = 1.0,
     retry_max_delay_s: float = 60.0,
     pricing: PriceTable | None = None,
-) -> LLMClient:
-    """A retrying client for `spec`. Fails here, before any call, on a missing key or a bad option."""
+) -> RetryingClient:
+    """A retrying client for `spec`, its price resolved (`client.price`, None when unknown). Fails here,
+    before any call, on a missing key or a bad option."""
     name, model = parse_model_spec(spec)
     info = PROVIDERS[name]
     if timeout_s <= 0 or max_retries < 0:
         raise LLMConfigError(f"timeout_s must be > 0 and max_retries >= 0 (got {timeout_s}, {max_retries})")
     if api == "responses" and name != "openai":
         raise LLMConfigError(f"api='responses' is OpenAI's own API; provider {name!r} supports api='chat'")
-    url = base_url or (os.environ.get(info.base_url_var) if info.base_url_var else None) or info.base_url
+    url = resolve_base_url(spec, base_url)
     source = keys.key_source(keys_file)
     key = keys.lookup(source, info.key_vars, info.keys_field)
     if key is None:
         if not (info.local or is_local_url(url)):
             raise LLMConfigError(keys.missing_key_message(name, info.key_vars, info.keys_field, source))
         key = LOCAL_PLACEHOLDER_KEY
-    price = (pricing or load_price_table()).lookup(name, model)
+    price = resolve_price(name, model, local_provider=info.local, loopback=is_local_url(url), table=pricing)
     policy = RetryPolicy(
         max_retries=max_retries, base_delay_s=retry_base_delay_s, max_delay_s=retry_max_delay_s
     )
@@ -168,4 +176,4 @@ def make_client(
             # OpenAI's own API wants max_completion_tokens; many compatible servers know only max_tokens.
             legacy_max_tokens=name != "openai",
         )
-    return RetryingClient(inner, policy)
+    return RetryingClient(inner, policy, price)

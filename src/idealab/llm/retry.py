@@ -9,6 +9,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 
+from idealab.llm.pricing import Price
 from idealab.llm.types import LLMClient, LLMError, LLMRequest, LLMResponse, TransientLLMError
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ class RetryPolicy:
 class RetryingClient:
     """Wraps a single-attempt client; transient failures are retried, others raised at once."""
 
-    def __init__(self, inner: LLMClient, policy: RetryPolicy) -> None:
+    def __init__(self, inner: LLMClient, policy: RetryPolicy, price: Price | None = None) -> None:
         self.inner = inner
         self.policy = policy
+        self.price = price  # what the inner client prices its answers at (None: unknown)
         self.provider = inner.provider
         self.model = inner.model
 

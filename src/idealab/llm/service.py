@@ -6,8 +6,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
-from idealab.llm.types import BudgetExhausted, CallRecord, LLMClient, LLMError, LLMRequest, LLMResponse
+from idealab.llm.pricing import Price
+from idealab.llm.types import (
+    BudgetExhausted,
+    CallRecord,
+    LLMClient,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    estimate_tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +34,10 @@ class LLMService:
     The cost cap is checked when a call gets its slot: once `spent_usd >= max_cost_usd`, `complete` raises
     BudgetExhausted without calling (the caller ends the run cleanly). Calls already in flight finish, so
     the spend can pass the cap by at most as many calls as there are slots. `spent_usd` seeds the spend of
-    a resumed run. Calls whose model has no known price add nothing to the spend (a warning says so).
+    a resumed run. A call cancelled in flight (another implementation sample won) is billed by the provider
+    for its prompt though no usage comes back: it is recorded and counted at `price` for an estimate of
+    the prompt's tokens, as are attempts that timed out. Calls whose model has no known price add nothing
+    to the spend (a warning says so; the LLM builder refuses a cost cap on such a model at start).
     """
 
     def __init__(
@@ -36,6 +49,7 @@ class LLMService:
         max_cost_usd: float | None = None,
         recorder: Recorder | None = None,
         spent_usd: float = 0.0,
+        price: Price | None = None,
     ) -> None:
         limits = {"max_concurrency": max_concurrency, **(role_limits or {})}
         for name, limit in limits.items():
@@ -44,6 +58,7 @@ class LLMService:
         self.client = client
         self.max_cost_usd = max_cost_usd
         self.recorder = recorder
+        self.price = price
         self._spent = spent_usd
         self._slots = asyncio.Semaphore(max_concurrency)
         self._role_slots = {role: asyncio.Semaphore(limit) for role, limit in (role_limits or {}).items()}
@@ -65,15 +80,29 @@ class LLMService:
             try:
                 response = await self.client.complete(request)
             except LLMError as exc:
-                self._record(request, role, idea_id, None, str(exc), exc.attempts, time.monotonic() - started)
+                latency = time.monotonic() - started
+                self._record(self._call(request, role, idea_id, latency, error=str(exc), attempts=exc.attempts))
+                raise
+            except asyncio.CancelledError:
+                self._cancelled(request, role, idea_id, time.monotonic() - started)
                 raise
             # Counted before the slot is released, so the next caller's budget check sees this spend.
-            if response.cost_usd is None:
-                self._warn_unpriced()
-            else:
-                self._spent += response.cost_usd
-        self._record(request, role, idea_id, response, None, response.attempts, time.monotonic() - started)
+            self._count(response.cost_usd)
+        self._record(self._call(request, role, idea_id, time.monotonic() - started, response=response))
         return response
+
+    def _cancelled(self, request: LLMRequest, role: str, idea_id: int | None, latency_s: float) -> None:
+        tokens = estimate_tokens(request.prompt_text())
+        cost = self.price.cost(tokens, 0) if self.price is not None else None
+        self._count(cost)
+        call = self._call(request, role, idea_id, latency_s, error="cancelled in flight")
+        self._record(replace(call, input_tokens=tokens, cost_usd=cost, cancelled=True, estimated=True))
+
+    def _count(self, cost_usd: float | None) -> None:
+        if cost_usd is None:
+            self._warn_unpriced()
+        else:
+            self._spent += cost_usd
 
     def _warn_unpriced(self) -> None:
         if self.max_cost_usd is not None and not self._warned_unpriced:
@@ -86,33 +115,35 @@ class LLMService:
                 self.max_cost_usd,
             )
 
-    def _record(
+    def _call(
         self,
         request: LLMRequest,
         role: str,
         idea_id: int | None,
-        response: LLMResponse | None,
-        error: str | None,
-        attempts: int,
         latency_s: float,
-    ) -> None:
-        if self.recorder is None:
-            return
-        self.recorder(
-            CallRecord(
-                role=role,
-                provider=self.client.provider,
-                model=self.client.model,
-                prompt=request.prompt_json(),
-                response=response.text if response else None,
-                input_tokens=response.input_tokens if response else 0,
-                output_tokens=response.output_tokens if response else 0,
-                cost_usd=response.cost_usd if response else None,
-                latency_s=latency_s,
-                error=error,
-                idea_id=idea_id,
-                attempts=attempts,
-                cached_input_tokens=response.cached_input_tokens if response else 0,
-                thinking_tokens=response.thinking_tokens if response else 0,
-            )
+        *,
+        response: LLMResponse | None = None,
+        error: str | None = None,
+        attempts: int = 1,
+    ) -> CallRecord:
+        return CallRecord(
+            role=role,
+            provider=self.client.provider,
+            model=self.client.model,
+            prompt=request.prompt_json(),
+            response=response.text if response else None,
+            input_tokens=response.input_tokens if response else 0,
+            output_tokens=response.output_tokens if response else 0,
+            cost_usd=response.cost_usd if response else None,
+            latency_s=latency_s,
+            error=error,
+            idea_id=idea_id,
+            attempts=response.attempts if response else attempts,
+            cached_input_tokens=response.cached_input_tokens if response else 0,
+            cache_write_tokens=response.cache_write_tokens if response else 0,
+            thinking_tokens=response.thinking_tokens if response else 0,
         )
+
+    def _record(self, call: CallRecord) -> None:
+        if self.recorder is not None:
+            self.recorder(call)

@@ -11,6 +11,9 @@ from typing import Literal, Protocol
 class Message:
     role: Literal["user", "assistant"]
     content: str
+    # The first `cache_prefix` characters of `content` are the same in many calls (the codebase): a provider
+    # with explicit prompt caching (Anthropic) gets a cache breakpoint there. 0: no breakpoint.
+    cache_prefix: int = 0
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class LLMRequest:
             ensure_ascii=False,
         )
 
+    def prompt_text(self) -> str:
+        """Everything the model reads, as one text (for estimating its tokens)."""
+        return "\n".join([self.system or "", *(m.content for m in self.messages)])
+
 
 @dataclass(frozen=True, kw_only=True)
 class LLMResponse:
@@ -40,12 +47,19 @@ class LLMResponse:
     provider: str
     input_tokens: int  # all prompt tokens, cached ones included
     output_tokens: int  # all generated tokens, thinking/reasoning included (as billed)
-    cached_input_tokens: int = 0
+    cached_input_tokens: int = 0  # part of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # part of input_tokens: written to the provider's prompt cache
     thinking_tokens: int = 0  # part of output_tokens, where the API reports it
     cost_usd: float | None  # None when the model has no known price
     latency_s: float  # of the successful attempt (or of all attempts, once retried: see `attempts`)
     stop_reason: str | None = None  # as the API says it ("stop", "length", "end_turn", "max_tokens", ...)
     attempts: int = 1  # HTTP attempts this answer took (retries + 1)
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of `text` without the provider's tokenizer: one per 3 bytes of UTF-8. BPE tokenizers average
+    about 4 bytes per token on English and code, so this errs high, the safe side for a cost cap."""
+    return -(-len(text.encode()) // 3)
 
 
 class LLMClient(Protocol):
@@ -72,7 +86,12 @@ class CallRecord:
     idea_id: int | None
     attempts: int = 1
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     thinking_tokens: int = 0
+    # Cancelled while in flight: no answer, so no usage came back; the provider still bills the prompt, so
+    # input_tokens and cost_usd are estimated from the request (see `estimate_tokens`).
+    cancelled: bool = False
+    estimated: bool = False
 
 
 class LLMError(RuntimeError):

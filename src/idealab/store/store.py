@@ -240,6 +240,11 @@ class Store:
             run = s.scalars(select(Run).order_by(Run.id)).first()
             return None if run is None else run_record(run)
 
+    def set_run_config(self, run_id: int, config: dict[str, Any]) -> None:
+        """Replace a run's stored options (a resume that was allowed to change its LLM settings)."""
+        with self._write() as s:
+            _get(s, Run, run_id).config = config
+
     def set_baseline(self, run_id: int, metric: float | None, status: str, reason: str | None) -> None:
         with self._write() as s:
             run = _get(s, Run, run_id)

@@ -1,0 +1,181 @@
+"""Starting or resuming a run, in an order that leaves nothing behind when a start fails: everything that
+can fail (options, environment, GPUs, ideator, implementer, keys, LLM settings, prices) is built and checked
+first; only then is a new run stored in WORKDIR/idealab.db. A resume that would change the run's LLM
+settings is refused, naming each difference, unless it is explicitly allowed (then the change is recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from idealab.executor.gpus import choose_gpu_ids
+from idealab.executor.slots import SlotPool
+from idealab.ideators import registry
+from idealab.manifest import Manifest, ManifestError, load_manifest, resolve_env
+from idealab.runconfig import (
+    RunOptions,
+    RunSettings,
+    describe_changes,
+    record_settings_change,
+    resolve_run_options,
+    settings_changes,
+    stored_llm_settings,
+)
+from idealab.store import DB_NAME, RunRecord, Store
+
+if TYPE_CHECKING:  # the LLM package loads its SDKs: not for a run without an LLM
+    from idealab.llm.types import CallRecord
+
+
+class StartError(ValueError):
+    """A run cannot start (or resume); the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Started:
+    store: Store  # the caller closes it
+    run: RunRecord
+    options: RunSettings
+    manifest: Manifest
+    pool: SlotPool
+    built: registry.Built
+    settings_changed: str | None  # the accepted changes of LLM settings, in words; None when none
+
+
+class CallLog:
+    """Records LLM calls as rows of the run's `llm_calls` once the run is stored (no call is made before)."""
+
+    def __init__(self) -> None:
+        self._record: Callable[[CallRecord], None] | None = None
+
+    def bind(self, store: Store, run_id: int) -> None:
+        def record(call: CallRecord) -> None:
+            extra: dict[str, object] = {"attempts": call.attempts}
+            if call.cache_write_tokens:
+                extra["cache_write_tokens"] = call.cache_write_tokens
+            if call.cancelled:
+                extra["cancelled"] = True
+            if call.estimated:  # input_tokens and cost_usd are an estimate, not the provider's usage
+                extra["estimated"] = True
+            store.add_llm_call(
+                run_id, call.role, call.provider, call.model, call.prompt, call.response or "",
+                call.input_tokens, call.output_tokens, call.cost_usd, call.latency_s,
+                error=call.error, idea_id=call.idea_id, extra=extra,
+                cached_tokens=call.cached_input_tokens, thinking_tokens=call.thinking_tokens,
+            )  # fmt: skip
+
+        self._record = record
+
+    def __call__(self, call: CallRecord) -> None:
+        if self._record is None:
+            raise RuntimeError("an LLM call was made before its run was stored")
+        self._record(call)
+
+
+def slot_pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
+    try:
+        gpu_ids = choose_gpu_ids(gpus)
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
+    if gpus_per_job > len(gpu_ids):
+        found = ",".join(map(str, gpu_ids)) or "none"
+        raise StartError(
+            f"the environment needs {gpus_per_job} GPU(s) per job; GPUs available: {found} (use --gpus)"
+        )
+    return SlotPool(gpu_ids, cpu_slots=slots if slots is not None else max(1, len(gpu_ids) or 1))
+
+
+def llm_option_pairs(items: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise StartError(f"--llm-option expects NAME=VALUE, got {item!r}")
+        pairs.append((name.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def start(
+    workdir: Path,
+    given: RunOptions,
+    *,
+    slots: int | None,
+    gpus: str | None,
+    keys_file: Path | None,
+    llm_options: list[str],
+    allow_changed_settings: bool,
+) -> Started:
+    """The checked parts of a run, its store open. Raises StartError (nothing created) when it cannot."""
+    opened: list[Store] = []  # closed again when the start fails
+    try:
+        return _start(opened, workdir, given, slots, gpus, keys_file, llm_options, allow_changed_settings)
+    except BaseException:
+        for store in opened:
+            store.close()
+        raise
+
+
+def _start(
+    opened: list[Store],
+    workdir: Path,
+    given: RunOptions,
+    slots: int | None,
+    gpus: str | None,
+    keys_file: Path | None,
+    llm_options: list[str],
+    allow_changed_settings: bool,
+) -> Started:
+    store = _open(opened, workdir) if (workdir / DB_NAME).exists() else None
+    stored_run = store.get_run() if store is not None else None
+    if stored_run is None and not given.env:
+        raise StartError(f"{workdir} holds no run: give --env to start one")
+    try:
+        options = resolve_run_options(stored_run, given)
+        manifest = load_manifest(resolve_env(options.env), options.preset)
+    except (ManifestError, ValueError) as exc:
+        raise StartError(str(exc)) from None
+    pool = slot_pool(slots, gpus, manifest.run.gpus)
+    calls = CallLog()
+    stored_llm = stored_llm_settings(stored_run) if stored_run is not None else None
+    try:
+        built = registry.build(
+            options.ideator,
+            registry.IdeatorOptions(
+                model=options.model, implementer_model=options.implementer_model, base_url=options.base_url,
+                keys_file=keys_file, max_cost_usd=options.max_cost_usd, batch_size=options.batch_size,
+                extra=llm_option_pairs(llm_options), recorder=calls,
+                spent_usd=store.total_cost(stored_run.id) if store is not None and stored_run is not None else 0.0,
+                stored_settings=stored_llm,
+            ),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
+    changed = None
+    if stored_run is not None and store is not None:
+        changes = settings_changes(stored_llm or {}, built.settings)
+        if changes:
+            words = describe_changes(changes, built.settings.get("given", {}))
+            if not allow_changed_settings:
+                raise StartError(
+                    "resuming would change the LLM settings this run was started with:\n"
+                    f"{words}\ngive the same settings again, or pass --allow-changed-settings to apply the new "
+                    "ones (the change is recorded with the run)"
+                )
+            record_settings_change(store, stored_run, built.settings, changes)
+            changed = words
+        run = store.get_run()
+        assert run is not None
+    else:
+        # Everything is checked: only now does the work directory get its database and the run.
+        store = store or _open(opened, workdir)
+        run = options.create_run(store, manifest, built.settings)
+    calls.bind(store, run.id)
+    return Started(store, run, options, manifest, pool, built, changed)
+
+
+def _open(opened: list[Store], workdir: Path) -> Store:
+    store = Store.open(workdir)
+    opened.append(store)
+    return store
