@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
@@ -45,13 +45,15 @@ class Reply:
     thinking: str = ""  # Anthropic: a thinking block before the text
     input_tokens: int = 10
     output_tokens: int = 5
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the cache (part of input_tokens)
+    cache_write_tokens: int = 0  # Anthropic: prompt tokens written to the cache (part of input_tokens)
     reasoning_tokens: int = 0
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     content_type: str = "application/json"
     delay_s: float = 0.0  # wait this long before answering (longer than a client timeout = a hang)
+    after_requests: int = 0  # hold the answer until the server has received this many requests in all
     hold: threading.Event | None = None  # answer only once this is set
     release: threading.Event | None = None  # set this once the answer is sent
 
@@ -99,7 +101,76 @@ class _State:
     hold_timeouts: int = 0
     holds: list[threading.Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)  # notified on every request received
     stopping: threading.Event = field(default_factory=threading.Event)
+    prompt_cache: PromptCache | None = None
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
+
+
+def fake_tokens(text: str) -> int:
+    """The fake tokenizer of the prompt cache simulation: one token per 4 bytes of UTF-8."""
+    return -(-len(text.encode()) // 4)
+
+
+class PromptCache:
+    """Simulates the providers' prompt caches, so usage comes from the prompts themselves.
+
+    Anthropic (explicit): the prompt up to the last block marked `cache_control` (system prompt included)
+    is looked up; a hit is read from the cache, a miss is written to it. OpenAI (automatic): the longest
+    prefix shared with an earlier prompt is read, in whole blocks of 128 tokens from 1,024 tokens on. As at
+    the providers, an entry is usable only once the request that wrote it has been answered, so requests
+    sent at the same time all miss.
+    """
+
+    def __init__(self) -> None:
+        self.anthropic: set[str] = set()
+        self.openai: list[str] = []
+
+    def usage(self, endpoint: Endpoint, body: Any) -> tuple[int, int, int, Callable[[], None]]:
+        """(input tokens, cache reads, cache writes, what to do once answered)."""
+        if endpoint == "messages":
+            return self._anthropic(body)
+        text = _flat_prompt(body)
+        shared = max((_common_prefix(text, seen) for seen in self.openai), default=0)
+        tokens = fake_tokens(text[:shared]) if shared else 0
+        cached = tokens // 128 * 128 if tokens >= 1024 else 0
+        return fake_tokens(text), cached, 0, lambda: self.openai.append(text)
+
+    def _anthropic(self, body: Any) -> tuple[int, int, int, Callable[[], None]]:
+        system = body.get("system") or ""
+        parts = [system if isinstance(system, str) else json.dumps(system)]
+        prefix = ""
+        for message in body.get("messages", []):
+            content = message["content"]
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            for block in blocks:
+                parts.append(block.get("text", ""))
+                if "cache_control" in block:
+                    prefix = "\n".join(parts)
+        total = fake_tokens("\n".join(parts))
+        if not prefix:
+            return total, 0, 0, lambda: None
+        if prefix in self.anthropic:
+            return total, fake_tokens(prefix), 0, lambda: None
+        return total, 0, fake_tokens(prefix), lambda: self.anthropic.add(prefix)
+
+
+def _flat_prompt(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    items = body.get("messages") or body.get("input") or []
+    texts = [body.get("instructions") or ""] + [str(m.get("content", "")) for m in items if isinstance(m, dict)]
+    return "\n".join(texts)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _chat_body(reply: Reply, model: str) -> dict[str, Any]:
@@ -166,9 +237,9 @@ def _messages_body(reply: Reply, model: str) -> dict[str, Any]:
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": {
-            "input_tokens": reply.input_tokens - reply.cached_tokens,
+            "input_tokens": reply.input_tokens - reply.cached_tokens - reply.cache_write_tokens,
             "cache_read_input_tokens": reply.cached_tokens,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
             "output_tokens": reply.output_tokens,
         },
     }
@@ -217,6 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
             queue = _queue_for(state, endpoint, body)
             reply = queue.popleft() if queue else None
+            state.arrived.notify_all()
         try:
             self._answer(endpoint, reply, body)
         except (BrokenPipeError, ConnectionResetError):
@@ -230,7 +302,21 @@ class _Handler(BaseHTTPRequestHandler):
             what = endpoint or self.path
             self._send(418, _error_body(endpoint, 418, f"fakeprovider: no scripted reply for {what}"))
             return
-        if reply.delay_s > 0 and self.server.state.stopping.wait(reply.delay_s):
+        state = self.server.state
+        answered: Callable[[], None] = lambda: None  # noqa: E731
+        if state.prompt_cache is not None and reply.kind == "text" and endpoint is not None:
+            # looked up on arrival, stored once answered: requests in flight together all miss
+            total, read, written, answered = state.prompt_cache.usage(endpoint, body)
+            reply = replace(
+                reply, input_tokens=total, cached_tokens=read, cache_write_tokens=written,
+                output_tokens=fake_tokens(reply.text),
+            )  # fmt: skip
+        if reply.after_requests:
+            with state.arrived:
+                state.arrived.wait_for(
+                    lambda: len(state.requests) >= reply.after_requests or state.stopping.is_set()
+                )
+        if reply.delay_s > 0 and state.stopping.wait(reply.delay_s):
             return  # server shutting down
         if reply.hold is not None:
             state = self.server.state
@@ -249,6 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
             assert endpoint is not None
             model = body.get("model", "fake-model") if isinstance(body, dict) else "fake-model"
             self._send(200, _BODIES[endpoint](reply, model), reply.headers)
+            answered()
         if reply.release is not None:
             reply.release.set()
 
@@ -278,9 +365,11 @@ class _Server(ThreadingHTTPServer):
 class FakeProvider:
     """Start with `start()` (or use as a context manager); script with `add(endpoint, *replies)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, prompt_cache: bool = False) -> None:
+        """prompt_cache: usage is computed from each prompt with a simulated provider cache (`PromptCache`),
+        whatever the replies script."""
         self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.state = _State()
+        self._server.state = _State(prompt_cache=PromptCache() if prompt_cache else None)
         # serve_forever checks for shutdown between selects: a short interval keeps teardown quick
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -324,6 +413,12 @@ class FakeProvider:
         with self._server.state.lock:
             return self._server.state.hold_timeouts
 
+    def wait_for_requests(self, count: int, timeout_s: float = 60.0) -> bool:
+        """Block until the server has received `count` requests in all (False if `timeout_s` passed first)."""
+        state = self._server.state
+        with state.arrived:
+            return state.arrived.wait_for(lambda: len(state.requests) >= count, timeout=timeout_s)
+
     def pending(self, endpoint: Endpoint) -> int:
         with self._server.state.lock:
             return len(self._server.state.queues[endpoint])
@@ -337,6 +432,7 @@ class FakeProvider:
         with self._server.state.lock:
             for hold in self._server.state.holds:
                 hold.set()  # and those holding a reply
+            self._server.state.arrived.notify_all()  # and those waiting for more requests
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
