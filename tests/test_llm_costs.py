@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from fakeprovider import FakeProvider, Reply
+from idealab.executor.sandbox import copy_environment
 from idealab.ideators import registry
+from idealab.ideators.base import IdeaProposal
 from idealab.ideators.llm_implementer import ImplementerSettings, LLMImplementer
 from idealab.llm import BudgetExhausted, CallRecord, LLMConfigError, LLMRequest, LLMService, Message, make_client
 from idealab.llm.types import estimate_tokens
@@ -57,6 +59,24 @@ def test_a_call_cancelled_in_flight_is_recorded_at_an_estimate_and_counted_by_th
     assert len(fake_provider.requests("chat")) == 1
 
 
+def test_an_attempt_that_timed_out_is_billed_at_an_estimate_beside_the_answer_that_followed(fake_provider):
+    fake_provider.add("chat", Reply.answer("slow", delay_s=60), Reply.answer("ok", input_tokens=10, output_tokens=5))
+    client = make_client(
+        "openai:some-model", base_url=fake_provider.openai_base_url, max_retries=1, timeout_s=0.5,
+        retry_base_delay_s=0.01,
+    )  # fmt: skip
+    records: list[CallRecord] = []
+    service = LLMService(client, recorder=records.append, price=client.price)
+    response = asyncio.run(service.complete(PROMPT, role="ideator"))
+    estimate = estimate_tokens(PROMPT.prompt_text())
+    assert response.text == "ok" and response.unanswered_attempts == 1
+    [record] = records
+    assert record.estimated and record.unanswered_attempts == 1 and record.attempts == 2
+    assert record.input_tokens == 10 + estimate
+    assert record.cost_usd == pytest.approx((10 + estimate) * 100 / 1e6 + 5 * 200 / 1e6)
+    assert service.spent_usd == pytest.approx(record.cost_usd)
+
+
 def test_the_losing_samples_of_an_idea_are_recorded_as_cancelled_with_an_estimated_cost(tmp_path, fake_provider):
     """Two samples in parallel: the first acceptable change wins and the other, in flight, is cancelled."""
     set_x = "--- a/train.py\n+++ b/train.py\n@@ -7,1 +7,1 @@\n-X = 0.5\n+X = 0.3\n"
@@ -68,9 +88,6 @@ def test_the_losing_samples_of_an_idea_are_recorded_as_cancelled_with_an_estimat
     calls.bind(store, run.id)
     idea = store.add_idea(run.id, 0, 0, "initial", "[Experiment] X = 0.3 [End]", "llm", {})
     manifest = load_manifest(QUAD)
-    from idealab.executor.sandbox import copy_environment
-    from idealab.ideators.base import IdeaProposal
-
     workspace = copy_environment(QUAD, tmp_path / "code")
     client = make_client("openai:some-model", base_url=fake_provider.openai_base_url, max_retries=0)
     implementer = LLMImplementer(
@@ -81,7 +98,8 @@ def test_the_losing_samples_of_an_idea_are_recorded_as_cancelled_with_an_estimat
     rows = store.llm_calls(run.id)
     assert len(rows) == 2
     won, lost = sorted(rows, key=lambda r: bool((r.extra or {}).get("cancelled")))
-    assert won.error is None and won.extra == {"attempts": 1} and won.cost_usd == pytest.approx(10 * 100 / 1e6 + 5 * 200 / 1e6)
+    assert won.error is None and won.extra == {"attempts": 1}
+    assert won.cost_usd == pytest.approx(10 * 100 / 1e6 + 5 * 200 / 1e6)  # the provider's usage
     assert lost.extra == {"attempts": 1, "cancelled": True, "estimated": True} and lost.error == "cancelled in flight"
     assert lost.input_tokens > 100 and lost.cost_usd == pytest.approx(lost.input_tokens * 100 / 1e6)
     assert store.total_cost(run.id) == pytest.approx((won.cost_usd or 0) + (lost.cost_usd or 0))
@@ -126,9 +144,6 @@ def test_the_implementer_marks_the_codebase_for_the_cache_and_revisions_reuse_it
             LLMService(client, recorder=records.append, price=client.price),
             ImplementerSettings(samples=1, revisions=1),
         )
-        from idealab.executor.sandbox import copy_environment
-        from idealab.ideators.base import IdeaProposal
-
         workspace = copy_environment(QUAD, tmp_path / "code")
         idea = "[Experiment] Set X to 0.3. [End]"
         done = asyncio.run(implementer.implement(load_manifest(QUAD), 1, IdeaProposal(idea, None, {}), workspace))

@@ -143,7 +143,10 @@ def test_timeouts_and_garbage_make_the_ideator_ask_again_then_the_run_goes_on(tm
         assert idea.status.value == "ok" and abs((idea.metric or 0) - 2.0) < 1e-9
         calls = store.llm_calls(run.id)
         assert [c.role for c in calls] == ["ideator"] * 4 + ["implementer"]
-        assert "timeout" in (calls[0].error or "") and calls[0].extra == {"attempts": 2}
+        assert "timeout" in (calls[0].error or "")
+        # both attempts reached the server and are billed: priced at an estimate of the prompt
+        assert calls[0].extra == {"attempts": 2, "unanswered_attempts": 2, "estimated": True}
+        assert calls[0].input_tokens > 0 and (calls[0].cost_usd or 0) > 0
         assert "not a valid response" in (calls[1].error or "")
         assert calls[2].error is None and "quadratics" in calls[2].response
 

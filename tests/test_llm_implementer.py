@@ -18,9 +18,9 @@ from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, Imple
 from idealab.ideators.llm import LLMSettings
 from idealab.ideators.llm_implementer import ImplementerSettings, LLMImplementer
 from idealab.ideators.registry import IdeatorOptions
-from idealab.startup import CallLog
 from idealab.llm import LLMService, make_client
 from idealab.manifest import Manifest, load_manifest
+from idealab.startup import CallLog
 from idealab.store import Store
 
 QUAD = Path(__file__).parent / "envs" / "quad"

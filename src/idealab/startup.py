@@ -57,6 +57,8 @@ class CallLog:
                 extra["cache_write_tokens"] = call.cache_write_tokens
             if call.cancelled:
                 extra["cancelled"] = True
+            elif call.unanswered_attempts:  # attempts that timed out, billed at an estimate
+                extra["unanswered_attempts"] = call.unanswered_attempts
             if call.estimated:  # input_tokens and cost_usd are an estimate, not the provider's usage
                 extra["estimated"] = True
             store.add_llm_call(

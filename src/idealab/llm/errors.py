@@ -51,7 +51,9 @@ def status_error(label: str, status: int, message: str, headers: Mapping[str, st
 
 
 def timeout_error(label: str, timeout_s: float) -> TransientLLMError:
-    return TransientLLMError(f"{label}: no answer within the {timeout_s:g} s timeout")
+    error = TransientLLMError(f"{label}: no answer within the {timeout_s:g} s timeout")
+    error.unanswered = 1  # the request reached the provider, which bills it though we stopped waiting
+    return error
 
 
 def connection_error(label: str, exc: BaseException) -> TransientLLMError:

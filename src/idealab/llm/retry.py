@@ -42,15 +42,18 @@ class RetryingClient:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = time.monotonic()
         attempts = 0
+        unanswered = 0
         while True:
             attempts += 1
             try:
                 response = await self.inner.complete(request)
             except TransientLLMError as exc:
+                unanswered += exc.unanswered
                 if attempts > self.policy.max_retries:
                     raise LLMError(
                         f"{self.provider}:{self.model}: gave up after {attempts} attempts; last error: {exc}",
                         attempts=attempts,
+                        unanswered=unanswered,
                     ) from exc
                 wait = self.policy.delay(attempts - 1, exc.retry_after_s)
                 log.warning(
@@ -65,7 +68,10 @@ class RetryingClient:
                 continue
             except LLMError as exc:
                 exc.attempts = attempts
+                exc.unanswered += unanswered
                 raise
             if attempts == 1:
                 return response
-            return replace(response, attempts=attempts, latency_s=time.monotonic() - started)
+            return replace(
+                response, attempts=attempts, unanswered_attempts=unanswered, latency_s=time.monotonic() - started
+            )

@@ -80,23 +80,35 @@ class LLMService:
             try:
                 response = await self.client.complete(request)
             except LLMError as exc:
-                latency = time.monotonic() - started
-                self._record(self._call(request, role, idea_id, latency, error=str(exc), attempts=exc.attempts))
+                call = self._call(
+                    request, role, idea_id, time.monotonic() - started, error=str(exc), attempts=exc.attempts
+                )
+                self._record(self._billed_unanswered(request, call, exc.unanswered))
                 raise
             except asyncio.CancelledError:
-                self._cancelled(request, role, idea_id, time.monotonic() - started)
+                call = self._call(request, role, idea_id, time.monotonic() - started, error="cancelled in flight")
+                self._record(self._billed_unanswered(request, replace(call, cancelled=True), 1))
                 raise
+            call = self._call(request, role, idea_id, time.monotonic() - started, response=response)
             # Counted before the slot is released, so the next caller's budget check sees this spend.
-            self._count(response.cost_usd)
-        self._record(self._call(request, role, idea_id, time.monotonic() - started, response=response))
+            call = self._billed_unanswered(request, call, response.unanswered_attempts)
+        self._record(call)
         return response
 
-    def _cancelled(self, request: LLMRequest, role: str, idea_id: int | None, latency_s: float) -> None:
-        tokens = estimate_tokens(request.prompt_text())
-        cost = self.price.cost(tokens, 0) if self.price is not None else None
+    def _billed_unanswered(self, request: LLMRequest, call: CallRecord, unanswered: int) -> CallRecord:
+        """`call` with the estimated prompts of its `unanswered` attempts added, and its cost counted."""
+        if unanswered == 0:
+            if call.response is not None:  # a refused request (HTTP error) is not billed
+                self._count(call.cost_usd)
+            return call
+        tokens = estimate_tokens(request.prompt_text()) * unanswered
+        extra = self.price.cost(tokens, 0) if self.price is not None else None
+        answered = call.cost_usd if call.response is not None else 0.0
+        cost = None if extra is None or answered is None else answered + extra
         self._count(cost)
-        call = self._call(request, role, idea_id, latency_s, error="cancelled in flight")
-        self._record(replace(call, input_tokens=tokens, cost_usd=cost, cancelled=True, estimated=True))
+        return replace(
+            call, input_tokens=call.input_tokens + tokens, cost_usd=cost, unanswered_attempts=unanswered, estimated=True
+        )
 
     def _count(self, cost_usd: float | None) -> None:
         if cost_usd is None:

@@ -54,6 +54,7 @@ class LLMResponse:
     latency_s: float  # of the successful attempt (or of all attempts, once retried: see `attempts`)
     stop_reason: str | None = None  # as the API says it ("stop", "length", "end_turn", "max_tokens", ...)
     attempts: int = 1  # HTTP attempts this answer took (retries + 1)
+    unanswered_attempts: int = 0  # of them, sent but never answered (timed out): billed, usage unknown
 
 
 def estimate_tokens(text: str) -> int:
@@ -88,18 +89,20 @@ class CallRecord:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     thinking_tokens: int = 0
-    # Cancelled while in flight: no answer, so no usage came back; the provider still bills the prompt, so
-    # input_tokens and cost_usd are estimated from the request (see `estimate_tokens`).
+    # Cancelled while in flight, or attempts that timed out: no usage came back for them, yet the provider
+    # bills their prompts, so input_tokens and cost_usd include an estimate from the request (`estimate_tokens`).
     cancelled: bool = False
+    unanswered_attempts: int = 0
     estimated: bool = False
 
 
 class LLMError(RuntimeError):
     """A call that could not produce an answer; the message says which provider/model and why."""
 
-    def __init__(self, message: str, *, attempts: int = 1) -> None:
+    def __init__(self, message: str, *, attempts: int = 1, unanswered: int = 0) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.unanswered = unanswered  # attempts sent but never answered (timed out): billed, usage unknown
 
 
 class TransientLLMError(LLMError):
