@@ -232,7 +232,7 @@ def build(options: IdeatorOptions) -> Built:
         if options.max_cost_usd is not None and client.price is None:
             raise LLMConfigError(
                 f"no known price for {spec}, so --max-cost-usd cannot count its calls: give its price in a "
-                f"TOML file named by {PRICING_VAR} (see docs/llm.md#costs), or run without --max-cost-usd"
+                f"TOML file named by {PRICING_VAR} (see 'Costs' in docs/llm.md), or run without --max-cost-usd"
             )
         limits = {"ideator": settings.ideator_max_calls, "implementer": settings.implementer_max_calls}
         return LLMService(
