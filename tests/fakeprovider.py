@@ -13,6 +13,10 @@ A reply can be held until a `threading.Event` is set (`hold=`) and can set one o
 (`release=`): a test holds some calls in flight until another call has been answered. Every request is
 recorded (path, headers, JSON body, how many others were in flight when it arrived) and the server tracks
 the largest number of requests it was handling at once. It runs in a background thread.
+
+A reply can be held until the server has received a number of requests (`after_requests`), so a test can
+cancel a call that is known to be in flight; `FakeProvider(prompt_cache=True)` computes each answer's usage
+from its prompt with a simulated provider prompt cache (`PromptCache`).
 """
 
 from __future__ import annotations
