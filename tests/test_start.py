@@ -55,6 +55,15 @@ def test_a_bad_llm_option_leaves_no_run(tmp_path, fake_provider):
     assert fake_provider.requests() == []
 
 
+def test_an_unknown_price_with_a_cap_stops_the_start_naming_the_model(tmp_path):
+    done = idealab(
+        tmp_path, "--ideator", "llm", "--model", "together:nobody/prices-this", "--max-cost-usd", "5",
+        TOGETHER_API_KEY="t-key",
+    )  # fmt: skip
+    assert done.returncode == 2 and "no known price for together:nobody/prices-this" in " ".join(done.stderr.split())
+    assert not (tmp_path / "run" / "idealab.db").exists()
+
+
 def test_the_resolved_llm_settings_are_stored_without_keys(tmp_path, fake_provider):
     fake_provider.add("chat", Reply.answer(IDEA), Reply.answer(SET_X))
     done = idealab(

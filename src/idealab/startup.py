@@ -167,6 +167,8 @@ def _start(
                 )
             record_settings_change(store, stored_run, built.settings, changes)
             changed = words
+        elif "llm" not in stored_run.config:  # a run from before settings were stored: store them now
+            store.set_run_config(stored_run.id, {**stored_run.config, "llm": dict(built.settings)})
         run = store.get_run()
         assert run is not None
     else:
