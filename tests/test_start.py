@@ -117,3 +117,25 @@ def test_a_resume_that_changes_llm_settings_is_refused_then_applied_when_allowed
         [change] = run.config["llm_changes"]
         assert change["changes"]["settings.revisions"] == [2, 1]
         assert change["changes"]["model"] == ["openai:some-model", "openai:other-model"]
+
+
+def test_the_cap_counts_a_cancelled_sample_and_stops_the_next_epoch(tmp_path, fake_provider):
+    """Two samples of the one idea: the first change wins, the other is cancelled in flight. Its prompt
+    (estimated, about 1,000 tokens at $1 per million) takes the spend past the $0.0005 cap, so the next
+    epoch's ideation is never sent; the answered calls alone ($0.00004) would not have reached it."""
+    fake_provider.add(
+        "chat", Reply.answer(IDEA), Reply.answer(SET_X, after_requests=3), Reply.answer(SET_X, delay_s=60)
+    )
+    done = idealab(
+        tmp_path, *llm(fake_provider), "--epochs", "2", "--max-cost-usd", "0.0005", IDEALAB_LLM_SAMPLES="2"
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(fake_provider.requests("chat")) == 3  # ideation, two samples; no ideation for epoch 1
+    with Store.open(tmp_path / "run") as store:
+        run = store.get_run()
+        assert run is not None
+        calls = store.llm_calls(run.id)
+        [cancelled] = [c for c in calls if (c.extra or {}).get("cancelled")]
+        assert cancelled.extra == {"attempts": 1, "cancelled": True, "estimated": True}
+        assert (cancelled.cost_usd or 0) > 0.0005 and store.total_cost(run.id) > 0.0005
+        assert [i.status.value for i in store.ideas(run.id, epoch=0)] == ["ok"]
