@@ -12,7 +12,7 @@ prefix up to the cache breakpoint, OpenAI reads the longest prefix seen before i
 Costs are priced by genai-prices; "without caching" is the same mix with no breakpoint (Anthropic) or with
 cached tokens priced as uncached (OpenAI, whose caching is automatic).
 
-    python benchmarks/prompt_cache.py [--env charlm] [--ideas 24] [--samples 4] [--concurrency 8] [--seed 0]
+    python benchmarks/prompt_cache.py [--env charlm] [--ideas 24] [--samples 4] [--concurrency 16] [--seed 0]
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--env", default="charlm", help="environment whose implement prompts are sent")
     parser.add_argument("--ideas", type=int, default=24)
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)  # implementer_max_calls
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("ANTHROPIC_API_KEY", "benchmark")  # the fake provider ignores keys
