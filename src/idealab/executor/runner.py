@@ -2,7 +2,8 @@
 
 Order of verdicts: cancelled -> CANCELLED; the backend could not run it -> FAILED; a readonly or hidden
 file differs from the pristine environment -> TAMPERED; time limit -> TIMEOUT; non-zero exit -> FAILED;
-otherwise the metric read from stdout decides OK or INVALID.
+otherwise the metric read from stdout decides OK or INVALID. A TIMEOUT carries a (partial) metric only when
+the manifest's `metric.partial_on_timeout` asks for it and the values printed before the limit judge ok.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _TAIL_BYTES = 64 * 1024  # enough for 20 lines of any sane error; bounds reading
 @dataclass(frozen=True)
 class Outcome:
     status: Status  # OK, FAILED, TIMEOUT, INVALID, TAMPERED or CANCELLED
-    metric: float | None  # the judged metric; set only when status is OK
+    metric: float | None  # the judged metric: set when OK, or partial on a TIMEOUT (see the docstring)
     reason: str | None  # why it is not OK (FAILED: exit code and the error's last lines)
     values: list[MetricValue]  # every value the run printed, whatever the status
     result: JobResult
@@ -81,7 +82,7 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
         return Outcome(Status.TAMPERED, None, reason, values, result)
     if result.timed_out:
         reason = f"exceeded the time limit of {manifest.run.timeout_s:g} s"
-        return Outcome(Status.TIMEOUT, None, reason, values, result)
+        return _timed_out(reason, values, result, manifest)
     if result.exit_code != 0:
         tail = _tail(result.stderr_path) or _tail(result.stdout_path)
         reason = describe_exit(result.exit_code) + (f"\n{tail}" if tail else "")
@@ -90,6 +91,17 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
     if not verdict.ok:
         return Outcome(Status.INVALID, None, verdict.reason, values, result)
     return Outcome(Status.OK, verdict.metric, None, values, result)
+
+
+def _timed_out(reason: str, values: list[MetricValue], result: JobResult, manifest: Manifest) -> Outcome:
+    if manifest.metric.partial_on_timeout:
+        verdict = judge(values, manifest.metric)
+        if verdict.ok:
+            n = sum(1 for v in values if v.name == manifest.metric.name)
+            reason += (f"; metric is partial: {manifest.metric.reduce.value} of the {n} value(s) of "
+                       f"{manifest.metric.name} printed before the limit")
+            return Outcome(Status.TIMEOUT, verdict.metric, reason, values, result)
+    return Outcome(Status.TIMEOUT, None, reason, values, result)
 
 
 def describe_exit(exit_code: int | None) -> str:
