@@ -28,7 +28,7 @@ from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import compute_used, load_view, status_json
-from idealab.runconfig import RunOptions, resolve_run_options
+from idealab.runconfig import RunOptions, env_defaults, resolve_run_options
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
 from idealab.store import DB_NAME, RunRecord, Store, StoreError
@@ -89,7 +89,9 @@ def run(
     keys_file: Annotated[Path | None, typer.Option(help="keys.json with api_key, anthropic_key, ...")] = None,
     max_cost_usd: Annotated[float | None, typer.Option(help="Stop new LLM calls once this is spent.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (default 10).")] = None,
-    ideas_per_epoch: Annotated[int | None, typer.Option(help="Ideas per epoch (default 80).")] = None,
+    ideas_per_epoch: Annotated[
+        int | None, typer.Option(help="Ideas per epoch (default: the environment's, else 80).")
+    ] = None,
     workdir: Annotated[Path, typer.Option(help="Run directory (database, copies, logs).")] = Path("runs/latest"),
     slots: Annotated[int | None, typer.Option(help="CPU slots for jobs that need no GPU.")] = None,
     gpus: Annotated[str | None, typer.Option(help="GPU ids to use, e.g. 0,1,2 (default: nvidia-smi).")] = None,
@@ -98,6 +100,22 @@ def run(
         float | None, typer.Option(help="Fraction of an epoch with results before the next epoch's ideation.")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Ideas per ideator call (default 10).")] = None,
+    exploit_start: Annotated[float | None, typer.Option(help="Exploit share at epoch 1 (default 0.5).")] = None,
+    exploit_step: Annotated[
+        float | None, typer.Option(help="Added to the exploit share every --exploit-every epochs (default 0.1).")
+    ] = None,
+    exploit_every: Annotated[int | None, typer.Option(help="Epochs between raises (default 2).")] = None,
+    exploit_cap: Annotated[float | None, typer.Option(help="Largest exploit share (default 0.8).")] = None,
+    exploit_round_to: Annotated[
+        int | None,
+        typer.Option(help="Round the exploit count down to a multiple of this in epochs of 20+ ideas (default 10)."),
+    ] = None,
+    history_sample: Annotated[
+        int | None, typer.Option(help="Past ideas shown per exploit/explore request (default 100).")
+    ] = None,
+    implement_concurrency: Annotated[
+        int | None, typer.Option(help="Ideas implemented at the same time (default 10).")
+    ] = None,
     llm_option: Annotated[
         list[str] | None,
         typer.Option(help="LLM setting NAME=VALUE, repeatable (e.g. samples=10, implement_mode=sequential)."),
@@ -113,6 +131,7 @@ def run(
         check_tracker(track)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    suggested: dict[str, Any] = {}  # the new run's environment's search defaults
     if not (workdir / DB_NAME).exists():  # a new run: check what it needs before creating anything
         if not env:
             raise _fail(f"{workdir} holds no run: give --env to start one")
@@ -122,9 +141,11 @@ def run(
                 "a new run over them (restore the database, or use another --workdir)"
             )
         try:
-            _pool(slots, gpus, load_manifest(resolve_env(env), preset).run.gpus)
+            new_manifest = load_manifest(resolve_env(env), preset)
         except ManifestError as exc:
             raise _fail(str(exc)) from None
+        _pool(slots, gpus, new_manifest.run.gpus)
+        suggested = env_defaults(new_manifest)
     # The lock comes before the database is opened (a migration writes) and long before the search's
     # recovery, which kills the jobs that a crashed orchestrator left: a live one's jobs are never hit.
     try:
@@ -138,8 +159,11 @@ def run(
                         env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
                         base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs,
                         ideas_per_epoch=ideas_per_epoch, seed=seed, next_epoch_at=next_epoch_at,
-                        batch_size=batch_size,
+                        batch_size=batch_size, exploit_start=exploit_start, exploit_step=exploit_step,
+                        exploit_every=exploit_every, exploit_cap=exploit_cap, exploit_round_to=exploit_round_to,
+                        history_sample=history_sample, implement_concurrency=implement_concurrency,
                     ),
+                    suggested,
                 )
                 manifest = load_manifest(resolve_env(options.env), options.preset)
             except (ManifestError, ValueError) as exc:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from idealab.manifest import Manifest
 from idealab.search.loop import SearchConfig
+from idealab.search.schedule import ExploitSchedule
 from idealab.store import RunRecord, Store
 from idealab.sysinfo import system_info
 
+_SCHEDULE = ExploitSchedule()
+_SEARCH = SearchConfig()
+# Used where neither the command line nor (for ideas_per_epoch) the environment's manifest gives a value.
 DEFAULTS: dict[str, Any] = {
     "ideator": "mutate",
     "epochs": 10,
@@ -17,6 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "next_epoch_at": 0.5,
     "batch_size": 10,
+    "exploit_start": _SCHEDULE.start,
+    "exploit_step": _SCHEDULE.step,
+    "exploit_every": _SCHEDULE.every,
+    "exploit_cap": _SCHEDULE.cap,
+    "exploit_round_to": _SCHEDULE.round_to,
+    "history_sample": _SEARCH.history_sample,
+    "implement_concurrency": _SEARCH.implement_concurrency,
 }
 # What defines a run: resuming with a different value would mix two searches in one database.
 FIXED = ("env", "preset", "ideator", "model", "implementer_model", "ideas_per_epoch", "seed")
@@ -36,6 +48,13 @@ class RunOptions:
     seed: int | None = None
     next_epoch_at: float | None = None
     batch_size: int | None = None
+    exploit_start: float | None = None
+    exploit_step: float | None = None
+    exploit_every: int | None = None
+    exploit_cap: float | None = None
+    exploit_round_to: int | None = None
+    history_sample: int | None = None
+    implement_concurrency: int | None = None
 
     @classmethod
     def from_cli(cls, **given: Any) -> RunOptions:
@@ -58,14 +77,30 @@ class RunSettings:
     seed: int
     next_epoch_at: float
     batch_size: int
+    exploit_start: float
+    exploit_step: float
+    exploit_every: int
+    exploit_cap: float
+    exploit_round_to: int
+    history_sample: int
+    implement_concurrency: int
 
     def search_config(self) -> SearchConfig:
+        if self.history_sample < 1 or self.implement_concurrency < 1:
+            raise ValueError("history_sample and implement_concurrency must be >= 1")
+        schedule = ExploitSchedule(
+            start=self.exploit_start, step=self.exploit_step, every=self.exploit_every, cap=self.exploit_cap,
+            round_to=self.exploit_round_to,
+        )
         return SearchConfig(
             epochs=self.epochs,
             ideas_per_epoch=self.ideas_per_epoch,
             seed=self.seed,
+            schedule=schedule,
             next_epoch_at=self.next_epoch_at,
             batch_size=self.batch_size,
+            history_sample=self.history_sample,
+            implement_concurrency=self.implement_concurrency,
         )
 
     def ensure_run(self, store: Store, manifest: Manifest) -> RunRecord:
@@ -77,15 +112,23 @@ class RunSettings:
         return store.create_run(manifest.name, str(manifest.root), self.preset, config, snapshot)
 
 
-def resolve_run_options(store: Store, given: RunOptions) -> RunSettings:
-    """New run: the given options over the defaults. Resumed run: the stored options, which the fixed
-    ones may not contradict; the others (epochs, cost cap, ...) may be changed for this invocation."""
+def env_defaults(manifest: Manifest) -> dict[str, Any]:
+    """The run options an environment's manifest suggests (its `[search]` table)."""
+    return {"ideas_per_epoch": manifest.search.ideas_per_epoch} if manifest.search.ideas_per_epoch else {}
+
+
+def resolve_run_options(
+    store: Store, given: RunOptions, environment_defaults: Mapping[str, Any] | None = None
+) -> RunSettings:
+    """New run: the given options over the environment's defaults over the built-in ones. Resumed run: the
+    stored options, which the fixed ones may not contradict; the others (epochs, cost cap, ...) may be
+    changed for this invocation."""
     run = store.get_run()
     values = {f.name: getattr(given, f.name) for f in fields(RunOptions)}
     if run is None:
         if not values["env"]:
             raise ValueError("--env is required to start a new run (the work directory holds none)")
-        for key, default in DEFAULTS.items():
+        for key, default in {**DEFAULTS, **(environment_defaults or {})}.items():
             if values[key] is None:
                 values[key] = default
         settings = RunSettings(**values)
