@@ -172,7 +172,12 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "regex": None if m.regex is None else m.regex.pattern,
             "baseline": m.baseline,
             "valid_range": None if m.valid_range is None else list(m.valid_range),
+            "partial_on_timeout": m.partial_on_timeout,
         },
+        "guidance": None if manifest.guidance is None else {
+            "direction": manifest.guidance.direction, "examples": list(manifest.guidance.examples),
+        },
+        "search": {"ideas_per_epoch": manifest.search.ideas_per_epoch},
         "files": {
             "editable": list(manifest.files.editable),
             "readonly": list(manifest.files.readonly),
