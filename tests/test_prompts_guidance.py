@@ -59,7 +59,7 @@ def test_explore_asks_for_novel_ideas_and_shows_worse_than_baseline() -> None:
     ]
     _, user = prompting.ideation_prompt(load_manifest(QUAD), request(IdeaKind.EXPLORE, history))
     assert "not yet established" in user and "patterns that often led to bad results" in user
-    assert "- [loss = 1.5] [Experiment] better" in user
+    assert "- [loss = 1.5, beats the baseline] [Experiment] better" in user
     assert "- [loss = 3, worse than the baseline] [Experiment] worse" in user
-    assert "- [loss = 1.9, partial (stopped by the time limit)] [Experiment] slow" in user
+    assert "- [loss = 1.9, partial (stopped by the time limit), beats the baseline] [Experiment] slow" in user
     assert "[Experiment] crashed" in user and "[loss = " not in user.split("[Experiment] crashed")[0].splitlines()[-1]
