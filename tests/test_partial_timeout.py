@@ -70,3 +70,16 @@ def test_with_the_option_a_timeout_keeps_its_status_and_a_partial_metric(tmp_pat
 def test_a_timeout_that_printed_nothing_stays_unscored(tmp_path: Path) -> None:
     outcome = run(tmp_path, "partial_on_timeout = true", "import time\ntime.sleep(60)\n")
     assert outcome.status is Status.TIMEOUT and outcome.metric is None
+
+
+def test_a_partially_scored_timeout_counts_in_the_journal() -> None:
+    from idealab.ideators.base import PastIdea
+    from idealab.manifest import Goal
+    from idealab.search.journal import Journal, Verdict
+
+    entries = [PastIdea(1, 0, "a", Status.TIMEOUT, 0.6), PastIdea(2, 0, "b", Status.TIMEOUT, None),
+               PastIdea(3, 0, "c", Status.OK, 0.5), PastIdea(4, 0, "d", Status.FAILED, None)]
+    journal = Journal.of(entries, Goal.MAXIMIZE, 0.48)
+    assert [e.id for e in journal.ranked()] == [1, 3]  # the unscored timeout and the crash are not ranked
+    assert journal.verdict(entries[0]) is Verdict.BEATS and journal.verdict(entries[1]) is None
+    assert [e.id for e in journal.winners()] == [1, 3]  # so it can enter the exploit pool, as in the paper
