@@ -47,7 +47,8 @@ class Settings:
             time_limit_s=float(env.get("NANOGPT_TIME_LIMIT_S", "1500")),
             val_tokens=int(env.get("NANOGPT_VAL_SIZE", "10485760")),
             val_seq_len=int(env.get("NANOGPT_SEQ_LEN", "1024")),
-            val_batch_seqs=int(env.get("NANOGPT_VAL_BATCH_SEQS", "1024")),
+            # 512: a float32 key/value cache of 512 sequences x 1024 positions is about 36 GiB (1024: 72)
+            val_batch_seqs=int(env.get("NANOGPT_VAL_BATCH_SEQS", "512")),
             val_dtype=env.get("NANOGPT_VAL_DTYPE", "float32"),
             train_glob=env.get("NANOGPT_TRAIN_GLOB") or os.path.join(root, "*_train_*.bin"),
             val_glob=env.get("NANOGPT_VAL_GLOB") or os.path.join(root, "*_val_*.bin"),
