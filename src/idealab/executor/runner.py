@@ -8,18 +8,21 @@ the manifest's `metric.partial_on_timeout` asks for it and the values printed be
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from idealab.executor.base import Backend, JobResult, JobSpec, OnStart
 from idealab.executor.sandbox import hash_files
-from idealab.manifest import Manifest
-from idealab.metrics import MetricValue, extract_values, judge
+from idealab.manifest import Manifest, MetricSpec
+from idealab.metrics import MetricStream, MetricValue, judge
 from idealab.status import Status
 
 ERROR_TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024  # enough for 20 lines of any sane error; bounds reading a huge log
+_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Outcome:
     status: Status  # OK, FAILED, TIMEOUT, INVALID, TAMPERED or CANCELLED
     metric: float | None  # the judged metric: set when OK, or partial on a TIMEOUT (see the docstring)
     reason: str | None  # why it is not OK (FAILED: exit code and the error's last lines)
-    values: list[MetricValue]  # every value the run printed, whatever the status
+    values: list[MetricValue]  # the values the run printed (capped: first, last, deciding), whatever the status
     result: JobResult
 
 
@@ -47,6 +50,8 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path) ->
         gpus=run.gpus,
         env=dict(run.env),
         log_dir=log_dir,
+        metric_name=manifest.metric.name,
+        metric_regex=manifest.metric.regex.pattern if manifest.metric.regex is not None else None,
     )
 
 
@@ -63,7 +68,8 @@ async def run_job(
     expected = expected_hashes if expected_hashes is not None else protected_hashes(manifest)
     handle = await backend.submit(job_spec(manifest, workspace, job_id, log_dir), on_start)
     result = await backend.wait(handle)
-    return classify(result, manifest, workspace, expected)
+    # off the event loop: hashing files and reading values must not stall other jobs' bookkeeping
+    return await asyncio.to_thread(classify, result, manifest, workspace, expected)
 
 
 def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: dict[str, str]) -> Outcome:
@@ -72,8 +78,7 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
         return Outcome(Status.CANCELLED, None, "cancelled before it finished", [], result)
     if result.error is not None:
         return Outcome(Status.FAILED, None, f"the backend could not run the job: {result.error}", [], result)
-    stdout = _read_text(result.stdout_path)
-    values = extract_values(stdout, manifest.metric)
+    values = read_values(result, manifest.metric)
     changed = sorted(
         rel for rel, digest in hash_files(workspace, expected).items() if digest != expected[rel]
     )
@@ -116,11 +121,20 @@ def describe_exit(exit_code: int | None) -> str:
     return f"exit code {exit_code}"
 
 
-def _read_text(path: Path) -> str:
+def read_values(result: JobResult, spec: MetricSpec) -> list[MetricValue]:
+    """The values the backend streamed out of stdout, else those of the stdout log read in chunks."""
+    if result.metrics_path is not None:
+        with result.metrics_path.open() as lines:
+            return [MetricValue(**json.loads(line)) for line in lines]
+    stream = MetricStream(spec.name, spec.regex)
     try:
-        return path.read_text(errors="replace")
+        with result.stdout_path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+                stream.feed(chunk)
     except FileNotFoundError:
-        return ""
+        return []
+    stream.finish()
+    return stream.values()
 
 
 def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:

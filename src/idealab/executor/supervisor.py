@@ -1,0 +1,327 @@
+"""The per-job supervisor: `python -m idealab.executor.supervisor JOB_DIR`.
+
+One small process per job, started by the backend in its own session. It reads `JOB_DIR/job.json`, starts
+the job's command in a process group of its own, and owns the job from then on:
+
+- the time limit: SIGTERM to the job's whole group at the limit, SIGKILL after the grace period. This
+  does not depend on the orchestrator, so a job cannot outlive its limit (+ grace) even when the
+  orchestrator was SIGKILLed;
+- the output: stdout and stderr go through pipes into capped log files (head and tail kept); stdout is
+  parsed for metric values as it streams, with a cap on the values kept. The orchestrator never reads a
+  job's output while it runs;
+- a stop request (SIGTERM, SIGINT or SIGHUP to the supervisor) ends the job the same graceful way;
+- the end: `metrics.jsonl`, then `exit.json` (what the supervisor saw) are written atomically, so an
+  orchestrator that restarts after a crash can collect the result of a job that finished without it.
+
+A simple command (no shell syntax) is exec'd directly, so the program itself receives the SIGTERM and
+its handler gets the grace period; anything else runs under /bin/sh -c, and the signal still reaches the
+whole group, whose end (not just the shell's) is awaited. Only the standard library is imported, to keep
+the start of every job cheap. Issue 10 runs this as the init of the job's PID namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, CappedLog
+from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES, MetricStream
+
+SPEC_NAME = "job.json"
+EXIT_NAME = "exit.json"
+METRICS_NAME = "metrics.jsonl"
+JOB_PGID_NAME = "job.pgid"
+SUPERVISOR_LOG_NAME = "supervisor.log"
+STDOUT_NAME = "stdout.log"
+STDERR_NAME = "stderr.log"
+REAP_TIMEOUT_S = 30.0  # a process stuck in the kernel cannot be hurried: give up waiting on it then
+DRAIN_S = 2.0  # after the job's group is gone, how long to wait for escaped processes to close the pipes
+_READ_BYTES = 1 << 20
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]{}!\n]")  # anything that needs a shell to mean what it says
+# words that only a shell understands as the first word of a command (keywords and special built-ins)
+_SHELL_WORDS = frozenset(
+    "! { } case do done elif else esac fi for if in then until while . : break cd continue eval exec exit "
+    "export readonly return set shift source times trap ulimit umask unset wait alias command type".split()
+)
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class SupervisorSpec:
+    """What the backend asks of the supervisor (written as job.json)."""
+
+    job_id: str
+    command: str
+    cwd: str
+    timeout_s: float
+    grace_s: float
+    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
+    metric_name: str | None = None  # parse stdout for this metric (and any @metric line); None: do not
+    metric_regex: str | None = None
+    max_metric_values: int = DEFAULT_MAX_METRIC_VALUES
+
+    def write(self, job_dir: Path) -> None:
+        _write_atomic(job_dir / SPEC_NAME, json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, job_dir: Path) -> SupervisorSpec:
+        return cls(**json.loads((job_dir / SPEC_NAME).read_text()))
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """What the supervisor saw (written as exit.json once the job and its group are gone)."""
+
+    job_id: str
+    started_at: float
+    finished_at: float
+    returncode: int | None  # the main process's; negative: killed by that signal; None: never started
+    ended: str  # "exited" (by itself), "timeout", "stopped" (on request) or "error" (could not start)
+    error: str | None = None
+    stdout_bytes: int = 0
+    stdout_dropped: int = 0
+    stderr_bytes: int = 0
+    stderr_dropped: int = 0
+    metric_values_seen: int = 0
+    metric_values_dropped: int = 0
+
+    @classmethod
+    def read(cls, job_dir: Path) -> ExitRecord | None:
+        """The record of a job that ended, or None while it has not (or its supervisor died first)."""
+        try:
+            return cls(**json.loads((job_dir / EXIT_NAME).read_text()))
+        except FileNotFoundError:
+            return None
+
+
+def job_argv(command: str) -> list[str]:
+    """The command as an argv: split and exec'd directly when it has no shell syntax, else via /bin/sh."""
+    if not _SHELL_SYNTAX.search(command):
+        try:
+            words = shlex.split(command)
+        except ValueError:  # unbalanced quotes: let the shell report it
+            words = []
+        if words and words[0] not in _SHELL_WORDS and "=" not in words[0]:
+            if not any(w.startswith(("~", "#")) for w in words):
+                return words
+    return ["/bin/sh", "-c", command]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the processes in group `pgid` (Linux: read from /proc)."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(name)) == pgid:
+                members.append(int(name))
+        except ProcessLookupError:
+            continue  # exited while we looked
+    return members
+
+
+def wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Block until no process of group `pgid` is alive (zombies count as gone), waiting on pidfds."""
+    fds = []
+    for pid in group_members(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            fds.append(os.pidfd_open(pid))
+    try:
+        with selectors.DefaultSelector() as selector:
+            for fd in fds:
+                selector.register(fd, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout_s
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for key, _ in selector.select(left):
+                    selector.unregister(key.fd)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+class _Supervision:
+    """The event loop of one job: pipes, the child's exit, stop signals and the deadlines."""
+
+    def __init__(self, spec: SupervisorSpec, job_dir: Path) -> None:
+        self.spec = spec
+        self.job_dir = job_dir
+        self.stdout = CappedLog(job_dir / STDOUT_NAME, spec.log_cap_bytes)
+        self.stderr = CappedLog(job_dir / STDERR_NAME, spec.log_cap_bytes)
+        self.metrics = (
+            MetricStream(
+                spec.metric_name,
+                re.compile(spec.metric_regex) if spec.metric_regex else None,
+                spec.max_metric_values,
+            )
+            if spec.metric_name is not None
+            else None
+        )
+        self.selector = selectors.DefaultSelector()
+        self.ended = "exited"
+        self.kill_at: float | None = None  # monotonic time of the SIGKILL once termination began
+
+    def run(self) -> ExitRecord:
+        started_at = time.time()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, lambda *_: None)  # the wake-up fd carries it into the loop
+        try:
+            try:
+                proc = self._start(job_argv(self.spec.command))
+            except (FileNotFoundError, PermissionError):  # a built-in, or a mistake the shell words for us
+                proc = self._start(["/bin/sh", "-c", self.spec.command])
+        except OSError as exc:
+            return self._record(started_at, None, "error", f"could not start the job: {exc}")
+        (self.job_dir / JOB_PGID_NAME).write_text(str(proc.pid))
+        assert proc.stdout is not None and proc.stderr is not None
+        pidfd = os.pidfd_open(proc.pid)
+        self.selector.register(proc.stdout, selectors.EVENT_READ, self.stdout)
+        self.selector.register(proc.stderr, selectors.EVENT_READ, self.stderr)
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        deadline = time.monotonic() + self.spec.timeout_s
+        main_exited = False
+        while not self._done(main_exited):
+            wake_at = deadline if self.kill_at is None else self.kill_at
+            for key, _ in self.selector.select(max(0.0, wake_at - time.monotonic())):
+                if key.data == "exit":
+                    main_exited = True
+                    self.selector.unregister(pidfd)
+                elif key.data == "signal":
+                    os.read(wake_r, 512)
+                    self._terminate(proc.pid, "stopped")
+                else:
+                    self._pump(key)
+            if time.monotonic() >= wake_at:
+                if self.kill_at is None:
+                    self._terminate(proc.pid, "timeout")
+                else:
+                    break  # the grace period is over
+        _signal_group(proc.pid, signal.SIGKILL)  # whatever of the group is left (or was left behind)
+        returncode = proc.wait()
+        os.close(pidfd)
+        # once exit.json exists the job's GPUs may go to the next job: every process of it must be gone
+        wait_group_gone(proc.pid, REAP_TIMEOUT_S)
+        self._drain(time.monotonic() + DRAIN_S)
+        return self._record(started_at, returncode, self.ended)
+
+    def _start(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
+            cwd=self.spec.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            process_group=0,  # the job's own group: signalled as a whole, never the supervisor
+        )
+
+    def _done(self, main_exited: bool) -> bool:
+        if self.kill_at is None:
+            return main_exited  # a normal end: leftover children are killed, not waited for
+        # terminating: wait for the main process and everything holding the output pipes
+        return main_exited and not any(isinstance(k.data, CappedLog) for k in self.selector.get_map().values())
+
+    def _terminate(self, pgid: int, why: str) -> None:
+        if self.kill_at is not None:
+            return
+        self.ended = why
+        self.kill_at = time.monotonic() + self.spec.grace_s
+        _signal_group(pgid, signal.SIGTERM)
+
+    def _pump(self, key: selectors.SelectorKey) -> None:
+        data = os.read(key.fd, _READ_BYTES)
+        if not data:
+            self.selector.unregister(key.fileobj)
+            key.fileobj.close()  # type: ignore[union-attr]
+            return
+        log: CappedLog = key.data
+        log.write(data)
+        if log is self.stdout and self.metrics is not None:
+            self.metrics.feed(data)
+
+    def _drain(self, until: float) -> None:
+        """Read what is left in the pipes, until they close or `until` (a process that left the group
+        may hold them open forever)."""
+        while any(isinstance(k.data, CappedLog) for k in self.selector.get_map().values()):
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in self.selector.select(left):
+                if isinstance(key.data, CappedLog):
+                    self._pump(key)
+                elif key.data == "signal":
+                    os.read(key.fd, 512)
+
+    def _record(
+        self, started_at: float, returncode: int | None, ended: str, error: str | None = None
+    ) -> ExitRecord:
+        self.stdout.close()
+        self.stderr.close()
+        seen = dropped = 0
+        if self.metrics is not None:
+            self.metrics.finish()
+            kept = self.metrics.values()
+            seen, dropped = self.metrics.seen, self.metrics.seen - len(kept)
+            lines = (json.dumps(asdict(v)) + "\n" for v in kept)
+            _write_atomic(self.job_dir / METRICS_NAME, "".join(lines))
+        return ExitRecord(
+            job_id=self.spec.job_id,
+            started_at=started_at,
+            finished_at=time.time(),
+            returncode=returncode,
+            ended=ended,
+            error=error,
+            stdout_bytes=self.stdout.total,
+            stdout_dropped=self.stdout.dropped,
+            stderr_bytes=self.stderr.total,
+            stderr_dropped=self.stderr.dropped,
+            metric_values_seen=seen,
+            metric_values_dropped=dropped,
+        )
+
+
+def supervise(job_dir: Path) -> ExitRecord:
+    """Run the job described in `job_dir` to its end and write its exit record."""
+    record = _Supervision(SupervisorSpec.read(job_dir), job_dir).run()
+    _write_atomic(job_dir / EXIT_NAME, json.dumps(asdict(record)))
+    return record
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m idealab.executor.supervisor JOB_DIR", file=sys.stderr)
+        return 2
+    supervise(Path(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
