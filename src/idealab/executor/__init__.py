@@ -27,7 +27,29 @@ _HOMES = {
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "Backend",
+    "JobResult",
+    "JobSpec",
+    "JobStart",
+    "Lease",
+    "LocalBackend",
+    "OnStart",
+    "Outcome",
+    "SlotPool",
+    "choose_gpu_ids",
+    "classify",
+    "copy_environment",
+    "detect_gpu_ids",
+    "hash_files",
+    "job_environment",
+    "job_spec",
+    "kill_stale_job",
+    "parse_gpu_list",
+    "protected_hashes",
+    "run_job",
+    "scrubbed_environ",
+]
 
 
 def __getattr__(name: str) -> Any:

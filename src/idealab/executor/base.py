@@ -2,7 +2,8 @@
 
 A backend runs a shell command in a prepared directory with a hard time limit and reports how the
 process ended. It knows nothing of ideas, judging or the store (it may only be told which metric to pick
-out of stdout as it streams); the search loop knows nothing of processes. The local backend lives in `local.py`; Ray and Slurm backends implement the same protocol.
+out of stdout as it streams); the search loop knows nothing of processes. The local backend lives in
+`local.py`; Ray and Slurm backends implement the same protocol.
 """
 
 from __future__ import annotations

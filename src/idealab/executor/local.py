@@ -344,17 +344,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 async def wait_group_exit(pgid: int, timeout_s: float) -> bool:
-    """Wait until no process of group `pgid` is alive; False if some still are after `timeout_s`.
+    """Wait until no process of group `pgid` is alive; False if some still are after `timeout_s`."""
+    if not hasattr(os, "pidfd_open") or not Path("/proc").is_dir():
+        return True  # not Linux: nothing to wait on
+    return await wait_pids_exit(group_members(pgid), timeout_s)
+
+
+async def wait_pids_exit(pids: list[int], timeout_s: float) -> bool:
+    """Wait until every process in `pids` has exited; False if some still run after `timeout_s`.
 
     Waits on pidfds (readable once their process has exited), so nothing polls. Zombies count as exited.
     """
-    if not hasattr(os, "pidfd_open") or not Path("/proc").is_dir():
-        return True  # not Linux: nothing to wait on
     loop = asyncio.get_running_loop()
     fds: list[int] = []
     exits: list[asyncio.Future[None]] = []
     try:
-        for pid in group_members(pgid):
+        for pid in pids:
             try:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:
@@ -371,6 +376,43 @@ async def wait_group_exit(pgid: int, timeout_s: float) -> bool:
         for fd in fds:
             loop.remove_reader(fd)
             os.close(fd)
+
+
+@dataclass(frozen=True)
+class StaleJob:
+    """What `settle_stale_job` found of a job a dead orchestrator had left running."""
+
+    record: ExitRecord | None  # how the job ended, where its supervisor saw it end
+    stopped_now: bool  # something of it still ran and was stopped (or killed) just now
+
+
+async def settle_stale_job(pid: int | None, job_id: str, job_dir: Path) -> StaleJob:
+    """After an orchestrator restart, for a job it had left running: how the job ended, if its supervisor
+    saw it end (by itself or at its limit, possibly while no orchestrator ran). A job still running is
+    stopped gracefully through its supervisor; what that or a dead supervisor leaves is killed. Without
+    a record (or with one that says `stopped`) the job has to run again.
+    """
+    record = ExitRecord.read(job_dir)
+    if record is not None or pid is None:
+        return StaleJob(record, stopped_now=False)
+    marker = f"{JOB_ID_VAR}={job_id}".encode()
+    if pid > 1 and marker in _environ_entries(pid):  # its supervisor still runs (a reused pid would not match)
+        try:
+            grace_s = SupervisorSpec.read(job_dir).grace_s
+        except (OSError, ValueError, TypeError):
+            grace_s = DEFAULT_GRACE_S
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        await wait_pids_exit([pid], grace_s + BACKSTOP_MARGIN_S)
+        record = ExitRecord.read(job_dir)
+        if record is not None:
+            return StaleJob(record, stopped_now=True)
+    killed = kill_stale_job(pid, job_id)  # also a job of an older idealab: pid is then its group
+    job_pgid = _read_pgid(job_dir)
+    if job_pgid is not None:
+        killed = kill_stale_job(job_pgid, job_id) or killed
+        await wait_group_exit(job_pgid, DEFAULT_REAP_TIMEOUT_S)
+    return StaleJob(None, stopped_now=killed)
 
 
 def _environ_entries(pid: int) -> set[bytes]:
