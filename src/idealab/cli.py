@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from idealab import paths
 from idealab.errors import RunFault
+from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.local import LocalBackend
 from idealab.executor.runner import run_job
@@ -124,8 +126,11 @@ def run(
     track: Annotated[
         str | None, typer.Option(help="Also log each finished experiment to wandb or trackio (offline-safe).")
     ] = None,
+    log_cap_mb: Annotated[
+        float, typer.Option(help="Most of a job's stdout (and of its stderr) kept: first and last half.")
+    ] = DEFAULT_LOG_CAP_BYTES / 2**20,
 ) -> None:
-    """Run (or resume) a search in WORKDIR."""
+    """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
     try:
         check_tracker(track)
@@ -193,7 +198,10 @@ def run(
             sink = _tracker_sink(track, store, run_record, manifest, workdir)
             if sink is not None:
                 held.callback(sink.close)
-            backend = LocalBackend(pool)
+            try:
+                backend = LocalBackend(pool, log_cap_bytes=int(log_cap_mb * 2**20))
+            except ValueError as exc:
+                raise _fail(f"--log-cap-mb: {exc}") from None
 
             def on_event(event: SearchEvent) -> None:
                 display.on_event(event)
@@ -209,12 +217,14 @@ def run(
                 f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
                 f"{_describe(pool)}, workdir {workdir}"
             )
+            terminated: list[signal.Signals] = []
             with display:
                 try:
-                    asyncio.run(_run_search(search, backend))
-                except KeyboardInterrupt:
-                    console.print("[yellow]interrupted: state is saved; run the same command again to resume[/]")
-                    raise typer.Exit(130) from None
+                    asyncio.run(_run_search(search, backend, terminated))
+                except (KeyboardInterrupt, asyncio.CancelledError):
+                    name = terminated[0].name if terminated else "SIGINT"
+                    console.print(f"[yellow]stopped by {name}: state is saved; run the same command again to resume[/]")
+                    raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
                 except RunFault as exc:  # the machine failed, not an idea: committed state is intact
                     raise _fault(exc, "the run stopped; fix the cause, then run the same command to resume") from None
             _print_summary(store)
@@ -238,11 +248,27 @@ def _tracker_sink(
         raise _fail(str(exc)) from None
 
 
-async def _run_search(search: Search, backend: LocalBackend) -> None:
+async def _run_search(search: Search, backend: LocalBackend, terminated: list[signal.Signals]) -> None:
+    """Run the search; SIGTERM (like Ctrl-C, which asyncio.run handles) stops it cleanly.
+
+    A stop cancels the search: no new work starts, running jobs get SIGTERM and their grace period
+    (`backend.close`), and every idea in flight is left in a state a resume restarts from; ideas being
+    implemented are cancelled, which ends their preflight jobs.
+    """
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_sigterm() -> None:
+        terminated.append(signal.SIGTERM)
+        main.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         await search.run()
     finally:
         await backend.close()
+        await search.shutdown()
 
 
 def _print_summary(store: Store) -> None:

@@ -209,7 +209,7 @@ class _Supervision:
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         deadline = time.monotonic() + self.spec.timeout_s
         main_exited = False
-        while not self._done(main_exited):
+        while not self._done(main_exited, proc.pid):
             wake_at = deadline if self.kill_at is None else self.kill_at
             for key, _ in self.selector.select(max(0.0, wake_at - time.monotonic())):
                 if key.data == "exit":
@@ -243,11 +243,15 @@ class _Supervision:
             process_group=0,  # the job's own group: signalled as a whole, never the supervisor
         )
 
-    def _done(self, main_exited: bool) -> bool:
+    def _done(self, main_exited: bool, pgid: int) -> bool:
         if self.kill_at is None:
             return main_exited  # a normal end: leftover children are killed, not waited for
-        # terminating: wait for the main process and everything holding the output pipes
-        return main_exited and not any(isinstance(k.data, CappedLog) for k in self.selector.get_map().values())
+        # terminating: the whole group gets the grace period, not just the main process (a shell in
+        # front of the program dies at once on SIGTERM while the program's handler still runs)
+        if not main_exited or any(isinstance(k.data, CappedLog) for k in self.selector.get_map().values()):
+            return False
+        wait_group_gone(pgid, max(0.0, self.kill_at - time.monotonic()))
+        return True
 
     def _terminate(self, pgid: int, why: str) -> None:
         if self.kill_at is not None:

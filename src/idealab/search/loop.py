@@ -109,6 +109,7 @@ class Search:
         self._faulted = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._executing: set[asyncio.Task[None]] = set()  # tasks whose idea's job was handed to the backend
         self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
 
     # ------------------------------------------------------------------------------------------ driver
@@ -148,6 +149,15 @@ class Search:
                 faulted.cancel()
         if self.fault is None:
             self._cancel_unstarted()
+
+    async def shutdown(self) -> None:
+        """After an interrupt (SIGINT, SIGTERM) and once the backend is closed: nothing new starts, the
+        tasks of jobs that were running record them as interrupted (to run again on resume), and ideas
+        still being implemented are cancelled (they go back to `proposed` on resume)."""
+        self._stopping = True
+        for task in self._tasks - self._executing:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _stop(self, reason: str) -> None:
         if not self._stopping:
@@ -367,7 +377,13 @@ class Search:
                 self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
                 return
             workspace = rebuilt
-        await self._execute(idea, workspace)
+        task = asyncio.current_task()
+        assert task is not None
+        self._executing.add(task)
+        try:
+            await self._execute(idea, workspace)
+        finally:
+            self._executing.discard(task)
 
     def _rebuild_workspace(self, idea: IdeaRecord) -> Path | str:
         """A fresh copy of the environment with the idea's stored, accepted change applied.
