@@ -5,6 +5,7 @@ bounded (its peak RSS is far below what it printed)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-FLOOD_MB = 200
+FLOOD_MB = int(os.environ.get("IDEALAB_TEST_FLOOD_MB", "200"))  # 1000 for the issue's full 1 GB
 METRIC_LINES = 500_000
 LOG_CAP = 8 << 20
 TIMEOUT_S, GRACE_S = 3.0, 1.0
@@ -86,6 +87,7 @@ def test_a_flood_neither_stalls_time_limits_nor_grows_the_orchestrator(tmp_path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
+    print(report)  # the figures, for `pytest -s`
     flood, sleeper = report["flood"], report["sleeper"]
     # the time limit holds (+ grace; the margin is only for a loaded machine, the old failure was 5x late)
     assert sleeper["status"] == "timeout" and sleeper["elapsed"] < TIMEOUT_S + GRACE_S + 10

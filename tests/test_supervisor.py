@@ -46,6 +46,16 @@ def test_capped_log_keeps_head_and_tail_and_says_what_it_dropped(tmp_path: Path)
     assert len(text) == log.total - dropped + MARKER_LEN
 
 
+def test_capped_log_in_small_writes(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 200
+    with CappedLog(tmp_path / "out.log", 1000) as log:
+        for i in range(0, len(data), 7):
+            log.write(data[i : i + 7])
+    text = (tmp_path / "out.log").read_bytes()
+    assert len(text) <= 1000 and text.startswith(data[:500]) and data.endswith(text[-150:])
+    assert len(text) == log.total - log.dropped + MARKER_LEN
+
+
 def test_capped_log_under_its_cap_is_the_plain_output(tmp_path: Path) -> None:
     with CappedLog(tmp_path / "out.log", 1000) as log:
         log.write(b"a" * 400)

@@ -35,7 +35,7 @@ class CappedLog:
         self._head_size = self._head_left
         self._tail_room = cap_bytes - self._head_size - MARKER_LEN  # the tail region's size
         self._tail_len = 0
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
     @property
     def _tail_start(self) -> int:

@@ -200,7 +200,16 @@ class _Supervision:
                 proc = self._start(["/bin/sh", "-c", self.spec.command])
         except OSError as exc:
             return self._record(started_at, None, "error", f"could not start the job: {exc}")
-        (self.job_dir / JOB_PGID_NAME).write_text(str(proc.pid))
+        try:
+            (self.job_dir / JOB_PGID_NAME).write_text(str(proc.pid))
+            returncode = self._watch(proc, wake_r)
+        except BaseException:
+            _signal_group(proc.pid, signal.SIGKILL)  # a bug here must not leave the job without its limit
+            raise
+        return self._record(started_at, returncode, self.ended)
+
+    def _watch(self, proc: subprocess.Popen[bytes], wake_r: int) -> int:
+        """Pump the output until the job ends by itself, at its limit or on request; its return code."""
         assert proc.stdout is not None and proc.stderr is not None
         pidfd = os.pidfd_open(proc.pid)
         self.selector.register(proc.stdout, selectors.EVENT_READ, self.stdout)
@@ -231,7 +240,7 @@ class _Supervision:
         # once exit.json exists the job's GPUs may go to the next job: every process of it must be gone
         wait_group_gone(proc.pid, REAP_TIMEOUT_S)
         self._drain(time.monotonic() + DRAIN_S)
-        return self._record(started_at, returncode, self.ended)
+        return returncode
 
     def _start(self, argv: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
