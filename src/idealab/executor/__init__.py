@@ -7,9 +7,11 @@ with `python -m idealab.executor.supervisor`, which imports this package: it mus
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing is a cost every job would pay
 if TYPE_CHECKING:
+    from typing import Any
+
     from idealab.executor.base import Backend, JobResult, JobSpec, JobStart, OnStart
     from idealab.executor.gpus import choose_gpu_ids, detect_gpu_ids, parse_gpu_list
     from idealab.executor.local import LocalBackend, kill_stale_job
