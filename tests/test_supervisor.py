@@ -221,3 +221,15 @@ def test_a_sigkilled_orchestrators_job_stops_at_its_limit(tmp_path: Path) -> Non
     record = ExitRecord.read(tmp_path / "logs")
     assert record is not None and record.ended == "timeout"
     assert (tmp_path / "logs" / EXIT_NAME).is_file()
+
+
+def test_files_in_the_workspace_do_not_shadow_the_supervisors_modules(tmp_path: Path) -> None:
+    for module in ("json", "selectors", "idealab"):
+        (tmp_path / f"{module}.py").write_text("raise SystemExit('shadowed')\n")
+
+    async def main() -> JobResult:
+        backend = LocalBackend(SlotPool.cpu_only(1))
+        return await backend.wait(await backend.submit(JobSpec("s", tmp_path, "true", 30, log_dir=tmp_path / "logs")))
+
+    result = run(main())
+    assert result.exit_code == 0 and result.error is None

@@ -202,6 +202,7 @@ class LocalBackend:
             with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
+                    "-P",  # not the workspace first on sys.path: the job's files must not shadow a module
                     "-m",
                     SUPERVISOR_MODULE,
                     str(job_dir),
