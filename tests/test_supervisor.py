@@ -22,7 +22,7 @@ from idealab.executor.local import LocalBackend
 from idealab.executor.slots import SlotPool
 from idealab.executor.supervisor import EXIT_NAME, JOB_PGID_NAME, ExitRecord, job_argv
 from idealab.manifest import Goal, MetricSpec, Reduce
-from idealab.metrics import MetricStream, extract_values, judge
+from idealab.metrics import MetricStream, extract_values, judge, stream_values
 from test_executor_local import group_alive, wait_gone
 
 # ------------------------------------------------------------------------------------------ capped log
@@ -85,7 +85,7 @@ def test_capped_metric_stream_judges_like_all_values(reduce: Reduce, poison: str
         stream.feed(encoded[start : start + 4093])
     stream.finish()
     everything = extract_values(text, spec)
-    kept = stream.values()
+    kept = stream_values(stream)
     assert len(kept) <= 50 + 3 and stream.seen == len(everything) and stream.dropped == len(everything) - len(kept)
     assert kept[:25] == everything[:25] and kept[-25:] == everything[-25:]
     assert judge(kept, spec) == judge(everything, spec)
@@ -96,7 +96,7 @@ def test_metric_stream_skips_an_endless_line_without_buffering_it() -> None:
     stream.feed(b"x" * (3 << 20))
     stream.feed(b'y\n@metric {"name": "loss", "value": 1.5}\n')
     stream.finish()
-    assert [v.value for v in stream.values()] == [1.5]
+    assert [v.value for v in stream_values(stream)] == [1.5]
 
 
 # ----------------------------------------------------------------------------------------- direct exec
@@ -173,7 +173,7 @@ def test_metric_values_are_streamed_and_capped(tmp_path: Path) -> None:
 
     result = run(main())
     assert result.exit_code == 0 and result.metrics_path is not None
-    values = [json.loads(line)["value"] for line in result.metrics_path.read_text().splitlines()]
+    values = [json.loads(line)[1] for line in result.metrics_path.read_text().splitlines()]
     assert len(values) <= 103 and min(values) == -5 and values[-1] == 80001
     assert result.stdout_path.stat().st_size <= 64 * 1024
     record = ExitRecord.read(tmp_path / "logs")

@@ -6,7 +6,8 @@ stream keeps the first and the last `max_values // 2` values, plus, for the mani
 that decide its verdict (its minimum, its maximum and its first non-finite value): judging the kept values
 gives the same verdict as judging all of them, whatever the reduction.
 
-Only the standard library is imported here: the per-job supervisor runs this in its own small process.
+The per-job supervisor runs this in a process of its own, started for every job: so only a few cheap
+standard modules are imported, and a value is a plain tuple (`metrics.MetricValue` is built from it).
 """
 
 from __future__ import annotations
@@ -15,23 +16,16 @@ import json
 import math
 import re
 from collections import deque
-from dataclasses import dataclass
 
 METRIC_LINE_PREFIX = "@metric "
 DEFAULT_MAX_METRIC_VALUES = 10_000
 MAX_LINE_BYTES = 1 << 20  # a longer line is not a metric line: it is skipped, not buffered
 _PREFIX_BYTES = METRIC_LINE_PREFIX.strip().encode()
 
-
-@dataclass(frozen=True)
-class MetricValue:
-    name: str
-    value: float
-    step: int | None = None
-    source: str = "line"  # "line" (an @metric line) or "regex"
+Reported = tuple[str, float, int | None, str]  # (name, value, step, source: "line" or "regex")
 
 
-def parse_metric_line(line: str) -> MetricValue | None:
+def parse_metric_line(line: str) -> Reported | None:
     """The value of one stripped `@metric {...}` line, or None when it is malformed."""
     payload = line[len(METRIC_LINE_PREFIX) :].strip()
     try:
@@ -48,10 +42,10 @@ def parse_metric_line(line: str) -> MetricValue | None:
     except (TypeError, ValueError):
         return None
     step = data.get("step")
-    return MetricValue(data["name"], value, step if isinstance(step, int) else None, "line")
+    return (data["name"], value, step if isinstance(step, int) else None, "line")
 
 
-def values_in_line(line: str, name: str, regex: re.Pattern[str] | None) -> list[MetricValue]:
+def values_in_line(line: str, name: str, regex: re.Pattern[str] | None) -> list[Reported]:
     """The values one line of output reports: an `@metric` line (any name), else the regex's matches."""
     stripped = line.strip()
     if stripped.startswith(METRIC_LINE_PREFIX):
@@ -59,11 +53,11 @@ def values_in_line(line: str, name: str, regex: re.Pattern[str] | None) -> list[
         return [] if parsed is None else [parsed]
     if regex is None:
         return []
-    found = []
+    found: list[Reported] = []
     for match in regex.finditer(line):
         group = match.group("value") if "value" in regex.groupindex else match.group(1)
         try:
-            found.append(MetricValue(name, float(group), None, "regex"))
+            found.append((name, float(group), None, "regex"))
         except (TypeError, ValueError):
             continue
     return found
@@ -81,12 +75,12 @@ class MetricStream:
         self.name = name
         self.regex = regex
         self.seen = 0  # values reported, kept or not
-        self._head: list[tuple[int, MetricValue]] = []
+        self._head: list[tuple[int, Reported]] = []
         self._head_size = max_values // 2
-        self._tail: deque[tuple[int, MetricValue]] = deque(maxlen=max_values - self._head_size)
+        self._tail: deque[tuple[int, Reported]] = deque(maxlen=max_values - self._head_size)
         # the values that decide the verdict of `name`, by role, and those of them that left the tail
-        self._deciding: dict[str, tuple[int, MetricValue]] = {}
-        self._rescued: dict[int, MetricValue] = {}
+        self._deciding: dict[str, tuple[int, Reported]] = {}
+        self._rescued: dict[int, Reported] = {}
         self._partial = b""
         self._skipping = False  # inside an over-long line: drop bytes until its end
 
@@ -114,7 +108,7 @@ class MetricStream:
             self._scan(self._partial)
         self._partial = b""
 
-    def values(self) -> list[MetricValue]:
+    def values(self) -> list[Reported]:
         head_end = self._head[-1][0] if self._head else -1
         tail_start = self._tail[0][0] if self._tail else self.seen
         middle = sorted((seq, v) for seq, v in self._rescued.items() if head_end < seq < tail_start)
@@ -145,10 +139,10 @@ class MetricStream:
         for value in values_in_line(raw.decode(errors="replace"), self.name, self.regex):
             self._add(value)
 
-    def _add(self, value: MetricValue) -> None:
+    def _add(self, value: Reported) -> None:
         seq = self.seen
         self.seen += 1
-        if value.name == self.name:
+        if value[0] == self.name:
             self._track(seq, value)
         if len(self._head) < self._head_size:
             self._head.append((seq, value))
@@ -159,19 +153,19 @@ class MetricStream:
                 self._rescued[old_seq] = old
         self._tail.append((seq, value))
 
-    def _track(self, seq: int, value: MetricValue) -> None:
+    def _track(self, seq: int, value: Reported) -> None:
         """Remember the value that decides each role; drop a rescued value no role holds any more."""
         roles = self._deciding
-        v = value.value
+        v = value[1]
         if not math.isfinite(v):
             roles.setdefault("non-finite", (seq, value))
         else:
-            if "min" not in roles or v < roles["min"][1].value:
+            if "min" not in roles or v < roles["min"][1][1]:
                 self._replace("min", seq, value)
-            if "max" not in roles or v > roles["max"][1].value:
+            if "max" not in roles or v > roles["max"][1][1]:
                 self._replace("max", seq, value)
 
-    def _replace(self, role: str, seq: int, value: MetricValue) -> None:
+    def _replace(self, role: str, seq: int, value: Reported) -> None:
         old = self._deciding.get(role)
         self._deciding[role] = (seq, value)
         if old is not None and all(held[0] != old[0] for held in self._deciding.values()):

@@ -11,11 +11,20 @@ import math
 from dataclasses import dataclass
 
 from idealab.manifest import MetricSpec, Reduce
-from idealab.metric_stream import METRIC_LINE_PREFIX, MetricStream, MetricValue, values_in_line
+from idealab.metric_stream import METRIC_LINE_PREFIX, MetricStream, values_in_line
 
 __all__ = [
     "METRIC_LINE_PREFIX", "Judgement", "MetricStream", "MetricValue", "extract_values", "judge", "reduce_values",
+    "stream_values",
 ]
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    name: str
+    value: float
+    step: int | None = None
+    source: str = "line"  # "line" (an @metric line) or "regex"
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,12 @@ class Judgement:
 
 def extract_values(text: str, spec: MetricSpec) -> list[MetricValue]:
     """All values a run reported, in the order printed: `@metric` lines (any name) and regex matches."""
-    return [value for line in text.splitlines() for value in values_in_line(line, spec.name, spec.regex)]
+    return [MetricValue(*value) for line in text.splitlines() for value in values_in_line(line, spec.name, spec.regex)]
+
+
+def stream_values(stream: MetricStream) -> list[MetricValue]:
+    """What a finished stream kept."""
+    return [MetricValue(*value) for value in stream.values()]
 
 
 def reduce_values(values: list[float], mode: Reduce) -> float:

@@ -10,7 +10,6 @@ Only the standard library is used: the per-job supervisor writes these.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 DEFAULT_LOG_CAP_BYTES = 50 * 1024 * 1024
 _MARKER = "\n\n[idealab: {:>15} bytes of output dropped here; the log keeps its first and last part]\n\n"
@@ -25,7 +24,7 @@ def marker(dropped: int) -> bytes:
 class CappedLog:
     """Write-only sink for one output stream. `total` bytes came in, `dropped` of them are not in the file."""
 
-    def __init__(self, path: Path, cap_bytes: int = DEFAULT_LOG_CAP_BYTES) -> None:
+    def __init__(self, path: str | os.PathLike[str], cap_bytes: int = DEFAULT_LOG_CAP_BYTES) -> None:
         if cap_bytes < MIN_CAP_BYTES:
             raise ValueError(f"a log cap must be at least {MIN_CAP_BYTES} bytes, got {cap_bytes}")
         self.path = path

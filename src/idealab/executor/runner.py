@@ -17,7 +17,7 @@ from pathlib import Path
 from idealab.executor.base import Backend, JobResult, JobSpec, OnStart
 from idealab.executor.sandbox import hash_files
 from idealab.manifest import Manifest, MetricSpec
-from idealab.metrics import MetricStream, MetricValue, judge
+from idealab.metrics import MetricStream, MetricValue, judge, stream_values
 from idealab.status import Status
 
 ERROR_TAIL_LINES = 20
@@ -125,7 +125,7 @@ def read_values(result: JobResult, spec: MetricSpec) -> list[MetricValue]:
     """The values the backend streamed out of stdout, else those of the stdout log read in chunks."""
     if result.metrics_path is not None:
         with result.metrics_path.open() as lines:
-            return [MetricValue(**json.loads(line)) for line in lines]
+            return [MetricValue(*json.loads(line)) for line in lines]
     stream = MetricStream(spec.name, spec.regex)
     try:
         with result.stdout_path.open("rb") as handle:
@@ -134,7 +134,7 @@ def read_values(result: JobResult, spec: MetricSpec) -> list[MetricValue]:
     except FileNotFoundError:
         return []
     stream.finish()
-    return stream.values()
+    return stream_values(stream)
 
 
 def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:

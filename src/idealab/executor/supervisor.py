@@ -21,18 +21,14 @@ the start of every job cheap. Issue 10 runs this as the init of the job's PID na
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import selectors
 import shlex
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, CappedLog
 from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES, MetricStream
@@ -53,53 +49,87 @@ _SHELL_WORDS = frozenset(
     "! { } case do done elif else esac fi for if in then until while . : break cd continue eval exec exit "
     "export readonly return set shift source times trap ulimit umask unset wait alias command type".split()
 )
+PathLike = str | os.PathLike[str]
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-@dataclass(frozen=True)
 class SupervisorSpec:
-    """What the backend asks of the supervisor (written as job.json)."""
+    """What the backend asks of the supervisor (written as job.json).
 
-    job_id: str
-    command: str
-    cwd: str
-    timeout_s: float
-    grace_s: float
-    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
-    metric_name: str | None = None  # parse stdout for this metric (and any @metric line); None: do not
-    metric_regex: str | None = None
-    max_metric_values: int = DEFAULT_MAX_METRIC_VALUES
+    Plain classes here, not dataclasses: importing dataclasses (and inspect) would cost every job's start.
+    """
 
-    def write(self, job_dir: Path) -> None:
-        _write_atomic(job_dir / SPEC_NAME, json.dumps(asdict(self)))
+    def __init__(
+        self,
+        job_id: str,
+        command: str,
+        cwd: str,
+        timeout_s: float,
+        grace_s: float,
+        log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES,
+        metric_name: str | None = None,  # parse stdout for this metric (and any @metric line); None: do not
+        metric_regex: str | None = None,
+        max_metric_values: int = DEFAULT_MAX_METRIC_VALUES,
+    ) -> None:
+        self.job_id = job_id
+        self.command = command
+        self.cwd = cwd
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.log_cap_bytes = log_cap_bytes
+        self.metric_name = metric_name
+        self.metric_regex = metric_regex
+        self.max_metric_values = max_metric_values
+
+    def write(self, job_dir: PathLike) -> None:
+        _write_atomic(os.path.join(job_dir, SPEC_NAME), json.dumps(vars(self)))
 
     @classmethod
-    def read(cls, job_dir: Path) -> SupervisorSpec:
-        return cls(**json.loads((job_dir / SPEC_NAME).read_text()))
+    def read(cls, job_dir: PathLike) -> SupervisorSpec:
+        with open(os.path.join(job_dir, SPEC_NAME)) as handle:
+            return cls(**json.load(handle))
 
 
-@dataclass(frozen=True)
 class ExitRecord:
     """What the supervisor saw (written as exit.json once the job and its group are gone)."""
 
-    job_id: str
-    started_at: float
-    finished_at: float
-    returncode: int | None  # the main process's; negative: killed by that signal; None: never started
-    ended: str  # "exited" (by itself), "timeout", "stopped" (on request) or "error" (could not start)
-    error: str | None = None
-    stdout_bytes: int = 0
-    stdout_dropped: int = 0
-    stderr_bytes: int = 0
-    stderr_dropped: int = 0
-    metric_values_seen: int = 0
-    metric_values_dropped: int = 0
+    def __init__(
+        self,
+        job_id: str,
+        started_at: float,
+        finished_at: float,
+        returncode: int | None,  # the main process's; negative: killed by that signal; None: never started
+        ended: str,  # "exited" (by itself), "timeout", "stopped" (on request) or "error" (could not start)
+        error: str | None = None,
+        stdout_bytes: int = 0,
+        stdout_dropped: int = 0,
+        stderr_bytes: int = 0,
+        stderr_dropped: int = 0,
+        metric_values_seen: int = 0,
+        metric_values_dropped: int = 0,
+    ) -> None:
+        self.job_id = job_id
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.returncode = returncode
+        self.ended = ended
+        self.error = error
+        self.stdout_bytes = stdout_bytes
+        self.stdout_dropped = stdout_dropped
+        self.stderr_bytes = stderr_bytes
+        self.stderr_dropped = stderr_dropped
+        self.metric_values_seen = metric_values_seen
+        self.metric_values_dropped = metric_values_dropped
+
+    def write(self, job_dir: PathLike) -> None:
+        _write_atomic(os.path.join(job_dir, EXIT_NAME), json.dumps(vars(self)))
 
     @classmethod
-    def read(cls, job_dir: Path) -> ExitRecord | None:
+    def read(cls, job_dir: PathLike) -> ExitRecord | None:
         """The record of a job that ended, or None while it has not (or its supervisor died first)."""
         try:
-            return cls(**json.loads((job_dir / EXIT_NAME).read_text()))
+            with open(os.path.join(job_dir, EXIT_NAME)) as handle:
+                return cls(**json.load(handle))
         except FileNotFoundError:
             return None
 
@@ -117,15 +147,17 @@ def job_argv(command: str) -> list[str]:
     return ["/bin/sh", "-c", command]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_atomic(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # already gone
 
 
 def group_members(pgid: int) -> list[int]:
@@ -146,8 +178,10 @@ def wait_group_gone(pgid: int, timeout_s: float) -> bool:
     """Block until no process of group `pgid` is alive (zombies count as gone), waiting on pidfds."""
     fds = []
     for pid in group_members(pgid):
-        with contextlib.suppress(ProcessLookupError):
+        try:
             fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            continue  # exited while we looked
     try:
         with selectors.DefaultSelector() as selector:
             for fd in fds:
@@ -165,14 +199,23 @@ def wait_group_gone(pgid: int, timeout_s: float) -> bool:
             os.close(fd)
 
 
+class _Pipe:
+    """The read end of one of the job's output streams and where its bytes go."""
+
+    def __init__(self, fd: int, log: CappedLog, metrics: MetricStream | None) -> None:
+        self.fd = fd
+        self.log = log
+        self.metrics = metrics
+
+
 class _Supervision:
     """The event loop of one job: pipes, the child's exit, stop signals and the deadlines."""
 
-    def __init__(self, spec: SupervisorSpec, job_dir: Path) -> None:
+    def __init__(self, spec: SupervisorSpec, job_dir: str) -> None:
         self.spec = spec
         self.job_dir = job_dir
-        self.stdout = CappedLog(job_dir / STDOUT_NAME, spec.log_cap_bytes)
-        self.stderr = CappedLog(job_dir / STDERR_NAME, spec.log_cap_bytes)
+        self.stdout = CappedLog(os.path.join(job_dir, STDOUT_NAME), spec.log_cap_bytes)
+        self.stderr = CappedLog(os.path.join(job_dir, STDERR_NAME), spec.log_cap_bytes)
         self.metrics = (
             MetricStream(
                 spec.metric_name,
@@ -193,32 +236,52 @@ class _Supervision:
         signal.set_wakeup_fd(wake_w)
         for sig in _STOP_SIGNALS:
             signal.signal(sig, lambda *_: None)  # the wake-up fd carries it into the loop
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
+            os.chdir(self.spec.cwd)  # where the job starts (posix_spawn has no portable chdir)
             try:
-                proc = self._start(job_argv(self.spec.command))
+                pid = self._spawn(job_argv(self.spec.command), out_w, err_w)
             except (FileNotFoundError, PermissionError):  # a built-in, or a mistake the shell words for us
-                proc = self._start(["/bin/sh", "-c", self.spec.command])
+                pid = self._spawn(["/bin/sh", "-c", self.spec.command], out_w, err_w)
         except OSError as exc:
             return self._record(started_at, None, "error", f"could not start the job: {exc}")
+        finally:
+            os.close(out_w)
+            os.close(err_w)
         try:
-            (self.job_dir / JOB_PGID_NAME).write_text(str(proc.pid))
-            returncode = self._watch(proc, wake_r)
+            _write_atomic(os.path.join(self.job_dir, JOB_PGID_NAME), str(pid))
+            self.selector.register(out_r, selectors.EVENT_READ, _Pipe(out_r, self.stdout, self.metrics))
+            self.selector.register(err_r, selectors.EVENT_READ, _Pipe(err_r, self.stderr, None))
+            self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+            returncode = self._watch(pid, wake_r)
         except BaseException:
-            _signal_group(proc.pid, signal.SIGKILL)  # a bug here must not leave the job without its limit
+            _signal_group(pid, signal.SIGKILL)  # a bug here must not leave the job without its limit
             raise
         return self._record(started_at, returncode, self.ended)
 
-    def _watch(self, proc: subprocess.Popen[bytes], wake_r: int) -> int:
-        """Pump the output until the job ends by itself, at its limit or on request; its return code."""
-        assert proc.stdout is not None and proc.stderr is not None
-        pidfd = os.pidfd_open(proc.pid)
-        self.selector.register(proc.stdout, selectors.EVENT_READ, self.stdout)
-        self.selector.register(proc.stderr, selectors.EVENT_READ, self.stderr)
+    def _spawn(self, argv: list[str], out_w: int, err_w: int) -> int:
+        """Start the job in a process group of its own (pgid == its pid), stdin from /dev/null."""
+        return os.posix_spawnp(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ],
+            setpgroup=0,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; a program expects defaults
+        )
+
+    def _watch(self, pid: int, wake_r: int) -> int:
+        """Pump the output until the job ends by itself, at its limit or on request; its exit code."""
+        pidfd = os.pidfd_open(pid)
         self.selector.register(pidfd, selectors.EVENT_READ, "exit")
-        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         deadline = time.monotonic() + self.spec.timeout_s
         main_exited = False
-        while not self._done(main_exited, proc.pid):
+        while not self._done(main_exited, pid):
             wake_at = deadline if self.kill_at is None else self.kill_at
             for key, _ in self.selector.select(max(0.0, wake_at - time.monotonic())):
                 if key.data == "exit":
@@ -226,38 +289,31 @@ class _Supervision:
                     self.selector.unregister(pidfd)
                 elif key.data == "signal":
                     os.read(wake_r, 512)
-                    self._terminate(proc.pid, "stopped")
+                    self._terminate(pid, "stopped")
                 else:
-                    self._pump(key)
+                    self._pump(key.data)
             if time.monotonic() >= wake_at:
                 if self.kill_at is None:
-                    self._terminate(proc.pid, "timeout")
+                    self._terminate(pid, "timeout")
                 else:
                     break  # the grace period is over
-        _signal_group(proc.pid, signal.SIGKILL)  # whatever of the group is left (or was left behind)
-        returncode = proc.wait()
+        _signal_group(pid, signal.SIGKILL)  # whatever of the group is left (or was left behind)
+        _, status = os.waitpid(pid, 0)
         os.close(pidfd)
         # once exit.json exists the job's GPUs may go to the next job: every process of it must be gone
-        wait_group_gone(proc.pid, REAP_TIMEOUT_S)
+        wait_group_gone(pid, REAP_TIMEOUT_S)
         self._drain(time.monotonic() + DRAIN_S)
-        return returncode
+        return os.waitstatus_to_exitcode(status)
 
-    def _start(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            argv,
-            cwd=self.spec.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            process_group=0,  # the job's own group: signalled as a whole, never the supervisor
-        )
+    def _pipes_open(self) -> bool:
+        return any(isinstance(k.data, _Pipe) for k in self.selector.get_map().values())
 
     def _done(self, main_exited: bool, pgid: int) -> bool:
         if self.kill_at is None:
             return main_exited  # a normal end: leftover children are killed, not waited for
         # terminating: the whole group gets the grace period, not just the main process (a shell in
         # front of the program dies at once on SIGTERM while the program's handler still runs)
-        if not main_exited or any(isinstance(k.data, CappedLog) for k in self.selector.get_map().values()):
+        if not main_exited or self._pipes_open():
             return False
         wait_group_gone(pgid, max(0.0, self.kill_at - time.monotonic()))
         return True
@@ -269,27 +325,26 @@ class _Supervision:
         self.kill_at = time.monotonic() + self.spec.grace_s
         _signal_group(pgid, signal.SIGTERM)
 
-    def _pump(self, key: selectors.SelectorKey) -> None:
-        data = os.read(key.fd, _READ_BYTES)
+    def _pump(self, pipe: _Pipe) -> None:
+        data = os.read(pipe.fd, _READ_BYTES)
         if not data:
-            self.selector.unregister(key.fileobj)
-            key.fileobj.close()  # type: ignore[union-attr]
+            self.selector.unregister(pipe.fd)
+            os.close(pipe.fd)
             return
-        log: CappedLog = key.data
-        log.write(data)
-        if log is self.stdout and self.metrics is not None:
-            self.metrics.feed(data)
+        pipe.log.write(data)
+        if pipe.metrics is not None:
+            pipe.metrics.feed(data)
 
     def _drain(self, until: float) -> None:
         """Read what is left in the pipes, until they close or `until` (a process that left the group
         may hold them open forever)."""
-        while any(isinstance(k.data, CappedLog) for k in self.selector.get_map().values()):
+        while self._pipes_open():
             left = until - time.monotonic()
             if left <= 0:
                 break
             for key, _ in self.selector.select(left):
-                if isinstance(key.data, CappedLog):
-                    self._pump(key)
+                if isinstance(key.data, _Pipe):
+                    self._pump(key.data)
                 elif key.data == "signal":
                     os.read(key.fd, 512)
 
@@ -303,8 +358,8 @@ class _Supervision:
             self.metrics.finish()
             kept = self.metrics.values()
             seen, dropped = self.metrics.seen, self.metrics.seen - len(kept)
-            lines = (json.dumps(asdict(v)) + "\n" for v in kept)
-            _write_atomic(self.job_dir / METRICS_NAME, "".join(lines))
+            lines = (json.dumps(value) + "\n" for value in kept)
+            _write_atomic(os.path.join(self.job_dir, METRICS_NAME), "".join(lines))
         return ExitRecord(
             job_id=self.spec.job_id,
             started_at=started_at,
@@ -321,10 +376,11 @@ class _Supervision:
         )
 
 
-def supervise(job_dir: Path) -> ExitRecord:
+def supervise(job_dir: PathLike) -> ExitRecord:
     """Run the job described in `job_dir` to its end and write its exit record."""
+    job_dir = os.path.abspath(job_dir)
     record = _Supervision(SupervisorSpec.read(job_dir), job_dir).run()
-    _write_atomic(job_dir / EXIT_NAME, json.dumps(asdict(record)))
+    record.write(job_dir)
     return record
 
 
@@ -332,7 +388,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m idealab.executor.supervisor JOB_DIR", file=sys.stderr)
         return 2
-    supervise(Path(argv[0]))
+    supervise(argv[0])
     return 0
 
 
