@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -233,3 +234,19 @@ def test_files_in_the_workspace_do_not_shadow_the_supervisors_modules(tmp_path: 
 
     result = run(main())
     assert result.exit_code == 0 and result.error is None
+
+
+def test_a_killed_supervisor_does_not_leave_its_job_running(tmp_path: Path) -> None:
+    async def main() -> JobResult:
+        backend = LocalBackend(SlotPool.cpu_only(1))
+        job = JobSpec("k", tmp_path, "sleep 600", 600, log_dir=tmp_path / "logs")
+        handle = await backend.submit(job, lambda start: pids.append(start.pid or 0))
+        while not (tmp_path / "logs" / JOB_PGID_NAME).exists():
+            await asyncio.sleep(0.02)
+        os.kill(pids[0], signal.SIGKILL)  # the supervisor, as the kernel's OOM killer would
+        return await backend.wait(handle)
+
+    pids: list[int] = []
+    result = run(main())
+    assert result.error is not None and "supervisor ended without a result" in result.error
+    assert not group_alive(int((tmp_path / "logs" / JOB_PGID_NAME).read_text()))

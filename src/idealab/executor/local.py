@@ -235,9 +235,12 @@ class LocalBackend:
             kill_job(proc.pid, spec.job_id, job_dir)  # on_start raised (a caller's bug): stop the job too
             await exited
             raise
-        # the supervisor has waited for the job's whole group: the lease (GPU memory) is free now
+        # the supervisor waited for the job's whole group before it wrote exit.json: the lease is free now
         record = ExitRecord.read(job_dir)
-        if record is None:
+        if record is None:  # the supervisor died (killed, out of memory): its job must not run on alone
+            job_pgid = kill_job(proc.pid, spec.job_id, job_dir)
+            if job_pgid is not None:
+                await wait_group_exit(job_pgid, self.reap_timeout_s)
             error = f"the job's supervisor ended without a result ({describe_returncode(proc.returncode)})"
             if job.stop.is_set():
                 return self._unstarted(job, cancelled=True)
