@@ -83,6 +83,101 @@ def test_masked_mean(env) -> None:  # type: ignore[no-untyped-def]
     assert env.grpo.masked_mean(values, mask, dim=0).tolist()[:2] == pytest.approx([1.0, 2.0])
 
 
+def test_microbatch_loss_is_one_mean_over_all_response_tokens(env) -> None:  # type: ignore[no-untyped-def]
+    loss_tok = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # the paper's reduction: (1 + 2 + 4) / 3 tokens, not the mean of per-sequence means (1.5 + 4) / 2
+    got = env.grpo.microbatch_loss(loss_tok, mask)
+    assert got.item() == pytest.approx((7 / 3) / env.grpo.GRAD_ACCUM)
+
+
+def test_empty_responses_give_a_finite_loss(env) -> None:  # type: ignore[no-untyped-def]
+    loss_tok = torch.tensor([[1.0, 2.0], [9.0, 9.0]], requires_grad=True)
+    one_empty = env.grpo.microbatch_loss(loss_tok, torch.tensor([[1, 1], [0, 0]]))
+    assert one_empty.item() == pytest.approx(1.5 / env.grpo.GRAD_ACCUM)  # the empty one adds nothing
+    all_empty = env.grpo.microbatch_loss(loss_tok, torch.zeros(2, 2, dtype=torch.long))
+    all_empty.backward()
+    assert all_empty.item() == 0.0 and loss_tok.grad is not None and not loss_tok.grad.any()
+
+
+class _TinyPolicy(torch.nn.Module):
+    """log p(token) = logits[token] for every position: a model whose gradients are easy to write down."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, input_ids: torch.Tensor):  # type: ignore[no-untyped-def]
+        logits = self.logits.expand(*input_ids.shape, -1)
+        return type("Out", (), {"logits": logits})()
+
+
+class _RecordingSGD(torch.optim.SGD):
+    def __init__(self, params) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(params, lr=0.0)
+        self.grads: list[torch.Tensor] = []
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        self.grads.append(self.param_groups[0]["params"][0].grad.clone())
+        return super().step(closure)
+
+
+def _train(env, policy, responses, rewards, done=0):  # type: ignore[no-untyped-def]
+    tok = tiny_tokenizer()
+    opt = _RecordingSGD(policy.parameters())
+    prompts = ["a"] * len(responses)
+    out = env.grpo.train_on_rollouts(policy, opt, tok, prompts, responses, rewards, rewards, "cpu", done)
+    return opt, out
+
+
+def test_training_step_gradient_is_the_hand_computed_one_and_not_clipped(env) -> None:  # type: ignore[no-untyped-def]
+    g = env.grpo
+    saved = (g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM)
+    g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM = "reinforce_with_baseline", 2, 1
+    try:
+        assert g.GRAD_CLIP == 0  # the paper's setting: no clipping
+        policy = _TinyPolicy(len(tiny_tokenizer()))
+        # two sequences in one micro-batch: responses of 3 and 1 tokens, advantages +10 and -10
+        opt, (_, _, steps, done) = _train(env, policy, ["b b b", "c"], torch.tensor([10.0, -10.0]))
+        assert steps == 1 and done == 1
+        # loss = -(10 * 3 log p(b) - 10 * log p(c)) / 4 tokens, log p = logits - logsumexp(logits)
+        vocab = len(tiny_tokenizer())
+        b, c = (tiny_tokenizer().convert_tokens_to_ids(t) for t in ["b", "c"])
+        p = torch.full((vocab,), 1 / vocab)
+        want = -(10 * 3 * (torch.eye(vocab)[b] - p) - 10 * (torch.eye(vocab)[c] - p)) / 4
+        assert torch.allclose(opt.grads[0], want, atol=1e-6)
+        assert want.norm() > 1.0  # clipping at 1.0 would have shrunk it
+    finally:
+        g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM = saved
+
+
+def test_an_empty_response_trains_without_divergence(env) -> None:  # type: ignore[no-untyped-def]
+    g = env.grpo
+    saved = (g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM)
+    g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM = "reinforce_with_baseline", 1, 2
+    try:
+        policy = _TinyPolicy(len(tiny_tokenizer()))
+        _, (loss, _, steps, _) = _train(env, policy, ["", "b"], torch.tensor([1.0, -1.0]))
+        assert math.isfinite(loss) and steps == 1
+    finally:
+        g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM = saved
+
+
+def test_a_partial_accumulation_group_carries_into_the_next_step(env) -> None:  # type: ignore[no-untyped-def]
+    g = env.grpo
+    saved = (g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM)
+    g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM = "reinforce_with_baseline", 1, 3
+    try:
+        policy = _TinyPolicy(len(tiny_tokenizer()))
+        rewards = torch.tensor([1.0, -1.0, 1.0, -1.0])
+        _, (_, _, steps, done) = _train(env, policy, ["b", "c", "b", "c"], rewards)
+        assert (steps, done) == (1, 4)  # one group of 3; the 4th micro-batch waits
+        _, (_, _, steps, done) = _train(env, policy, ["b", "c"], rewards[:2], done)
+        assert (steps, done) == (1, 6)
+    finally:
+        g.LOSS_TYPE, g.MICRO_BATCH, g.GRAD_ACCUM = saved
+
+
 # ----------------------------------------------------------------------------------- tokenisation
 
 
@@ -147,10 +242,27 @@ def test_transformers_engine_returns_n_samples_per_prompt(env) -> None:  # type:
     assert all(len(o.split()) <= 5 for o in out)  # at most max_tokens new tokens
 
 
+def test_transformers_engine_samples_from_its_own_copy_until_sync(env) -> None:  # type: ignore[no-untyped-def]
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id)
+    policy = LlamaForCausalLM(config)
+    engine = env.rollout.HFEngine(policy, tok, batch_size=4)
+    with torch.no_grad():
+        policy.lm_head.weight.add_(1.0)  # an optimiser step
+    assert not torch.equal(engine.model.lm_head.weight, policy.lm_head.weight)  # evaluation sees the old weights
+    engine.sync(policy)
+    assert torch.equal(engine.model.lm_head.weight, policy.lm_head.weight)
+
+
 def test_manifest_presets_and_metric() -> None:
     base = load_manifest(ENV_DIR)
     assert base.metric.name == "eval_accuracy" and base.metric.goal is Goal.MAXIMIZE
-    assert base.metric.reduce is Reduce.MAX and base.files.hidden == ("evaluate.py",)
+    assert base.metric.reduce is Reduce.MAX and base.files.hidden == ("evaluate.py", "grader.py")
+    assert base.metric.partial_on_timeout and base.search.ideas_per_epoch == 50
+    assert base.guidance is not None and "curriculum" in base.guidance.direction
     assert {"b200", "a100", "h100-small", "cpu-smoke"} <= set(base.presets)
     a100 = load_manifest(ENV_DIR, "a100")
     assert a100.run.env["GRPO_ROLLOUT_PROMPTS"] == "64" and a100.run.env["HF_HUB_OFFLINE"] == "1"

@@ -14,11 +14,7 @@ import pytest
 from idealab.manifest import load_manifest
 from idealab.metrics import extract_values, judge
 from idealab.paths import data_dir
-from test_grpo_util import ENV_DIR, SHARED_DATA, load_env_modules
-
-MATH_TEST = SHARED_DATA / "math" / "test.jsonl"
-PROMPT = SHARED_DATA / "prompts" / "r1_zero.prompt"
-needs_shared = pytest.mark.skipif(not MATH_TEST.is_file(), reason="../shared/data/math is not present")
+from test_grpo_util import ENV_DIR, load_env_modules
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +24,6 @@ def ev():  # type: ignore[no-untyped-def]
 
 def formatted(answer: str) -> str:
     return f" 2 + 3 is five. </think> <answer>{answer}</answer>"
-
-
-@needs_shared
-@pytest.mark.parametrize("wrap", ["{}", "\\boxed{{{}}}"])
-def test_all_500_gold_answers_grade_correct(ev, wrap: str) -> None:  # type: ignore[no-untyped-def]
-    rows = [json.loads(line) for line in MATH_TEST.read_text().splitlines()]
-    assert len(rows) == 500
-    failed = [r["answer"] for r in rows if ev.grade(formatted(wrap.format(r["answer"])), r["answer"]).reward != 1.0]
-    assert failed == []
 
 
 @pytest.mark.parametrize(
@@ -90,7 +77,7 @@ def test_equivalent_forms_score_one(ev, pred: str, gold: str) -> None:  # type: 
 
 def test_last_answer_and_last_boxed_are_used(ev) -> None:  # type: ignore[no-untyped-def]
     response = " draft <answer>1</answer> </think> <answer>so \\boxed{2} then \\boxed{\\frac{1}{2}}</answer>"
-    assert ev.extract_answer(response) == "\\frac{1}{2}"
+    assert load_env_modules(ENV_DIR).grader.extract_answer(response) == (True, "\\frac{1}{2}")
 
 
 # ------------------------------------------------------------------- evaluation vs. training reward
@@ -142,9 +129,10 @@ def test_editing_the_training_reward_leaves_evaluation_unchanged(
     assert verdict.ok and verdict.metric == 0.5
 
 
-def test_evaluation_frequency(ev) -> None:  # type: ignore[no-untyped-def]
-    assert [s for s in range(1, 21) if ev.should_evaluate(s, 20)] == list(range(2, 21, 2))
-    assert ev.should_evaluate(5, 5)  # the last step is always evaluated
+def test_evaluation_happens_before_steps_0_2_to_18(ev) -> None:  # type: ignore[no-untyped-def]
+    # the paper's schedule: at the start of every other of the 20 steps (0-based); the base model is
+    # evaluated, the policy after the last updates never is
+    assert [s for s in range(20) if ev.should_evaluate(s)] == list(range(0, 20, 2))
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -201,3 +189,5 @@ def test_cpu_smoke_preset_runs_and_reports_the_metric(tmp_path: Path) -> None:
     assert judge(values, manifest.metric).ok
     assert any(v.name == "train_reward" for v in values)
     assert "rollout engine: transformers" in proc.stdout
+    evaluated = sorted(v.step for v in values if v.name == "eval_accuracy")
+    assert evaluated == [0]  # before the (only) step: the base model; the policy after the last step never is

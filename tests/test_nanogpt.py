@@ -182,6 +182,38 @@ def test_token_by_token_matches_in_bf16_on_gpu(ng: SimpleNamespace) -> None:
     assert ok, (full, tbt)
 
 
+def test_the_papers_rank0_share_is_every_eighth_batch_of_32_sequences(ng: SimpleNamespace) -> None:
+    share = ng.harness.in_original_rank0_share(0, 10_485_760 // 1024)
+    assert int(share.sum()) * 1024 == 1_310_720  # the tokens the paper's code printed the loss of
+    assert share[:32].all() and not share[32:256].any() and share[256:288].all()
+    # the same sequences, seen from the second of 2 ranks here (it starts at sequence 5120 = 160 * 32)
+    assert torch.equal(ng.harness.in_original_rank0_share(5120, 5120), share[5120:])
+
+
+def test_validation_reports_the_mean_and_the_rank0_share_in_float32(ng: SimpleNamespace, tmp_path: Path) -> None:
+    T = 16
+    tokens = np.random.default_rng(0).integers(0, 256, 64 * T + 1)
+    ng.shards.write_shard(str(tmp_path / "d_val_000000.bin"), tokens)
+    settings = ng.harness.Settings.from_env({
+        "NANOGPT_VAL_SIZE": str(64 * T), "NANOGPT_SEQ_LEN": str(T), "NANOGPT_VAL_BATCH_SEQS": "20",
+        "NANOGPT_VAL_GLOB": str(tmp_path / "*_val_*.bin"),
+    })
+    assert settings.val_dtype == "float32"  # the paper's validation numerics are the default
+    model = tiny_model(ng)
+    got = ng.harness.evaluate(model, settings, "cpu")
+    x, y = ng.shards.load_val_sequences(settings.val_glob, 64 * T, T)
+    with torch.no_grad():
+        per_seq = torch.nn.functional.cross_entropy(model(x, y)[0].transpose(1, 2), y, reduction="none").mean(1)
+    assert got.mean == pytest.approx(per_seq.mean().item(), abs=1e-5)
+    assert got.rank0_share == pytest.approx(per_seq[:32].mean().item(), abs=1e-5)  # sequences 0..31 of 64
+
+
+def test_module_docstring_is_outside_every_protected_region() -> None:
+    lines = (ENV_DIR / "train_gpt.py").read_text().splitlines()
+    docstring_end = next(i for i, line in enumerate(lines[1:], start=1) if line.endswith('"""'))
+    assert not any(PROTECT_BEGIN in line or PROTECT_END in line for line in lines[: docstring_end + 1])
+
+
 # --------------------------------------------------------------------- clock, schedule, metric line
 
 
@@ -202,12 +234,14 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth_over_1_1(ng: SimpleNamespac
 
 
 def test_report_prints_the_line_the_manifest_reads(ng: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
-    ng.harness.report(1234, 3.2551, 1500.2)
+    ng.harness.report(1234, ng.harness.ValLoss(3.2551, 3.2577), 1500.2)
     out = capsys.readouterr().out
     assert "step:1234 val_loss:3.2551 train_time:1500200ms" in out
     spec = load_manifest(ENV_DIR).metric
-    verdict = judge(extract_values(out, spec), spec)
-    assert verdict.ok and verdict.metric == pytest.approx(3.2551)
+    values = extract_values(out, spec)
+    verdict = judge(values, spec)
+    assert verdict.ok and verdict.metric == pytest.approx(3.2551)  # the metric: the mean over all tokens
+    assert [v.value for v in values if v.name == "val_loss_rank0_share"] == [pytest.approx(3.2577)]
     assert not judge(extract_values("@metric " + '{"name": "val_loss", "value": 2.4}', spec), spec).ok
 
 

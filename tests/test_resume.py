@@ -54,16 +54,27 @@ def job_processes(workdir: Path) -> list[int]:
     return found
 
 
+def exit_records_written(db: Path, job_keys: list[str]) -> bool:
+    """Whether every one of these jobs' supervisors has written its exit record."""
+    with sqlite3.connect(db) as conn:
+        paths = [
+            conn.execute("SELECT stdout_path FROM jobs WHERE job_key = ?", (key,)).fetchone()[0] for key in job_keys
+        ]
+    return all((Path(p).parent / "exit.json").is_file() for p in paths)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("kill_after_results", "sig"),
+    ("kill_after_results", "sig", "resume_after_jobs_ended"),
     [
-        pytest.param(0, signal.SIGKILL, id="sigkill-first-jobs"),
-        pytest.param(3, signal.SIGKILL, id="sigkill-after-3-results"),
-        pytest.param(2, signal.SIGINT, id="ctrl-c-after-2-results"),
+        pytest.param(0, signal.SIGKILL, False, id="sigkill-first-jobs"),
+        pytest.param(3, signal.SIGKILL, False, id="sigkill-after-3-results"),
+        pytest.param(1, signal.SIGKILL, True, id="sigkill-then-jobs-end-without-orchestrator"),
+        pytest.param(2, signal.SIGINT, False, id="ctrl-c-after-2-results"),
+        pytest.param(2, signal.SIGTERM, False, id="sigterm-after-2-results"),
     ],
 )
-def test_killed_then_resumed(tmp_path, kill_after_results, sig):
+def test_killed_then_resumed(tmp_path, kill_after_results, sig, resume_after_jobs_ended):
     workdir = tmp_path / "run"
     db = workdir / "idealab.db"
     proc = subprocess.Popen(command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -80,7 +91,14 @@ def test_killed_then_resumed(tmp_path, kill_after_results, sig):
     proc.wait(timeout=60)
     before = terminal_rows(db)
     with sqlite3.connect(db) as conn:
-        in_flight = conn.execute("SELECT count(*) FROM jobs WHERE finished_at IS NULL").fetchone()[0]
+        in_flight = [r[0] for r in conn.execute("SELECT job_key FROM jobs WHERE finished_at IS NULL")]
+        started = {r[0] for r in conn.execute("SELECT job_key FROM jobs WHERE started_at IS NOT NULL")}
+    if resume_after_jobs_ended:  # the jobs run on without an orchestrator, to their end
+        deadline = time.time() + 60
+        running = [key for key in in_flight if key in started]
+        while not exit_records_written(db, running):
+            assert time.time() < deadline, "the orphaned jobs never ended"
+            time.sleep(0.05)
 
     done = subprocess.run(command(workdir), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -90,11 +108,19 @@ def test_killed_then_resumed(tmp_path, kill_after_results, sig):
         assert after[idea_id] == row
     with sqlite3.connect(db) as conn:
         ideas = conn.execute("SELECT epoch, idx, status FROM ideas").fetchall()
-        abandoned = conn.execute("SELECT count(*) FROM jobs WHERE status = 'abandoned'").fetchone()[0]
+        jobs = dict(conn.execute("SELECT job_key, status FROM jobs").fetchall())
+        results_per_idea = conn.execute(
+            "SELECT idea_id, count(*) FROM jobs WHERE status != 'abandoned' GROUP BY idea_id"
+        ).fetchall()
     assert len(ideas) == EPOCHS * IDEAS + 1  # + the baseline
     assert len({(e, i) for e, i, _ in ideas}) == len(ideas)
     assert all(s == "ok" for _, _, s in ideas), ideas
-    assert abandoned >= in_flight  # the killed run's in-flight jobs were cleaned up and re-queued
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and abandoned >= 1
+    assert all(count == 1 for _, count in results_per_idea)  # nothing ran twice to a result
+    # the killed run's in-flight jobs: re-queued, or, where they ended without it, their result collected
+    assert all(jobs[key] in ("abandoned", "ok") for key in in_flight)
+    if resume_after_jobs_ended:
+        assert running and all(jobs[key] == "ok" for key in running)  # collected, not run again
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        assert proc.returncode == 128 + sig and in_flight == []  # stopped cleanly: nothing left running
+        assert "abandoned" in jobs.values()
     assert job_processes(workdir) == []

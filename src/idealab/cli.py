@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,13 +21,14 @@ from rich.table import Table
 
 from idealab import paths, startup
 from idealab.errors import RunFault
+from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
 from idealab.executor.runner import run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import compute_used, load_view, status_json
-from idealab.runconfig import RunOptions
+from idealab.runconfig import RunOptions, env_defaults
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
 from idealab.store import DB_NAME, RunRecord, Store, StoreError
@@ -83,7 +85,9 @@ def run(
     keys_file: Annotated[Path | None, typer.Option(help="keys.json with api_key, anthropic_key, ...")] = None,
     max_cost_usd: Annotated[float | None, typer.Option(help="Stop new LLM calls once this is spent.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (default 10).")] = None,
-    ideas_per_epoch: Annotated[int | None, typer.Option(help="Ideas per epoch (default 80).")] = None,
+    ideas_per_epoch: Annotated[
+        int | None, typer.Option(help="Ideas per epoch (default: the environment's, else 80).")
+    ] = None,
     workdir: Annotated[Path, typer.Option(help="Run directory (database, copies, logs).")] = Path("runs/latest"),
     slots: Annotated[int | None, typer.Option(help="CPU slots for jobs that need no GPU.")] = None,
     gpus: Annotated[str | None, typer.Option(help="GPU ids to use, e.g. 0,1,2 (default: nvidia-smi).")] = None,
@@ -92,6 +96,22 @@ def run(
         float | None, typer.Option(help="Fraction of an epoch with results before the next epoch's ideation.")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Ideas per ideator call (default 10).")] = None,
+    exploit_start: Annotated[float | None, typer.Option(help="Exploit share at epoch 1 (default 0.5).")] = None,
+    exploit_step: Annotated[
+        float | None, typer.Option(help="Added to the exploit share every --exploit-every epochs (default 0.1).")
+    ] = None,
+    exploit_every: Annotated[int | None, typer.Option(help="Epochs between raises (default 2).")] = None,
+    exploit_cap: Annotated[float | None, typer.Option(help="Largest exploit share (default 0.8).")] = None,
+    exploit_round_to: Annotated[
+        int | None,
+        typer.Option(help="Round the exploit count down to a multiple of this in epochs of 20+ ideas (default 10)."),
+    ] = None,
+    history_sample: Annotated[
+        int | None, typer.Option(help="Past ideas shown per exploit/explore request (default 100).")
+    ] = None,
+    implement_concurrency: Annotated[
+        int | None, typer.Option(help="Ideas implemented at the same time (default 10).")
+    ] = None,
     llm_option: Annotated[
         list[str] | None,
         typer.Option(help="LLM setting NAME=VALUE, repeatable (e.g. samples=10, implement_mode=sequential)."),
@@ -103,13 +123,17 @@ def run(
     allow_changed_settings: Annotated[
         bool, typer.Option(help="Resume even though the LLM settings differ from the run's (the change is recorded).")
     ] = False,
+    log_cap_mb: Annotated[
+        float, typer.Option(help="Most of a job's stdout (and of its stderr) kept: first and last half.")
+    ] = DEFAULT_LOG_CAP_BYTES / 2**20,
 ) -> None:
-    """Run (or resume) a search in WORKDIR."""
+    """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
     try:
         check_tracker(track)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    suggested: dict[str, Any] = {}  # the new run's environment's search defaults
     if not (workdir / DB_NAME).exists():  # a new run: check what it needs before creating anything
         if not env:
             raise _fail(f"{workdir} holds no run: give --env to start one")
@@ -119,9 +143,11 @@ def run(
                 "a new run over them (restore the database, or use another --workdir)"
             )
         try:
-            _pool(slots, gpus, load_manifest(resolve_env(env), preset).run.gpus)
+            new_manifest = load_manifest(resolve_env(env), preset)
         except ManifestError as exc:
             raise _fail(str(exc)) from None
+        _pool(slots, gpus, new_manifest.run.gpus)
+        suggested = env_defaults(new_manifest)
     # The lock comes before the database is opened (a migration writes) and long before the search's
     # recovery, which kills the jobs that a crashed orchestrator left: a live one's jobs are never hit.
     try:
@@ -130,12 +156,15 @@ def run(
             given = RunOptions.from_cli(
                 env=env, preset=preset, ideator=ideator, model=model, implementer_model=implementer_model,
                 base_url=base_url, max_cost_usd=max_cost_usd, epochs=epochs, ideas_per_epoch=ideas_per_epoch,
-                seed=seed, next_epoch_at=next_epoch_at, batch_size=batch_size,
+                seed=seed, next_epoch_at=next_epoch_at, batch_size=batch_size, exploit_start=exploit_start,
+                exploit_step=exploit_step, exploit_every=exploit_every, exploit_cap=exploit_cap,
+                exploit_round_to=exploit_round_to, history_sample=history_sample,
+                implement_concurrency=implement_concurrency,
             )  # fmt: skip
             try:  # builds and checks everything; a new run is stored only when all of it is sound
                 started = startup.start(
                     workdir, given, slots=slots, gpus=gpus, keys_file=keys_file, llm_options=llm_option or [],
-                    allow_changed_settings=allow_changed_settings,
+                    allow_changed_settings=allow_changed_settings, environment_defaults=suggested,
                 )  # fmt: skip
             except startup.StartError as exc:
                 raise _fail(str(exc)) from None
@@ -149,7 +178,10 @@ def run(
             sink = _tracker_sink(track, store, started.run, manifest, workdir)
             if sink is not None:
                 held.callback(sink.close)
-            backend = LocalBackend(pool)
+            try:
+                backend = LocalBackend(pool, log_cap_bytes=int(log_cap_mb * 2**20))
+            except ValueError as exc:
+                raise _fail(f"--log-cap-mb: {exc}") from None
 
             def on_event(event: SearchEvent) -> None:
                 display.on_event(event)
@@ -165,12 +197,14 @@ def run(
                 f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
                 f"{_describe(pool)}, workdir {workdir}"
             )
+            terminated: list[signal.Signals] = []
             with display:
                 try:
-                    asyncio.run(_run_search(search, backend))
-                except KeyboardInterrupt:
-                    console.print("[yellow]interrupted: state is saved; run the same command again to resume[/]")
-                    raise typer.Exit(130) from None
+                    asyncio.run(_run_search(search, backend, terminated))
+                except (KeyboardInterrupt, asyncio.CancelledError):
+                    name = terminated[0].name if terminated else "SIGINT"
+                    console.print(f"[yellow]stopped by {name}: state is saved; run the same command again to resume[/]")
+                    raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
                 except RunFault as exc:  # the machine failed, not an idea: committed state is intact
                     raise _fault(exc, "the run stopped; fix the cause, then run the same command to resume") from None
             _print_summary(store)
@@ -194,11 +228,27 @@ def _tracker_sink(
         raise _fail(str(exc)) from None
 
 
-async def _run_search(search: Search, backend: LocalBackend) -> None:
+async def _run_search(search: Search, backend: LocalBackend, terminated: list[signal.Signals]) -> None:
+    """Run the search; SIGTERM (like Ctrl-C, which asyncio.run handles) stops it cleanly.
+
+    A stop cancels the search: no new work starts, running jobs get SIGTERM and their grace period
+    (`backend.close`), and every idea in flight is left in a state a resume restarts from; ideas being
+    implemented are cancelled, which ends their preflight jobs.
+    """
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_sigterm() -> None:
+        terminated.append(signal.SIGTERM)
+        main.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         await search.run()
     finally:
         await backend.close()
+        await search.shutdown()
 
 
 def _print_summary(store: Store) -> None:

@@ -69,6 +69,9 @@ class MetricSpec:
     regex: re.Pattern[str] | None = None
     baseline: float | None = None
     valid_range: tuple[float, float] | None = None
+    # A run stopped by its time limit is still scored from the values it printed before (as the paper's
+    # GRPO runs were); its status stays TIMEOUT and its reason says the metric is partial.
+    partial_on_timeout: bool = False
 
     def better(self, a: float, b: float) -> bool:
         """True when value a is strictly better than b in this metric's direction."""
@@ -120,6 +123,22 @@ class Knob:
 
 
 @dataclass(frozen=True)
+class Guidance:
+    """Research direction for the ideators: what kinds of ideas this environment is for, with examples of
+    the flavour (to go beyond, not to repeat). Shown in every ideation prompt."""
+
+    direction: str
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchDefaults:
+    """Search settings this environment suggests (the command line overrides them)."""
+
+    ideas_per_epoch: int | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     description: str
@@ -131,6 +150,8 @@ class Manifest:
     rules: tuple[str, ...] = ()  # environment-specific rules added to every LLM prompt
     presets: tuple[str, ...] = ()
     preset: str | None = None
+    guidance: Guidance | None = None
+    search: SearchDefaults = field(default_factory=SearchDefaults)
 
     @property
     def path(self) -> Path:
@@ -139,9 +160,11 @@ class Manifest:
 
 # --------------------------------------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets"}
+_TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets", "guidance", "search"}
 _RUN_KEYS = {"command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s"}
-_METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range"}
+_METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout"}
+_GUIDANCE_KEYS = {"direction", "examples"}
+_SEARCH_KEYS = {"ideas_per_epoch"}
 _FILES_KEYS = {"editable", "readonly", "hidden"}
 _KNOB_KEYS = {"file", "low", "high", "log", "integer"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -294,7 +317,28 @@ def _parse_metric(r: _Reader, raw: dict[str, Any]) -> MetricSpec:
         regex=regex,
         baseline=baseline,
         valid_range=valid_range,
+        partial_on_timeout=r.boolean(metric, "partial_on_timeout", "metric.", False),
     )
+
+
+def _parse_guidance(r: _Reader, raw: dict[str, Any]) -> Guidance | None:
+    guidance = r.table(raw, "guidance", "", required=False)
+    if not guidance:
+        return None
+    r.no_unknown(guidance, _GUIDANCE_KEYS, "guidance.")
+    return Guidance(
+        direction=r.string(guidance, "direction", "guidance."),
+        examples=r.string_list(guidance, "examples", "guidance."),
+    )
+
+
+def _parse_search(r: _Reader, raw: dict[str, Any]) -> SearchDefaults:
+    search = r.table(raw, "search", "", required=False)
+    r.no_unknown(search, _SEARCH_KEYS, "search.")
+    ideas = search.get("ideas_per_epoch")
+    if ideas is not None and (isinstance(ideas, bool) or not isinstance(ideas, int) or ideas < 1):
+        raise r.fail("search.ideas_per_epoch", "a positive integer", ideas)
+    return SearchDefaults(ideas_per_epoch=ideas)
 
 
 def _parse_files(r: _Reader, raw: dict[str, Any], root: Path) -> FileRules:
@@ -384,6 +428,8 @@ def load_manifest(env_dir: Path | str, preset: str | None = None) -> Manifest:
         rules=r.string_list(raw, "rules", ""),
         presets=tuple(presets),
         preset=preset,
+        guidance=_parse_guidance(r, raw),
+        search=_parse_search(r, raw),
     )
 
 

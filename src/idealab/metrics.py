@@ -7,13 +7,16 @@ environment, so this works through any backend that captures stdout.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 from idealab.manifest import MetricSpec, Reduce
+from idealab.metric_stream import METRIC_LINE_PREFIX, MetricStream, values_in_line
 
-METRIC_LINE_PREFIX = "@metric "
+__all__ = [
+    "METRIC_LINE_PREFIX", "Judgement", "MetricStream", "MetricValue", "extract_values", "judge", "reduce_values",
+    "stream_values",
+]
 
 
 @dataclass(frozen=True)
@@ -33,43 +36,14 @@ class Judgement:
     reason: str | None
 
 
-def _parse_metric_line(line: str) -> MetricValue | None:
-    payload = line[len(METRIC_LINE_PREFIX) :].strip()
-    try:
-        data = json.loads(payload)  # accepts NaN / Infinity, which judging then rejects
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        return None
-    raw = data.get("value")
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    step = data.get("step")
-    return MetricValue(data["name"], value, step if isinstance(step, int) else None, "line")
-
-
 def extract_values(text: str, spec: MetricSpec) -> list[MetricValue]:
     """All values a run reported, in the order printed: `@metric` lines (any name) and regex matches."""
-    values: list[MetricValue] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(METRIC_LINE_PREFIX):
-            parsed = _parse_metric_line(stripped)
-            if parsed is not None:
-                values.append(parsed)
-            continue
-        if spec.regex is not None:
-            for match in spec.regex.finditer(line):
-                group = match.group("value") if "value" in spec.regex.groupindex else match.group(1)
-                try:
-                    values.append(MetricValue(spec.name, float(group), None, "regex"))
-                except (TypeError, ValueError):
-                    continue
-    return values
+    return [MetricValue(*value) for line in text.splitlines() for value in values_in_line(line, spec.name, spec.regex)]
+
+
+def stream_values(stream: MetricStream) -> list[MetricValue]:
+    """What a finished stream kept."""
+    return [MetricValue(*value) for value in stream.values()]
 
 
 def reduce_values(values: list[float], mode: Reduce) -> float:

@@ -9,9 +9,13 @@ from typing import Any
 
 from idealab.manifest import Manifest
 from idealab.search.loop import SearchConfig
+from idealab.search.schedule import ExploitSchedule
 from idealab.store import RunRecord, Store
 from idealab.sysinfo import system_info
 
+_SCHEDULE = ExploitSchedule()
+_SEARCH = SearchConfig()
+# Used where neither the command line nor (for ideas_per_epoch) the environment's manifest gives a value.
 DEFAULTS: dict[str, Any] = {
     "ideator": "mutate",
     "epochs": 10,
@@ -19,6 +23,13 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "next_epoch_at": 0.5,
     "batch_size": 10,
+    "exploit_start": _SCHEDULE.start,
+    "exploit_step": _SCHEDULE.step,
+    "exploit_every": _SCHEDULE.every,
+    "exploit_cap": _SCHEDULE.cap,
+    "exploit_round_to": _SCHEDULE.round_to,
+    "history_sample": _SEARCH.history_sample,
+    "implement_concurrency": _SEARCH.implement_concurrency,
 }
 # What defines a run: resuming with a different value would mix two searches in one database. The models
 # are LLM settings: a resume may change them only when told to (see `settings_changes`).
@@ -39,6 +50,13 @@ class RunOptions:
     seed: int | None = None
     next_epoch_at: float | None = None
     batch_size: int | None = None
+    exploit_start: float | None = None
+    exploit_step: float | None = None
+    exploit_every: int | None = None
+    exploit_cap: float | None = None
+    exploit_round_to: int | None = None
+    history_sample: int | None = None
+    implement_concurrency: int | None = None
 
     @classmethod
     def from_cli(cls, **given: Any) -> RunOptions:
@@ -61,14 +79,30 @@ class RunSettings:
     seed: int
     next_epoch_at: float
     batch_size: int
+    exploit_start: float
+    exploit_step: float
+    exploit_every: int
+    exploit_cap: float
+    exploit_round_to: int
+    history_sample: int
+    implement_concurrency: int
 
     def search_config(self) -> SearchConfig:
+        if self.history_sample < 1 or self.implement_concurrency < 1:
+            raise ValueError("history_sample and implement_concurrency must be >= 1")
+        schedule = ExploitSchedule(
+            start=self.exploit_start, step=self.exploit_step, every=self.exploit_every, cap=self.exploit_cap,
+            round_to=self.exploit_round_to,
+        )
         return SearchConfig(
             epochs=self.epochs,
             ideas_per_epoch=self.ideas_per_epoch,
             seed=self.seed,
+            schedule=schedule,
             next_epoch_at=self.next_epoch_at,
             batch_size=self.batch_size,
+            history_sample=self.history_sample,
+            implement_concurrency=self.implement_concurrency,
         )
 
     def create_run(self, store: Store, manifest: Manifest, llm: Mapping[str, Any]) -> RunRecord:
@@ -78,15 +112,22 @@ class RunSettings:
         return store.create_run(manifest.name, str(manifest.root), self.preset, config, manifest_to_dict(manifest))
 
 
-def resolve_run_options(run: RunRecord | None, given: RunOptions) -> RunSettings:
-    """New run (`run` None): the given options over the defaults. Resumed run: the stored options, which
-    the fixed ones may not contradict; the others (epochs, cost cap, ...) may be changed for this
-    invocation, the LLM settings only as `settings_changes` allows."""
+def env_defaults(manifest: Manifest) -> dict[str, Any]:
+    """The run options an environment's manifest suggests (its `[search]` table)."""
+    return {"ideas_per_epoch": manifest.search.ideas_per_epoch} if manifest.search.ideas_per_epoch else {}
+
+
+def resolve_run_options(
+    run: RunRecord | None, given: RunOptions, environment_defaults: Mapping[str, Any] | None = None
+) -> RunSettings:
+    """New run: the given options over the environment's defaults over the built-in ones. Resumed run: the
+    stored options, which the fixed ones may not contradict; the others (epochs, cost cap, ...) may be
+    changed for this invocation, the LLM settings only as `settings_changes` allows."""
     values = {f.name: getattr(given, f.name) for f in fields(RunOptions)}
     if run is None:
         if not values["env"]:
             raise ValueError("--env is required to start a new run (the work directory holds none)")
-        for key, default in DEFAULTS.items():
+        for key, default in {**DEFAULTS, **(environment_defaults or {})}.items():
             if values[key] is None:
                 values[key] = default
         settings = RunSettings(**values)
@@ -180,7 +221,12 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "regex": None if m.regex is None else m.regex.pattern,
             "baseline": m.baseline,
             "valid_range": None if m.valid_range is None else list(m.valid_range),
+            "partial_on_timeout": m.partial_on_timeout,
         },
+        "guidance": None if manifest.guidance is None else {
+            "direction": manifest.guidance.direction, "examples": list(manifest.guidance.examples),
+        },
+        "search": {"ideas_per_epoch": manifest.search.ideas_per_epoch},
         "files": {
             "editable": list(manifest.files.editable),
             "readonly": list(manifest.files.readonly),

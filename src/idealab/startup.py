@@ -5,10 +5,10 @@ settings is refused, naming each difference, unless it is explicitly allowed (th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.slots import SlotPool
@@ -108,11 +108,14 @@ def start(
     keys_file: Path | None,
     llm_options: list[str],
     allow_changed_settings: bool,
+    environment_defaults: Mapping[str, Any] | None = None,
 ) -> Started:
     """The checked parts of a run, its store open. Raises StartError (nothing created) when it cannot."""
     opened: list[Store] = []  # closed again when the start fails
     try:
-        return _start(opened, workdir, given, slots, gpus, keys_file, llm_options, allow_changed_settings)
+        return _start(
+            opened, workdir, given, slots, gpus, keys_file, llm_options, allow_changed_settings, environment_defaults
+        )
     except BaseException:
         for store in opened:
             store.close()
@@ -128,13 +131,14 @@ def _start(
     keys_file: Path | None,
     llm_options: list[str],
     allow_changed_settings: bool,
+    environment_defaults: Mapping[str, Any] | None,
 ) -> Started:
     store = _open(opened, workdir) if (workdir / DB_NAME).exists() else None
     stored_run = store.get_run() if store is not None else None
     if stored_run is None and not given.env:
         raise StartError(f"{workdir} holds no run: give --env to start one")
     try:
-        options = resolve_run_options(stored_run, given)
+        options = resolve_run_options(stored_run, given, environment_defaults)
         manifest = load_manifest(resolve_env(options.env), options.preset)
     except (ManifestError, ValueError) as exc:
         raise StartError(str(exc)) from None

@@ -1,8 +1,9 @@
 """The backend interface: submit / wait / cancel / logs.
 
 A backend runs a shell command in a prepared directory with a hard time limit and reports how the
-process ended. It knows nothing of ideas, metrics or the store; the search loop knows nothing of
-processes. The local backend lives in `local.py`; Ray and Slurm backends implement the same protocol.
+process ended. It knows nothing of ideas, judging or the store (it may only be told which metric to pick
+out of stdout as it streams); the search loop knows nothing of processes. The local backend lives in
+`local.py`; Ray and Slurm backends implement the same protocol.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Protocol
 class JobSpec:
     job_id: str  # unique within a run; also exported to the job as IDEALAB_JOB_ID
     workspace: Path  # the job's own copy of the environment; the command runs here
-    command: str  # run with /bin/sh -c
+    command: str  # shell syntax; a simple command is exec'd directly (no shell in between)
     timeout_s: float  # hard wall-clock limit, counted from the moment the job starts
     gpus: int = 0  # GPUs the job needs; 0 = one CPU slot
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables (on top of the scrubbed base)
-    log_dir: Path | None = None  # where stdout.log / stderr.log go; default: workspace/../logs
+    log_dir: Path | None = None  # where stdout.log / stderr.log go (one per job); default: workspace/../logs
+    metric_name: str | None = None  # when set, the backend may stream metric values out of stdout
+    metric_regex: str | None = None  # the manifest's regex for metric_name, if any
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class JobResult:
     stderr_path: Path
     cancelled: bool = False
     error: str | None = None  # the backend could not run the job at all (not the job's own failure)
+    metrics_path: Path | None = None  # metric values streamed from stdout (JSON lines); None: read stdout
 
     @property
     def duration_s(self) -> float:

@@ -1,30 +1,48 @@
-"""The local backend: jobs as process groups on this machine, one lease of the slot pool each.
+"""The local backend: jobs on this machine, one lease of the slot pool and one supervisor process each.
 
-Each job is an asyncio task: wait for a lease, start `/bin/sh -c command` in its own session (so the job
-and everything it spawns form one process group), then wait for the first of: the process exiting, the
-time limit, a cancel request. Whatever ends the job, the whole group is killed afterwards, so no child
-outlives its job. Nothing polls: the task waits on the process, a timer and an event.
+Each job is an asyncio task: wait for a lease, then start the job's supervisor (`supervisor.py`) in a
+session of its own and wait for the first of: the supervisor exiting, a cancel request, or a backstop
+deadline well past the job's own limit. The supervisor owns the job: it starts the command in its own
+process group, enforces the time limit (SIGTERM to the group, grace, SIGKILL), caps the logs, streams the
+metric values and writes what it saw to `exit.json`. So the orchestrator never reads a job's output while
+it runs, and a job stops at its limit even when the orchestrator has died. Nothing polls: the task waits
+on the supervisor's exit, a timer and an event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
+from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.sandbox import JOB_ID_VAR, job_environment
 from idealab.executor.slots import Lease, SlotPool
+from idealab.executor.supervisor import (
+    EXIT_NAME,
+    JOB_PGID_NAME,
+    METRICS_NAME,
+    STDERR_NAME,
+    STDOUT_NAME,
+    SUPERVISOR_LOG_NAME,
+    ExitRecord,
+    SupervisorSpec,
+    group_members,
+)
+from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES
 
 DEFAULT_GRACE_S = 10.0
 DEFAULT_REAP_TIMEOUT_S = 30.0
-STDOUT_NAME = "stdout.log"
-STDERR_NAME = "stderr.log"
+BACKSTOP_MARGIN_S = 30.0  # how late past its limit + grace a silent supervisor is killed from here
+SUPERVISOR_MODULE = "idealab.executor.supervisor"
 
 
 def job_log_dir(spec: JobSpec) -> Path:
@@ -48,6 +66,10 @@ class LocalBackend:
     `base_env`: the environment jobs inherit before scrubbing (default: this process's os.environ).
     `reap_timeout_s`: how long to wait for a killed group's last processes to exit before the lease is
     released anyway (a process stuck in the kernel cannot be hurried).
+    `log_cap_bytes`: the most each of a job's stdout.log and stderr.log keeps (head and tail).
+    `max_metric_values`: the most metric values kept per job (first and last ones, and those that decide
+    the verdict).
+    After `close()`, nothing new starts: a job submitted later ends at once as cancelled.
     """
 
     def __init__(
@@ -56,14 +78,23 @@ class LocalBackend:
         grace_s: float = DEFAULT_GRACE_S,
         base_env: Mapping[str, str] | None = None,
         reap_timeout_s: float = DEFAULT_REAP_TIMEOUT_S,
+        log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES,
+        max_metric_values: int = DEFAULT_MAX_METRIC_VALUES,
     ) -> None:
         if grace_s < 0:
             raise ValueError(f"grace_s must be non-negative, got {grace_s}")
+        if log_cap_bytes < MIN_CAP_BYTES:
+            raise ValueError(f"log_cap_bytes must be at least {MIN_CAP_BYTES}, got {log_cap_bytes}")
+        if max_metric_values < 2:
+            raise ValueError(f"max_metric_values must be at least 2, got {max_metric_values}")
         self.pool = pool
         self.grace_s = grace_s
         self.reap_timeout_s = reap_timeout_s
+        self.log_cap_bytes = log_cap_bytes
+        self.max_metric_values = max_metric_values
         self._base_env = base_env
         self._jobs: dict[str, _Job] = {}
+        self._closed = False
 
     # ------------------------------------------------------------------------------ Backend protocol
 
@@ -72,6 +103,8 @@ class LocalBackend:
             raise ValueError(f"job id {spec.job_id!r} was already submitted to this backend")
         log_dir = job_log_dir(spec)
         job = _Job(spec, log_dir / STDOUT_NAME, log_dir / STDERR_NAME)
+        if self._closed:
+            job.stop.set()  # shutting down: it ends as cancelled without starting
         job.task = asyncio.create_task(self._run(job, on_start), name=f"idealab-job-{spec.job_id}")
         self._jobs[spec.job_id] = job
         return spec.job_id
@@ -91,6 +124,7 @@ class LocalBackend:
         return job.stdout_path, job.stderr_path
 
     async def close(self) -> None:
+        self._closed = True
         for job in self._jobs.values():
             job.stop.set()
         tasks = {job.task for job in self._jobs.values() if job.task is not None}
@@ -157,71 +191,144 @@ class LocalBackend:
 
     async def _execute(self, job: _Job, lease: Lease, on_start: OnStart | None) -> JobResult:
         spec = job.spec
+        job_dir = job.stdout_path.parent
         env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env)
         started_at = time.time()
         try:
-            job.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-            job.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-            with job.stdout_path.open("wb") as out, job.stderr_path.open("wb") as err:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            for stale in (EXIT_NAME, METRICS_NAME, JOB_PGID_NAME):  # a log dir reused by `env check`
+                (job_dir / stale).unlink(missing_ok=True)
+            self._supervisor_spec(spec).write(job_dir)
+            with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
-                    "/bin/sh",
-                    "-c",
-                    spec.command,
+                    sys.executable,
+                    "-P",  # not the workspace first on sys.path: the job's files must not shadow a module
+                    "-m",
+                    SUPERVISOR_MODULE,
+                    str(job_dir),
                     cwd=spec.workspace,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,  # own session => own process group, pgid == pid
+                    stdout=supervisor_log,
+                    stderr=supervisor_log,
+                    start_new_session=True,  # no terminal signal reaches it; it outlives a killed orchestrator
                 )
         except OSError as exc:
             return self._unstarted(job, error=f"could not start the job: {exc}")
-        pgid = proc.pid
         exited = asyncio.ensure_future(proc.wait())
         try:
             if on_start is not None:
-                on_start(
-                    JobStart(spec.job_id, started_at, lease.gpu_ids, pgid, job.stdout_path, job.stderr_path)
-                )
+                on_start(JobStart(spec.job_id, started_at, lease.gpu_ids, proc.pid, job.stdout_path, job.stderr_path))
             stopping = asyncio.ensure_future(job.stop.wait())
             try:
-                await asyncio.wait(
-                    {exited, stopping}, timeout=spec.timeout_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                # the supervisor enforces the time limit; this is only the backstop should it hang
+                backstop_s = spec.timeout_s + self.grace_s + BACKSTOP_MARGIN_S
+                await asyncio.wait({exited, stopping}, timeout=backstop_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
-            ended_by_itself = exited.done()
-            if not ended_by_itself:
-                await self._terminate(pgid, exited)
+            if not exited.done():
+                await self._stop_supervisor(proc.pid, spec.job_id, job_dir, exited, forced=not job.stop.is_set())
         except asyncio.CancelledError:
-            signal_group(pgid, signal.SIGKILL)  # this task was cancelled from outside: no waiting now
+            kill_job(proc.pid, spec.job_id, job_dir)  # this task was cancelled from outside: no waiting now
             raise
         except Exception:
-            signal_group(pgid, signal.SIGKILL)  # on_start raised (a caller's bug): stop the job too
+            kill_job(proc.pid, spec.job_id, job_dir)  # on_start raised (a caller's bug): stop the job too
             await exited
             raise
-        signal_group(pgid, signal.SIGKILL)  # children the job left behind after its main process exited
-        # the lease (GPU memory) is only free once every process of the group has really exited
-        await wait_group_exit(pgid, self.reap_timeout_s)
-        cancelled = not ended_by_itself and job.stop.is_set()
-        return JobResult(
+        # the supervisor waited for the job's whole group before it wrote exit.json: the lease is free now
+        record = ExitRecord.read(job_dir)
+        if record is None:  # the supervisor died (killed, out of memory): its job must not run on alone
+            job_pgid = kill_job(proc.pid, spec.job_id, job_dir)
+            if job_pgid is not None:
+                await wait_group_exit(job_pgid, self.reap_timeout_s)
+            error = f"the job's supervisor ended without a result ({describe_returncode(proc.returncode)})"
+            if job.stop.is_set():
+                return self._unstarted(job, cancelled=True)
+            return JobResult(
+                spec.job_id, started_at, time.time(), None, False, lease.gpu_ids, job.stdout_path,
+                job.stderr_path, error=error + _supervisor_tail(job_dir),
+            )  # fmt: skip
+        return result_from_record(record, lease.gpu_ids, job.stdout_path, job.stderr_path, job_dir / METRICS_NAME)
+
+    def _supervisor_spec(self, spec: JobSpec) -> SupervisorSpec:
+        return SupervisorSpec(
             job_id=spec.job_id,
-            started_at=started_at,
-            finished_at=time.time(),
-            exit_code=proc.returncode if ended_by_itself else None,
-            timed_out=not ended_by_itself and not cancelled,
-            gpu_ids=lease.gpu_ids,
-            stdout_path=job.stdout_path,
-            stderr_path=job.stderr_path,
-            cancelled=cancelled,
+            command=spec.command,
+            cwd=str(spec.workspace),
+            timeout_s=spec.timeout_s,
+            grace_s=self.grace_s,
+            log_cap_bytes=self.log_cap_bytes,
+            metric_name=spec.metric_name,
+            metric_regex=spec.metric_regex,
+            max_metric_values=self.max_metric_values,
         )
 
-    async def _terminate(self, pgid: int, exited: asyncio.Future[int]) -> None:
-        """SIGTERM the group, give it `grace_s` to exit, then SIGKILL it."""
-        signal_group(pgid, signal.SIGTERM)
-        await asyncio.wait({exited}, timeout=self.grace_s)
-        signal_group(pgid, signal.SIGKILL)
+    async def _stop_supervisor(
+        self, pid: int, job_id: str, job_dir: Path, exited: asyncio.Future[int], forced: bool
+    ) -> None:
+        """Ask the supervisor to end the job (SIGTERM, grace, SIGKILL); kill both if it does not answer.
+
+        `forced`: the supervisor outlived its own deadline (it hangs): no asking, kill at once."""
+        if not forced:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            await asyncio.wait({exited}, timeout=self.grace_s + BACKSTOP_MARGIN_S)
+        if not exited.done():
+            job_pgid = kill_job(pid, job_id, job_dir)
+            if job_pgid is not None:
+                await wait_group_exit(job_pgid, self.reap_timeout_s)
         await exited
+
+
+def result_from_record(
+    record: ExitRecord, gpu_ids: tuple[int, ...], stdout_path: Path, stderr_path: Path, metrics_path: Path
+) -> JobResult:
+    """A job's result from its supervisor's exit record (also after an orchestrator restart)."""
+    return JobResult(
+        job_id=record.job_id,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        exit_code=record.returncode if record.ended == "exited" else None,
+        timed_out=record.ended == "timeout",
+        gpu_ids=gpu_ids,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        cancelled=record.ended == "stopped",
+        error=record.error,
+        metrics_path=metrics_path if metrics_path.is_file() else None,
+    )
+
+
+def kill_job(supervisor_pid: int, job_id: str, job_dir: Path) -> int | None:
+    """SIGKILL a job's supervisor and the job's group, now; returns the job's pgid where it is known."""
+    kill_stale_job(supervisor_pid, job_id)
+    job_pgid = _read_pgid(job_dir)
+    if job_pgid is not None:
+        kill_stale_job(job_pgid, job_id)
+    return job_pgid
+
+
+def _read_pgid(job_dir: Path) -> int | None:
+    try:
+        return int((job_dir / JOB_PGID_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _supervisor_tail(job_dir: Path) -> str:
+    try:
+        text = (job_dir / SUPERVISOR_LOG_NAME).read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+    return f"\n{text[-2000:]}" if text else ""
+
+
+def describe_returncode(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -241,17 +348,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 async def wait_group_exit(pgid: int, timeout_s: float) -> bool:
-    """Wait until no process of group `pgid` is alive; False if some still are after `timeout_s`.
+    """Wait until no process of group `pgid` is alive; False if some still are after `timeout_s`."""
+    if not hasattr(os, "pidfd_open") or not Path("/proc").is_dir():
+        return True  # not Linux: nothing to wait on
+    return await wait_pids_exit(group_members(pgid), timeout_s)
+
+
+async def wait_pids_exit(pids: list[int], timeout_s: float) -> bool:
+    """Wait until every process in `pids` has exited; False if some still run after `timeout_s`.
 
     Waits on pidfds (readable once their process has exited), so nothing polls. Zombies count as exited.
     """
-    if not hasattr(os, "pidfd_open") or not Path("/proc").is_dir():
-        return True  # not Linux: nothing to wait on
     loop = asyncio.get_running_loop()
     fds: list[int] = []
     exits: list[asyncio.Future[None]] = []
     try:
-        for pid in _group_members(pgid):
+        for pid in pids:
             try:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:
@@ -270,17 +382,41 @@ async def wait_group_exit(pgid: int, timeout_s: float) -> bool:
             os.close(fd)
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+@dataclass(frozen=True)
+class StaleJob:
+    """What `settle_stale_job` found of a job a dead orchestrator had left running."""
+
+    record: ExitRecord | None  # how the job ended, where its supervisor saw it end
+    stopped_now: bool  # something of it still ran and was stopped (or killed) just now
+
+
+async def settle_stale_job(pid: int | None, job_id: str, job_dir: Path) -> StaleJob:
+    """After an orchestrator restart, for a job it had left running: how the job ended, if its supervisor
+    saw it end (by itself or at its limit, possibly while no orchestrator ran). A job still running is
+    stopped gracefully through its supervisor; what that or a dead supervisor leaves is killed. Without
+    a record (or with one that says `stopped`) the job has to run again.
+    """
+    record = ExitRecord.read(job_dir)
+    if record is not None or pid is None:
+        return StaleJob(record, stopped_now=False)
+    marker = f"{JOB_ID_VAR}={job_id}".encode()
+    if pid > 1 and marker in _environ_entries(pid):  # its supervisor still runs (a reused pid would not match)
         try:
-            if os.getpgid(int(entry.name)) == pgid:
-                members.append(int(entry.name))
-        except ProcessLookupError:
-            continue  # exited while we looked
-    return members
+            grace_s = SupervisorSpec.read(job_dir).grace_s
+        except (OSError, ValueError, TypeError):
+            grace_s = DEFAULT_GRACE_S
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        await wait_pids_exit([pid], grace_s + BACKSTOP_MARGIN_S)
+        record = ExitRecord.read(job_dir)
+        if record is not None:
+            return StaleJob(record, stopped_now=True)
+    killed = kill_stale_job(pid, job_id)  # also a job of an older idealab: pid is then its group
+    job_pgid = _read_pgid(job_dir)
+    if job_pgid is not None:
+        killed = kill_stale_job(job_pgid, job_id) or killed
+        await wait_group_exit(job_pgid, DEFAULT_REAP_TIMEOUT_S)
+    return StaleJob(None, stopped_now=killed)
 
 
 def _environ_entries(pid: int) -> set[bytes]:
@@ -299,6 +435,6 @@ def kill_stale_job(pgid: int, job_id: str) -> bool:
     if pgid <= 1 or not Path("/proc").is_dir():
         return False
     marker = f"{JOB_ID_VAR}={job_id}".encode()
-    if not any(marker in _environ_entries(pid) for pid in _group_members(pgid)):
+    if not any(marker in _environ_entries(pid) for pid in group_members(pgid)):
         return False
     return signal_group(pgid, signal.SIGKILL)

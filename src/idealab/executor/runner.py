@@ -2,31 +2,35 @@
 
 Order of verdicts: cancelled -> CANCELLED; the backend could not run it -> FAILED; a readonly or hidden
 file differs from the pristine environment -> TAMPERED; time limit -> TIMEOUT; non-zero exit -> FAILED;
-otherwise the metric read from stdout decides OK or INVALID.
+otherwise the metric read from stdout decides OK or INVALID. A TIMEOUT carries a (partial) metric only when
+the manifest's `metric.partial_on_timeout` asks for it and the values printed before the limit judge ok.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from idealab.executor.base import Backend, JobResult, JobSpec, OnStart
 from idealab.executor.sandbox import hash_files
-from idealab.manifest import Manifest
-from idealab.metrics import MetricValue, extract_values, judge
+from idealab.manifest import Manifest, MetricSpec
+from idealab.metrics import MetricStream, MetricValue, judge, stream_values
 from idealab.status import Status
 
 ERROR_TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024  # enough for 20 lines of any sane error; bounds reading a huge log
+_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class Outcome:
     status: Status  # OK, FAILED, TIMEOUT, INVALID, TAMPERED or CANCELLED
-    metric: float | None  # the judged metric; set only when status is OK
+    metric: float | None  # the judged metric: set when OK, or partial on a TIMEOUT (see the docstring)
     reason: str | None  # why it is not OK (FAILED: exit code and the error's last lines)
-    values: list[MetricValue]  # every value the run printed, whatever the status
+    values: list[MetricValue]  # the values the run printed (capped: first, last, deciding), whatever the status
     result: JobResult
 
 
@@ -46,6 +50,8 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path) ->
         gpus=run.gpus,
         env=dict(run.env),
         log_dir=log_dir,
+        metric_name=manifest.metric.name,
+        metric_regex=manifest.metric.regex.pattern if manifest.metric.regex is not None else None,
     )
 
 
@@ -62,7 +68,8 @@ async def run_job(
     expected = expected_hashes if expected_hashes is not None else protected_hashes(manifest)
     handle = await backend.submit(job_spec(manifest, workspace, job_id, log_dir), on_start)
     result = await backend.wait(handle)
-    return classify(result, manifest, workspace, expected)
+    # off the event loop: hashing files and reading values must not stall other jobs' bookkeeping
+    return await asyncio.to_thread(classify, result, manifest, workspace, expected)
 
 
 def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: dict[str, str]) -> Outcome:
@@ -71,8 +78,7 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
         return Outcome(Status.CANCELLED, None, "cancelled before it finished", [], result)
     if result.error is not None:
         return Outcome(Status.FAILED, None, f"the backend could not run the job: {result.error}", [], result)
-    stdout = _read_text(result.stdout_path)
-    values = extract_values(stdout, manifest.metric)
+    values = read_values(result, manifest.metric)
     changed = sorted(
         rel for rel, digest in hash_files(workspace, expected).items() if digest != expected[rel]
     )
@@ -81,7 +87,7 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
         return Outcome(Status.TAMPERED, None, reason, values, result)
     if result.timed_out:
         reason = f"exceeded the time limit of {manifest.run.timeout_s:g} s"
-        return Outcome(Status.TIMEOUT, None, reason, values, result)
+        return _timed_out(reason, values, result, manifest)
     if result.exit_code != 0:
         tail = _tail(result.stderr_path) or _tail(result.stdout_path)
         reason = describe_exit(result.exit_code) + (f"\n{tail}" if tail else "")
@@ -90,6 +96,17 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
     if not verdict.ok:
         return Outcome(Status.INVALID, None, verdict.reason, values, result)
     return Outcome(Status.OK, verdict.metric, None, values, result)
+
+
+def _timed_out(reason: str, values: list[MetricValue], result: JobResult, manifest: Manifest) -> Outcome:
+    if manifest.metric.partial_on_timeout:
+        verdict = judge(values, manifest.metric)
+        if verdict.ok:
+            n = sum(1 for v in values if v.name == manifest.metric.name)
+            reason += (f"; metric is partial: {manifest.metric.reduce.value} of the {n} value(s) of "
+                       f"{manifest.metric.name} printed before the limit")
+            return Outcome(Status.TIMEOUT, verdict.metric, reason, values, result)
+    return Outcome(Status.TIMEOUT, None, reason, values, result)
 
 
 def describe_exit(exit_code: int | None) -> str:
@@ -104,11 +121,20 @@ def describe_exit(exit_code: int | None) -> str:
     return f"exit code {exit_code}"
 
 
-def _read_text(path: Path) -> str:
+def read_values(result: JobResult, spec: MetricSpec) -> list[MetricValue]:
+    """The values the backend streamed out of stdout, else those of the stdout log read in chunks."""
+    if result.metrics_path is not None:
+        with result.metrics_path.open() as lines:
+            return [MetricValue(*json.loads(line)) for line in lines]
+    stream = MetricStream(spec.name, spec.regex)
     try:
-        return path.read_text(errors="replace")
+        with result.stdout_path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+                stream.feed(chunk)
     except FileNotFoundError:
-        return ""
+        return []
+    stream.finish()
+    return stream_values(stream)
 
 
 def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:

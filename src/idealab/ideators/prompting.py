@@ -31,6 +31,7 @@ FRAGMENTS = (
     "environment",
     "rules",
     "idea_guidelines",
+    "guidance",
     "idea_format",
     "avoid",
     "change_format",
@@ -137,6 +138,8 @@ def history_label(manifest: Manifest, journal: Journal[PastIdea], past: PastIdea
     if verdict is None:
         return STATUS_LABELS.get(past.status, past.status.value)
     score = f"{manifest.metric.name} = {format_metric(past.metric)}"
+    if past.status is not Status.OK:  # a timeout scored from what it printed before the limit
+        score += ", partial (stopped by the time limit)"
     return score if verdict is Verdict.UNKNOWN else f"{score}, {verdict.value}"
 
 
@@ -156,6 +159,18 @@ def exploit_intro(manifest: Manifest, request: IdeationRequest) -> str:
     else:
         name = "exploit_best_so_far" if request.baseline is not None else "exploit_no_baseline"
     return fragment(name, {"metric_name": manifest.metric.name, "metric_goal": _goal_word(manifest)})
+
+
+def guidance_section(manifest: Manifest) -> str:
+    """The environment's research direction (its manifest's `guidance`), or nothing when it has none."""
+    if manifest.guidance is None:
+        return ""
+    examples = "".join(f"- {example.strip()}\n" for example in manifest.guidance.examples)
+    text = fragment(
+        "guidance",
+        {"direction": manifest.guidance.direction.strip(), "examples": examples or "- (none given)\n"},
+    )
+    return text + "\n\n"  # a blank line before what follows
 
 
 def avoid_section(avoid: Sequence[str]) -> str:
@@ -180,6 +195,7 @@ def ideation_prompt(manifest: Manifest, request: IdeationRequest) -> tuple[str, 
         "metric_name": manifest.metric.name,
         "metric_goal": _goal_word(manifest),
         "history": history_lines(manifest, request),
+        "guidance": guidance_section(manifest),
     }
     if request.kind is IdeaKind.EXPLOIT:
         values["history_intro"] = exploit_intro(manifest, request)

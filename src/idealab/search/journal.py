@@ -75,7 +75,9 @@ class Journal(Generic[E]):
         return [e for e in pool if e.status.has_result]
 
     def ok(self) -> list[E]:
-        return [e for e in self.experiments if e.status is Status.OK and e.metric is not None]
+        """The scored experiments: ok, or timed out with a partial metric (`metric.partial_on_timeout`;
+        only such a timeout carries a metric)."""
+        return [e for e in self.experiments if _scored(e)]
 
     def ranked(self) -> list[E]:
         """The ok experiments, best first (ties keep their order)."""
@@ -86,8 +88,8 @@ class Journal(Generic[E]):
         return ranked[0] if ranked else None
 
     def verdict(self, entry: E) -> Verdict | None:
-        """None for an entry that did not finish ok with a metric."""
-        if entry.status is not Status.OK or entry.metric is None:
+        """None for an entry that was not scored (see `ok`)."""
+        if not _scored(entry) or entry.metric is None:
             return None
         if self.baseline is None:
             return Verdict.UNKNOWN
@@ -108,6 +110,10 @@ class Journal(Generic[E]):
         for entry in self.experiments:
             counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
         return counts
+
+
+def _scored(entry: Entry) -> bool:
+    return entry.metric is not None and entry.status in (Status.OK, Status.TIMEOUT)
 
 
 def _value(entry: Entry) -> float:

@@ -47,7 +47,8 @@ class LiveDisplay:
                 self.running = max(0, self.running - 1)
             self.counts[event.status.value] = self.counts.get(event.status.value, 0) + 1
             value = "" if event.metric is None else f" {self.metric.name}={event.metric:.4g}"
-            if event.status is Status.OK and event.metric is not None and event.epoch >= 0:
+            scored = event.status in (Status.OK, Status.TIMEOUT)  # a timeout scores only with a partial metric
+            if scored and event.metric is not None and event.epoch >= 0:
                 if self.best is None or self.metric.better(event.metric, self.best):
                     self.best = event.metric
                     value += " [green](best so far)[/]"

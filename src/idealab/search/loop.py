@@ -24,9 +24,10 @@ from pathlib import Path
 
 from idealab.errors import RunFault, StopRun, storage_fault
 from idealab.executor.base import Backend, JobStart
-from idealab.executor.local import kill_stale_job
-from idealab.executor.runner import run_job
+from idealab.executor.local import result_from_record, settle_stale_job
+from idealab.executor.runner import Outcome, classify, protected_hashes, run_job
 from idealab.executor.sandbox import copy_environment
+from idealab.executor.supervisor import METRICS_NAME
 from idealab.ideators.base import (
     IdeaKind,
     IdeaProposal,
@@ -108,6 +109,7 @@ class Search:
         self._faulted = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._executing: set[asyncio.Task[None]] = set()  # tasks whose idea's job was handed to the backend
         self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
 
     # ------------------------------------------------------------------------------------------ driver
@@ -125,7 +127,7 @@ class Search:
             raise self.fault
 
     async def _run_epochs(self) -> None:
-        self._recover()
+        await self._recover()
         self._start_baseline()
         for epoch in range(self.config.epochs):
             if epoch > 0:
@@ -148,6 +150,15 @@ class Search:
         if self.fault is None:
             self._cancel_unstarted()
 
+    async def shutdown(self) -> None:
+        """After an interrupt (SIGINT, SIGTERM) and once the backend is closed: nothing new starts, the
+        tasks of jobs that were running record them as interrupted (to run again on resume), and ideas
+        still being implemented are cancelled (they go back to `proposed` on resume)."""
+        self._stopping = True
+        for task in self._tasks - self._executing:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _stop(self, reason: str) -> None:
         if not self._stopping:
             self._stopping = True
@@ -161,17 +172,35 @@ class Search:
             self._faulted.set()
             self._stop("the machine failed (the error follows)")
 
-    def _recover(self) -> None:
-        """Put ideas that were in flight when the orchestrator died back in a state they can restart from."""
+    async def _recover(self) -> None:
+        """Put ideas that were in flight when the orchestrator died back in a state they can restart from;
+        a job that finished meanwhile (its supervisor saw it end) keeps its result instead of running again."""
         for idea in self.store.ideas(self.run_id, statuses=[s.value for s in IN_FLIGHT]):
+            collected = False
             for job in self.store.jobs(idea_id=idea.id):
                 if job.finished_at is not None:
                     continue
-                killed = job.pid is not None and kill_stale_job(job.pid, job.job_key)
-                # A job found dead ended at its logs' last write, not now: the time the orchestrator was
-                # down (or hung on a full disk) is not compute.
-                ended = time.time() if killed else last_sign_of_life(job)
+                settled = await settle_stale_job(job.pid, job.job_key, job.stdout_path.parent)
+                record = settled.record
+                if record is not None and record.ended != "stopped" and idea.status is Status.RUNNING:
+                    metrics_path = job.stdout_path.parent / METRICS_NAME
+                    result = result_from_record(record, job.gpu_ids, job.stdout_path, job.stderr_path, metrics_path)
+                    expected = protected_hashes(self.manifest)
+                    outcome = await asyncio.to_thread(classify, result, self.manifest, job.workspace, expected)
+                    self._record_outcome(idea, job.job_key, outcome)
+                    collected = True
+                    continue
+                # A job found dead ended when its supervisor saw it end, else at its logs' last write, not
+                # now: the time the orchestrator was down (or hung on a full disk) is not compute.
+                if settled.stopped_now:
+                    ended = time.time()
+                elif record is not None:
+                    ended = record.finished_at
+                else:
+                    ended = last_sign_of_life(job)
                 self.store.job_finished(job.job_key, ended, None, False, "abandoned", "orchestrator restarted")
+            if collected:
+                continue
             if idea.status is Status.IMPLEMENTING:
                 self.store.update_idea(idea.id, status=Status.PROPOSED)
             elif idea.status is Status.RUNNING:
@@ -348,7 +377,13 @@ class Search:
                 self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
                 return
             workspace = rebuilt
-        await self._execute(idea, workspace)
+        task = asyncio.current_task()
+        assert task is not None
+        self._executing.add(task)
+        try:
+            await self._execute(idea, workspace)
+        finally:
+            self._executing.discard(task)
 
     def _rebuild_workspace(self, idea: IdeaRecord) -> Path | str:
         """A fresh copy of the environment with the idea's stored, accepted change applied.
@@ -411,6 +446,9 @@ class Search:
             self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
         outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started)
+        self._record_outcome(idea, job_key, outcome)
+
+    def _record_outcome(self, idea: IdeaRecord, job_key: str, outcome: Outcome) -> None:
         if outcome.status is Status.CANCELLED:  # the orchestrator is shutting down: run it again on resume
             self.store.job_finished(job_key, time.time(), None, False, "abandoned", "interrupted")
             self.store.update_idea(idea.id, status=Status.READY, started_at=None)

@@ -60,7 +60,7 @@ def math_from_hub(split, source=None):
     """
     import datasets  # optional dependency (idealab[data])
 
-    from evaluate import last_boxed
+    from grader import last_boxed
 
     if source is not None:
         ds = datasets.load_dataset("json", data_files=str(source), split="train")

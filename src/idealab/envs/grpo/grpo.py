@@ -4,8 +4,9 @@ Read top to bottom: config, reward, advantages, losses, tokenisation, the traini
 Every setting below is the paper's (arXiv 2601.14525, GRPO environment). Override any of them with an
 environment variable GRPO_<NAME> (what the manifest's presets do) or `--NAME=value` on the command line.
 
-Evaluation (the metric) is done by evaluate.py, which this script calls every few steps: its grader, its
-evaluation set, its sampling settings and its frequency are fixed and must not be changed or bypassed.
+Evaluation (the metric) is done by evaluate.py, which this script calls at the start of every other step,
+before that step's rollouts, with the rollout engine's weights: its grader, its evaluation set, its sampling
+settings and its schedule are fixed and must not be changed or bypassed.
 """
 
 import json
@@ -38,7 +39,7 @@ ADV_EPS = 1e-6  # advantage = (r - group mean) / (group std + ADV_EPS)
 NORMALIZE_BY_STD = True
 WEIGHT_DECAY = 0.0
 BETA1, BETA2 = 0.9, 0.95
-GRAD_CLIP = 1.0  # max global grad norm (0 = off)
+GRAD_CLIP = 0.0  # max global grad norm; 0 = off (the paper's setting: no clipping)
 TEMPERATURE = 1.0  # rollout sampling; evaluation uses evaluate.py's own settings
 TOP_P = 1.0
 MAX_RESPONSE_LEN = 1024  # new tokens per rollout
@@ -107,11 +108,12 @@ def group_normalized_advantages(rewards, group_size, eps=ADV_EPS, normalize_by_s
 
 
 def masked_mean(values, mask, dim=None):
-    """Mean of values where mask is 1 (over dim, or over everything)."""
+    """Mean of values where mask is 1 (over dim, or over everything); 0 where the mask is empty (an
+    empty response has no tokens: it adds nothing, instead of turning the loss into 0/0)."""
     mask = mask.to(values.dtype)
     if dim is None:
-        return (values * mask).sum() / mask.sum()
-    return (values * mask).sum(dim) / mask.sum(dim)
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
 def per_token_loss(log_probs, loss_type, rewards=None, advantages=None, old_log_probs=None, clip=CLIP_RANGE):
@@ -170,9 +172,17 @@ def micro_batches(n, size):
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def train_on_rollouts(model, optimizer, tokenizer, prompts, responses, rewards, advantages, device):
+def microbatch_loss(loss_tok, response_mask):
+    """The paper's reduction: one mean over ALL response tokens of the micro-batch (longer responses weigh
+    more), scaled for gradient accumulation."""
+    return masked_mean(loss_tok, response_mask) / GRAD_ACCUM
+
+
+def train_on_rollouts(model, optimizer, tokenizer, prompts, responses, rewards, advantages, device, done=0):
     """One GRPO step's training: EPOCHS_PER_ROLLOUT passes in micro-batches, an optimiser step every
-    GRAD_ACCUM micro-batches (and at the end). Returns mean loss, clip fraction, optimiser steps."""
+    GRAD_ACCUM micro-batches counted over the whole run (`done` micro-batches came before): a partial group
+    at the end carries its gradients into the next step. Returns mean loss, clip fraction, optimiser steps
+    and the micro-batches done so far."""
     chunks = micro_batches(len(responses), MICRO_BATCH)
     batches = [{k: v.to(device) for k, v in tokenize_prompt_and_output(prompts[c], responses[c], tokenizer).items()}
                for c in chunks]
@@ -187,20 +197,20 @@ def train_on_rollouts(model, optimizer, tokenizer, prompts, responses, rewards, 
             loss_tok, clipped = per_token_loss(
                 log_probs, LOSS_TYPE, rewards[c].to(device), advantages[c].to(device), old[i], CLIP_RANGE
             )
-            # per-sequence mean over its response tokens, mean over the micro-batch, scaled for accumulation
-            loss = masked_mean(loss_tok, b["response_mask"], dim=1).mean() / GRAD_ACCUM
+            loss = microbatch_loss(loss_tok, b["response_mask"])
             if not torch.isfinite(loss):
                 sys.exit(f"loss is {loss.item()} at micro-batch {i}: diverged")
             loss.backward()
             losses.append(loss.item() * GRAD_ACCUM)
             clip_fracs.append(masked_mean(clipped.float(), b["response_mask"]).item())
-            if (i + 1) % GRAD_ACCUM == 0 or i == len(batches) - 1:
+            done += 1
+            if done % GRAD_ACCUM == 0:
                 if GRAD_CLIP > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 opt_steps += 1
-    return sum(losses) / len(losses), sum(clip_fracs) / len(clip_fracs), opt_steps
+    return sum(losses) / len(losses), sum(clip_fracs) / len(clip_fracs), opt_steps, done
 
 
 def metric(name, value, step):
@@ -237,7 +247,13 @@ def main():
     def eval_generate(prompts, **sampling):
         return engine.generate(prompts, n=1, **sampling)
 
-    for step in range(1, GRPO_STEPS + 1):
+    done = 0  # micro-batches trained on; the optimiser steps every GRAD_ACCUM of them
+    for step in range(GRPO_STEPS):
+        log = {}
+        if evaluate.should_evaluate(step):  # before this step's rollouts, with the engine's current weights
+            result = evaluate.evaluate(eval_generate, step)
+            log["eval/mean_reward"] = result["accuracy"]
+        engine.sync(model)  # the engine samples this step's rollouts from the current policy
         t0 = time.time()
         questions = random.sample(train_set, ROLLOUT_PROMPTS)
         prompts = [template.format(question=q["problem"]) for q in questions]
@@ -249,22 +265,18 @@ def main():
         advantages = group_normalized_advantages(rewards, GROUP_SIZE, ADV_EPS, NORMALIZE_BY_STD)
         n_tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses)
         rollout_prompts = [p for p in prompts for _ in range(GROUP_SIZE)]
-        loss, clip_frac, opt_steps = train_on_rollouts(model, optimizer, tokenizer, rollout_prompts, responses,
-                                                       rewards, advantages, device)
-        engine.sync(model)
+        loss, clip_frac, opt_steps, done = train_on_rollouts(model, optimizer, tokenizer, rollout_prompts,
+                                                             responses, rewards, advantages, device, done)
         step_time = time.time() - t0
         mean_reward = rewards.mean().item()
         metric("train_reward", mean_reward, step)
         metric("train_loss", loss, step)
-        print(f"step {step}/{GRPO_STEPS}: reward {mean_reward:.4f} loss {loss:.4f} clip {clip_frac:.3f} "
+        print(f"step {step}/{GRPO_STEPS - 1}: reward {mean_reward:.4f} loss {loss:.4f} clip {clip_frac:.3f} "
               f"opt_steps {opt_steps} rollout {n_tokens} tok in {t_gen:.1f}s ({n_tokens / t_gen:.0f} tok/s) "
               f"step {step_time:.1f}s", flush=True)
         metric("rollout_tokens_per_s", n_tokens / t_gen, step)
         metric("step_time_s", step_time, step)
-        log = {"train/mean_reward": mean_reward, "train/loss": loss, "train/clip_fraction": clip_frac}
-        if evaluate.should_evaluate(step, GRPO_STEPS):
-            result = evaluate.evaluate(eval_generate, step)
-            log["eval/mean_reward"] = result["accuracy"]
+        log.update({"train/mean_reward": mean_reward, "train/loss": loss, "train/clip_fraction": clip_frac})
         if wandb is not None:
             wandb.log(log, step=step)
     print(f"sample response: {responses[0]!r}")

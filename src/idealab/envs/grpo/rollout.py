@@ -3,10 +3,12 @@
 Both give the same sampling semantics: `generate(prompts, n=, temperature=, top_p=, max_tokens=, stop=)`
 returns len(prompts) * n strings, the n samples of each prompt adjacent; sampling is pure temperature /
 nucleus sampling (no top-k), at most max_tokens new tokens, cut right after the first `stop` string,
-which is kept. After each optimiser step the trainer calls `sync(policy)` so the engine samples from the
-current weights.
+which is kept. Each engine holds its own copy of the weights: the trainer calls `sync(policy)` at the start of
+every GRPO step (after that step's evaluation), so an evaluation sees the weights the previous step's
+rollouts were sampled with, as in the paper's code.
 """
 
+import copy
 import importlib.util
 import os
 
@@ -21,24 +23,24 @@ def truncate_at_stop(text, stop):
 
 
 class HFEngine:
-    """Batched `model.generate` on the policy itself (no copy, so `sync` has nothing to do)."""
+    """Batched `model.generate` on a copy of the policy, refreshed by `sync` (like vLLM's own weights)."""
 
     name = "transformers"
 
     def __init__(self, model, tokenizer, batch_size):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.tokenizer, self.batch_size = tokenizer, batch_size
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
+    @torch.no_grad()
     def sync(self, policy):
-        pass
+        self.model.load_state_dict(policy.state_dict())
 
     @torch.no_grad()
     def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_tokens=1024, stop=None):
         expanded = [p for p in prompts for _ in range(n)]
         tok, outputs = self.tokenizer, []
-        was_training = self.model.training
-        self.model.eval()
         side, tok.padding_side = tok.padding_side, "left"  # decoder-only generation pads on the left
         try:
             for i in range(0, len(expanded), self.batch_size):
@@ -60,7 +62,6 @@ class HFEngine:
                 outputs += [truncate_at_stop(t, stop) for t in texts]
         finally:
             tok.padding_side = side
-            self.model.train(was_training)
         return outputs
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ class Settings:
     val_tokens: int  # exactly this many validation targets are scored, once, at the end
     val_seq_len: int  # context length of the validation sequences
     val_batch_seqs: int  # sequences per token-by-token batch on each rank (speed/memory only)
+    val_dtype: str  # float32 (the paper's: eager model, no autocast) or bfloat16 (autocast; faster)
     train_glob: str
     val_glob: str
     wandb: bool = False
@@ -45,7 +47,9 @@ class Settings:
             time_limit_s=float(env.get("NANOGPT_TIME_LIMIT_S", "1500")),
             val_tokens=int(env.get("NANOGPT_VAL_SIZE", "10485760")),
             val_seq_len=int(env.get("NANOGPT_SEQ_LEN", "1024")),
-            val_batch_seqs=int(env.get("NANOGPT_VAL_BATCH_SEQS", "1024")),
+            # 512: a float32 key/value cache of 512 sequences x 1024 positions is about 36 GiB (1024: 72)
+            val_batch_seqs=int(env.get("NANOGPT_VAL_BATCH_SEQS", "512")),
+            val_dtype=env.get("NANOGPT_VAL_DTYPE", "float32"),
             train_glob=env.get("NANOGPT_TRAIN_GLOB") or os.path.join(root, "*_train_*.bin"),
             val_glob=env.get("NANOGPT_VAL_GLOB") or os.path.join(root, "*_val_*.bin"),
             wandb=env.get("NANOGPT_WANDB", "0").lower() in ("1", "true", "yes", "on"),
@@ -55,6 +59,34 @@ class Settings:
 
 
 SETTINGS = Settings.from_env()
+
+# The paper's code printed the validation loss of rank 0 only: with 8 ranks reading batches of 32
+# sequences in turn (rank r: batches r, r + 8, ...), that is 1/8 of the tokens. Reported beside the mean
+# over all tokens (the metric), so that both compare with the paper's numbers.
+ORIGINAL_WORLD = 8
+ORIGINAL_VAL_BATCH = 32
+
+
+def val_numerics(settings, device):
+    """The autocast context of validation: none for float32, bf16 autocast on CUDA for bfloat16."""
+    if settings.val_dtype == "float32" or torch.device(device).type != "cuda":
+        return nullcontext()
+    if settings.val_dtype == "bfloat16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    raise ValueError(f"NANOGPT_VAL_DTYPE={settings.val_dtype!r}: choose float32 or bfloat16")
+
+
+def in_original_rank0_share(first_seq, n):
+    """(n,) bool: which of the global validation sequences first_seq .. first_seq + n - 1 the paper's rank 0
+    scored."""
+    index = torch.arange(first_seq, first_seq + n)
+    return (index // ORIGINAL_VAL_BATCH) % ORIGINAL_WORLD == 0
+
+
+@dataclass(frozen=True)
+class ValLoss:
+    mean: float  # over all validation tokens: the metric
+    rank0_share: float  # over the paper's rank-0 share of them (what the paper's code printed)
 
 
 class TrainClock:
@@ -89,42 +121,48 @@ class TrainClock:
 
 @torch.no_grad()
 def token_by_token_loss(model, x, y, autocast):
-    """Sum of cross-entropies and count over (N, T) sequences, feeding one position at a time through
-    `model.forward_with_cache(idx (N, 1), cache) -> (logits (N, 1, V), cache)`. The model only ever holds
-    tokens up to the current position, so no change to it can let a position see a later token."""
+    """Per-sequence sums of cross-entropies (N,) (float64) over (N, T) sequences, and the token count,
+    feeding one position at a time through `model.forward_with_cache(idx (N, 1), cache) -> (logits (N, 1, V),
+    cache)`. The model only ever holds tokens up to the current position, so no change to it can let a
+    position see a later token."""
     cache = None
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    totals = torch.zeros(x.size(0), dtype=torch.float64, device=x.device)
     for t in range(x.size(1)):
         with autocast:
             logits, cache = model.forward_with_cache(x[:, t : t + 1], cache)
-        total += F.cross_entropy(logits[:, -1, :].float(), y[:, t], reduction="sum").double()
-    return total, y.numel()
+        totals += F.cross_entropy(logits[:, -1, :].float(), y[:, t], reduction="none").double()
+    return totals, y.numel()
 
 
 @torch.no_grad()
-def evaluate(model, settings, device, autocast, rank=0, world=1):
-    """Mean validation loss over exactly settings.val_tokens targets, split over the ranks."""
+def evaluate(model, settings, device, rank=0, world=1):
+    """ValLoss over exactly settings.val_tokens targets, split over the ranks, with the validation
+    numerics of `settings.val_dtype`."""
     model.eval()
+    autocast = val_numerics(settings, device)
     x_all, y_all = load_val_sequences(settings.val_glob, settings.val_tokens, settings.val_seq_len, rank, world)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
+    first_seq = rank * x_all.size(0)  # this rank's first sequence in the whole validation set
+    share = in_original_rank0_share(first_seq, x_all.size(0)).to(device)
+    # sums and counts: [all tokens, tokens of the paper's rank-0 share]
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     n_batches = math.ceil(x_all.size(0) / settings.val_batch_seqs)
     size = math.ceil(x_all.size(0) / n_batches)  # equal batches of at most val_batch_seqs sequences
     t0 = time.perf_counter()
     for b, i in enumerate(range(0, x_all.size(0), size)):
         x = x_all[i : i + size].to(device, non_blocking=True)
         y = y_all[i : i + size].to(device, non_blocking=True)
-        batch_total, batch_count = token_by_token_loss(model, x, y, autocast)
-        total += batch_total
-        count += batch_count
+        seq_totals, count = token_by_token_loss(model, x, y, autocast)
+        in_share = share[i : i + size]
+        sums += torch.stack([seq_totals.sum(), seq_totals[in_share].sum(),
+                             seq_totals.new_tensor(count), seq_totals.new_tensor(in_share.sum().item() * y.size(1))])
         if rank == 0 and (b + 1) % max(1, n_batches // 10) == 0:
             print(f"validation: batch {b + 1}/{n_batches} on rank 0, {time.perf_counter() - t0:.1f}s", flush=True)
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(total)
-        dist.all_reduce(count)
-    if int(count.item()) != settings.val_tokens:
-        raise RuntimeError(f"scored {int(count.item())} validation tokens, expected {settings.val_tokens}")
-    return (total / count).item()
+        dist.all_reduce(sums)
+    total, share_total, count, share_count = sums.tolist()
+    if int(count) != settings.val_tokens:
+        raise RuntimeError(f"scored {int(count)} validation tokens, expected {settings.val_tokens}")
+    return ValLoss(total / count, share_total / share_count)
 
 
 @torch.no_grad()
@@ -135,7 +173,7 @@ def causality_gap(model, x, y, autocast):
     with autocast:
         _, full = model(x, y)
     tbt, n = token_by_token_loss(model, x, y, autocast)
-    return float(full.float().item()), float((tbt / n).item())
+    return float(full.float().item()), float((tbt.sum() / n).item())
 
 
 def check_causality(model, x, y, autocast, tolerance):
@@ -144,15 +182,16 @@ def check_causality(model, x, y, autocast, tolerance):
     return ok, full, tbt
 
 
-def causality_report(model, settings, device, autocast, rank=0, world=1, num_seqs=4):
+def causality_report(model, settings, device, rank=0, world=1, num_seqs=4):
     """Print (rank 0) whether the full forward pass and the token-by-token pass agree on a few validation
-    sequences. Informational: the metric is the token-by-token loss, which cannot see later tokens."""
+    sequences, in the validation numerics. Informational: the metric is the token-by-token loss, which
+    cannot see later tokens."""
     if rank != 0:
         return None
     T = settings.val_seq_len
     x, y = load_val_sequences(settings.val_glob, num_seqs * T, T)
-    tolerance = 2e-5 if torch.device(device).type == "cpu" else 0.02  # float32 vs bfloat16 rounding
-    ok, full, tbt = check_causality(model, x.to(device), y.to(device), autocast, tolerance)
+    tolerance = 2e-5 if torch.device(device).type == "cpu" else 0.02  # rounding of float32/TF32 or bfloat16
+    ok, full, tbt = check_causality(model, x.to(device), y.to(device), val_numerics(settings, device), tolerance)
     verdict = "ok" if ok else "MISMATCH: the full forward pass may let positions see later tokens"
     print(f"causality check: full-forward loss {full:.4f}, token-by-token loss {tbt:.4f}: {verdict}", flush=True)
     return ok
@@ -161,10 +200,14 @@ def causality_report(model, settings, device, autocast, rank=0, world=1, num_seq
 # ------------------------------------------------------------------------------------------ reporting
 
 
-def report(step, val_loss, train_time_s):
-    """The final lines: a human-readable summary and the `@metric` line that idealab reads."""
-    print(f"step:{step} val_loss:{val_loss:.4f} train_time:{train_time_s * 1000:.0f}ms", flush=True)
-    print("@metric " + json.dumps({"name": "val_loss", "value": val_loss, "step": step}), flush=True)
+def report(step, val, train_time_s):
+    """The final lines: a human-readable summary and the `@metric` lines that idealab reads (val_loss is the
+    metric; val_loss_rank0_share is what the paper's code printed, for comparison)."""
+    print(f"step:{step} val_loss:{val.mean:.4f} train_time:{train_time_s * 1000:.0f}ms "
+          f"(the paper's rank-0 share: {val.rank0_share:.4f})", flush=True)
+    print("@metric " + json.dumps({"name": "val_loss", "value": val.mean, "step": step}), flush=True)
+    print("@metric " + json.dumps({"name": "val_loss_rank0_share", "value": val.rank0_share, "step": step}),
+          flush=True)
 
 
 class RunLogger:
@@ -193,7 +236,8 @@ class RunLogger:
                 flush=True,
             )
 
-    def final(self, step, val_loss, train_time_s):
+    def final(self, step, val, train_time_s):
         if self.enabled and self.run is not None:
-            self.run.log({"val_loss": val_loss, "train_time_s": train_time_s}, step=step)
+            self.run.log({"val_loss": val.mean, "val_loss_rank0_share": val.rank0_share,
+                          "train_time_s": train_time_s}, step=step)
             self.run.finish()

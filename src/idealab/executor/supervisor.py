@@ -1,0 +1,396 @@
+"""The per-job supervisor: `python -m idealab.executor.supervisor JOB_DIR`.
+
+One small process per job, started by the backend in its own session. It reads `JOB_DIR/job.json`, starts
+the job's command in a process group of its own, and owns the job from then on:
+
+- the time limit: SIGTERM to the job's whole group at the limit, SIGKILL after the grace period. This
+  does not depend on the orchestrator, so a job cannot outlive its limit (+ grace) even when the
+  orchestrator was SIGKILLed;
+- the output: stdout and stderr go through pipes into capped log files (head and tail kept); stdout is
+  parsed for metric values as it streams, with a cap on the values kept. The orchestrator never reads a
+  job's output while it runs;
+- a stop request (SIGTERM, SIGINT or SIGHUP to the supervisor) ends the job the same graceful way;
+- the end: `metrics.jsonl`, then `exit.json` (what the supervisor saw) are written atomically, so an
+  orchestrator that restarts after a crash can collect the result of a job that finished without it.
+
+A simple command (no shell syntax) is exec'd directly, so the program itself receives the SIGTERM and
+its handler gets the grace period; anything else runs under /bin/sh -c, and the signal still reaches the
+whole group, whose end (not just the shell's) is awaited. Only the standard library is imported, to keep
+the start of every job cheap. Issue 10 runs this as the init of the job's PID namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import sys
+import time
+
+from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, CappedLog
+from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES, MetricStream
+
+SPEC_NAME = "job.json"
+EXIT_NAME = "exit.json"
+METRICS_NAME = "metrics.jsonl"
+JOB_PGID_NAME = "job.pgid"
+SUPERVISOR_LOG_NAME = "supervisor.log"
+STDOUT_NAME = "stdout.log"
+STDERR_NAME = "stderr.log"
+REAP_TIMEOUT_S = 30.0  # a process stuck in the kernel cannot be hurried: give up waiting on it then
+DRAIN_S = 2.0  # after the job's group is gone, how long to wait for escaped processes to close the pipes
+_READ_BYTES = 1 << 20
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]{}!\n]")  # anything that needs a shell to mean what it says
+# words that only a shell understands as the first word of a command (keywords and special built-ins)
+_SHELL_WORDS = frozenset(
+    "! { } case do done elif else esac fi for if in then until while . : break cd continue eval exec exit "
+    "export readonly return set shift source times trap ulimit umask unset wait alias command type".split()
+)
+PathLike = str | os.PathLike[str]
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class SupervisorSpec:
+    """What the backend asks of the supervisor (written as job.json).
+
+    Plain classes here, not dataclasses: importing dataclasses (and inspect) would cost every job's start.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        command: str,
+        cwd: str,
+        timeout_s: float,
+        grace_s: float,
+        log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES,
+        metric_name: str | None = None,  # parse stdout for this metric (and any @metric line); None: do not
+        metric_regex: str | None = None,
+        max_metric_values: int = DEFAULT_MAX_METRIC_VALUES,
+    ) -> None:
+        self.job_id = job_id
+        self.command = command
+        self.cwd = cwd
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.log_cap_bytes = log_cap_bytes
+        self.metric_name = metric_name
+        self.metric_regex = metric_regex
+        self.max_metric_values = max_metric_values
+
+    def write(self, job_dir: PathLike) -> None:
+        _write_atomic(os.path.join(job_dir, SPEC_NAME), json.dumps(vars(self)))
+
+    @classmethod
+    def read(cls, job_dir: PathLike) -> SupervisorSpec:
+        with open(os.path.join(job_dir, SPEC_NAME)) as handle:
+            return cls(**json.load(handle))
+
+
+class ExitRecord:
+    """What the supervisor saw (written as exit.json once the job and its group are gone)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        started_at: float,
+        finished_at: float,
+        returncode: int | None,  # the main process's; negative: killed by that signal; None: never started
+        ended: str,  # "exited" (by itself), "timeout", "stopped" (on request) or "error" (could not start)
+        error: str | None = None,
+        stdout_bytes: int = 0,
+        stdout_dropped: int = 0,
+        stderr_bytes: int = 0,
+        stderr_dropped: int = 0,
+        metric_values_seen: int = 0,
+        metric_values_dropped: int = 0,
+    ) -> None:
+        self.job_id = job_id
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.returncode = returncode
+        self.ended = ended
+        self.error = error
+        self.stdout_bytes = stdout_bytes
+        self.stdout_dropped = stdout_dropped
+        self.stderr_bytes = stderr_bytes
+        self.stderr_dropped = stderr_dropped
+        self.metric_values_seen = metric_values_seen
+        self.metric_values_dropped = metric_values_dropped
+
+    def write(self, job_dir: PathLike) -> None:
+        _write_atomic(os.path.join(job_dir, EXIT_NAME), json.dumps(vars(self)))
+
+    @classmethod
+    def read(cls, job_dir: PathLike) -> ExitRecord | None:
+        """The record of a job that ended, or None while it has not (or its supervisor died first)."""
+        try:
+            with open(os.path.join(job_dir, EXIT_NAME)) as handle:
+                return cls(**json.load(handle))
+        except FileNotFoundError:
+            return None
+
+
+def job_argv(command: str) -> list[str]:
+    """The command as an argv: split and exec'd directly when it has no shell syntax, else via /bin/sh."""
+    if not _SHELL_SYNTAX.search(command):
+        try:
+            words = shlex.split(command)
+        except ValueError:  # unbalanced quotes: let the shell report it
+            words = []
+        if words and words[0] not in _SHELL_WORDS and "=" not in words[0]:
+            if not any(w.startswith(("~", "#")) for w in words):
+                return words
+    return ["/bin/sh", "-c", command]
+
+
+def _write_atomic(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the processes in group `pgid` (Linux: read from /proc)."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(name)) == pgid:
+                members.append(int(name))
+        except ProcessLookupError:
+            continue  # exited while we looked
+    return members
+
+
+def wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Block until no process of group `pgid` is alive (zombies count as gone), waiting on pidfds."""
+    fds = []
+    for pid in group_members(pgid):
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            continue  # exited while we looked
+    try:
+        with selectors.DefaultSelector() as selector:
+            for fd in fds:
+                selector.register(fd, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout_s
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for key, _ in selector.select(left):
+                    selector.unregister(key.fd)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+class _Pipe:
+    """The read end of one of the job's output streams and where its bytes go."""
+
+    def __init__(self, fd: int, log: CappedLog, metrics: MetricStream | None) -> None:
+        self.fd = fd
+        self.log = log
+        self.metrics = metrics
+
+
+class _Supervision:
+    """The event loop of one job: pipes, the child's exit, stop signals and the deadlines."""
+
+    def __init__(self, spec: SupervisorSpec, job_dir: str) -> None:
+        self.spec = spec
+        self.job_dir = job_dir
+        self.stdout = CappedLog(os.path.join(job_dir, STDOUT_NAME), spec.log_cap_bytes)
+        self.stderr = CappedLog(os.path.join(job_dir, STDERR_NAME), spec.log_cap_bytes)
+        self.metrics = (
+            MetricStream(
+                spec.metric_name,
+                re.compile(spec.metric_regex) if spec.metric_regex else None,
+                spec.max_metric_values,
+            )
+            if spec.metric_name is not None
+            else None
+        )
+        self.selector = selectors.DefaultSelector()
+        self.ended = "exited"
+        self.kill_at: float | None = None  # monotonic time of the SIGKILL once termination began
+
+    def run(self) -> ExitRecord:
+        started_at = time.time()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, lambda *_: None)  # the wake-up fd carries it into the loop
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            os.chdir(self.spec.cwd)  # where the job starts (posix_spawn has no portable chdir)
+            try:
+                pid = self._spawn(job_argv(self.spec.command), out_w, err_w)
+            except (FileNotFoundError, PermissionError):  # a built-in, or a mistake the shell words for us
+                pid = self._spawn(["/bin/sh", "-c", self.spec.command], out_w, err_w)
+        except OSError as exc:
+            return self._record(started_at, None, "error", f"could not start the job: {exc}")
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        try:
+            _write_atomic(os.path.join(self.job_dir, JOB_PGID_NAME), str(pid))
+            self.selector.register(out_r, selectors.EVENT_READ, _Pipe(out_r, self.stdout, self.metrics))
+            self.selector.register(err_r, selectors.EVENT_READ, _Pipe(err_r, self.stderr, None))
+            self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+            returncode = self._watch(pid, wake_r)
+        except BaseException:
+            _signal_group(pid, signal.SIGKILL)  # a bug here must not leave the job without its limit
+            raise
+        return self._record(started_at, returncode, self.ended)
+
+    def _spawn(self, argv: list[str], out_w: int, err_w: int) -> int:
+        """Start the job in a process group of its own (pgid == its pid), stdin from /dev/null."""
+        return os.posix_spawnp(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ],
+            setpgroup=0,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; a program expects defaults
+        )
+
+    def _watch(self, pid: int, wake_r: int) -> int:
+        """Pump the output until the job ends by itself, at its limit or on request; its exit code."""
+        pidfd = os.pidfd_open(pid)
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+        deadline = time.monotonic() + self.spec.timeout_s
+        main_exited = False
+        while not self._done(main_exited, pid):
+            wake_at = deadline if self.kill_at is None else self.kill_at
+            for key, _ in self.selector.select(max(0.0, wake_at - time.monotonic())):
+                if key.data == "exit":
+                    main_exited = True
+                    self.selector.unregister(pidfd)
+                elif key.data == "signal":
+                    os.read(wake_r, 512)
+                    self._terminate(pid, "stopped")
+                else:
+                    self._pump(key.data)
+            if time.monotonic() >= wake_at:
+                if self.kill_at is None:
+                    self._terminate(pid, "timeout")
+                else:
+                    break  # the grace period is over
+        _signal_group(pid, signal.SIGKILL)  # whatever of the group is left (or was left behind)
+        _, status = os.waitpid(pid, 0)
+        os.close(pidfd)
+        # once exit.json exists the job's GPUs may go to the next job: every process of it must be gone
+        wait_group_gone(pid, REAP_TIMEOUT_S)
+        self._drain(time.monotonic() + DRAIN_S)
+        return os.waitstatus_to_exitcode(status)
+
+    def _pipes_open(self) -> bool:
+        return any(isinstance(k.data, _Pipe) for k in self.selector.get_map().values())
+
+    def _done(self, main_exited: bool, pgid: int) -> bool:
+        if self.kill_at is None:
+            return main_exited  # a normal end: leftover children are killed, not waited for
+        # terminating: the whole group gets the grace period, not just the main process (a shell in
+        # front of the program dies at once on SIGTERM while the program's handler still runs)
+        if not main_exited or self._pipes_open():
+            return False
+        wait_group_gone(pgid, max(0.0, self.kill_at - time.monotonic()))
+        return True
+
+    def _terminate(self, pgid: int, why: str) -> None:
+        if self.kill_at is not None:
+            return
+        self.ended = why
+        self.kill_at = time.monotonic() + self.spec.grace_s
+        _signal_group(pgid, signal.SIGTERM)
+
+    def _pump(self, pipe: _Pipe) -> None:
+        data = os.read(pipe.fd, _READ_BYTES)
+        if not data:
+            self.selector.unregister(pipe.fd)
+            os.close(pipe.fd)
+            return
+        pipe.log.write(data)
+        if pipe.metrics is not None:
+            pipe.metrics.feed(data)
+
+    def _drain(self, until: float) -> None:
+        """Read what is left in the pipes, until they close or `until` (a process that left the group
+        may hold them open forever)."""
+        while self._pipes_open():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in self.selector.select(left):
+                if isinstance(key.data, _Pipe):
+                    self._pump(key.data)
+                elif key.data == "signal":
+                    os.read(key.fd, 512)
+
+    def _record(
+        self, started_at: float, returncode: int | None, ended: str, error: str | None = None
+    ) -> ExitRecord:
+        self.stdout.close()
+        self.stderr.close()
+        seen = dropped = 0
+        if self.metrics is not None:
+            self.metrics.finish()
+            kept = self.metrics.values()
+            seen, dropped = self.metrics.seen, self.metrics.seen - len(kept)
+            lines = (json.dumps(value) + "\n" for value in kept)
+            _write_atomic(os.path.join(self.job_dir, METRICS_NAME), "".join(lines))
+        return ExitRecord(
+            job_id=self.spec.job_id,
+            started_at=started_at,
+            finished_at=time.time(),
+            returncode=returncode,
+            ended=ended,
+            error=error,
+            stdout_bytes=self.stdout.total,
+            stdout_dropped=self.stdout.dropped,
+            stderr_bytes=self.stderr.total,
+            stderr_dropped=self.stderr.dropped,
+            metric_values_seen=seen,
+            metric_values_dropped=dropped,
+        )
+
+
+def supervise(job_dir: PathLike) -> ExitRecord:
+    """Run the job described in `job_dir` to its end and write its exit record."""
+    job_dir = os.path.abspath(job_dir)
+    record = _Supervision(SupervisorSpec.read(job_dir), job_dir).run()
+    record.write(job_dir)
+    return record
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m idealab.executor.supervisor JOB_DIR", file=sys.stderr)
+        return 2
+    supervise(argv[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
