@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -98,3 +99,31 @@ def test_unknown_llm_option_is_refused(tmp_path):
     )
     assert done.returncode == 2
     assert "unknown LLM setting 'bogus'" in done.stderr
+
+
+def test_env_check_removes_its_temporary_copy(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    done = subprocess.run(
+        [sys.executable, "-m", "idealab", "env", "check", str(QUAD), "--json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "ok"
+    assert list(scratch.iterdir()) == []  # the copy and its logs are gone
+
+    kept = tmp_path / "kept"
+    done = idealab("env", "check", str(QUAD), "--json", "--workdir", str(kept))
+    assert done.returncode == 0, done.stderr
+    assert Path(json.loads(done.stdout)["stdout"]).is_file() and (kept / "code" / "train.py").is_file()
+
+
+def test_a_non_utf8_manifest_is_a_clear_error_not_a_traceback(tmp_path):
+    env = tmp_path / "latin"
+    shutil.copytree(QUAD, env)
+    manifest = env / "idealab.toml"
+    manifest.write_bytes(manifest.read_text().replace("A toy", "Un jouet \xe9").encode("latin-1"))
+    done = idealab("env", "check", str(env))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "idealab.toml: not UTF-8 text" in " ".join(done.stderr.split())

@@ -128,6 +128,20 @@ def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
         ('name = "toy"', 'name = "toy"\ncolour = "red"', "colour", "known fields"),
         ("[presets.smoke.run]", "[presets.smoke.files2]", "presets.smoke.files2", "known fields"),
         ("env = { STEPS = 100,", "env = { MAX_TOKENS = 100,", "run.env.MAX_TOKENS", "does not look like a credential"),
+        ("valid_range = [2.5, 12]", "valid_range = [nan, nan]", "metric.valid_range", "finite numbers"),
+        ("valid_range = [2.5, 12]", "valid_range = [0, inf]", "metric.valid_range", "finite numbers"),
+        ("valid_range = [2.5, 12]", "valid_range = [-inf, 12]", "metric.valid_range", "finite numbers"),
+        ("baseline = 3.3", "baseline = nan", "metric.baseline", "finite number"),
+        ("timeout_s = 60", "timeout_s = 60\npreflight_timeout_s = -5", "run.preflight_timeout_s", "positive number"),
+        ("timeout_s = 60", "timeout_s = 60\npreflight_timeout_s = 0", "run.preflight_timeout_s", "positive number"),
+        ("timeout_s = 60", "timeout_s = inf", "run.timeout_s", "finite number"),
+        ('env = { STEPS = 100, TAG = "${IDEALAB_JOB_ID}" }', "env = true", "run.env", "a table"),
+        ("env = { STEPS = 100,", "env = { STEPS = true,", "run.env.STEPS", "a string"),
+        ("env = { STEPS = 100,", "env = { STEPS = [1, 2],", "run.env.STEPS", "a string"),
+        ('command = "python train.py"', "command = true", "run.command", "non-empty string"),
+        ("log = true", "log = 1", "knobs.LR.log", "true or false"),
+        ('rules = ["Do not touch the evaluation."]', "rules = true", "rules", "list of non-empty strings"),
+        ("timeout_s = 5\ngpus = 0", "timeout_s = 5\ngpus = true", "run.gpus", "(with presets.smoke applied)"),
     ],
 )
 def test_validation_errors_name_field_and_expectation(
@@ -143,6 +157,24 @@ def test_missing_and_unparsable_manifest(tmp_path: Path) -> None:
         load_manifest(tmp_path)
     root = write_env(tmp_path, "name = [unclosed\n")
     with pytest.raises(ManifestError, match="not valid TOML"):
+        load_manifest(root)
+
+
+def test_non_utf8_manifest_and_editable_file_are_named(tmp_path: Path) -> None:
+    root = write_env(tmp_path)
+    (root / "idealab.toml").write_bytes(GOOD.replace("A toy", "A \xe9 toy").encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"idealab\.toml: not UTF-8 text"):
+        load_manifest(root)
+    root = write_env(tmp_path)
+    (root / "train.py").write_bytes(b"LR = 0.001  # \xff\xfe\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(root)
+    assert f"{root / 'train.py'}: not UTF-8 text" in str(info.value) and "files.editable" in str(info.value)
+
+
+def test_a_broken_preset_is_reported_without_choosing_it(tmp_path: Path) -> None:
+    root = write_env(tmp_path, GOOD.replace("timeout_s = 5\n", "timeout_s = -5\n"))
+    with pytest.raises(ManifestError, match=r"run.timeout_s' \(with presets.smoke applied\)"):
         load_manifest(root)
 
 

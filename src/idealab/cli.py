@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -16,18 +15,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from idealab import paths, startup
 from idealab.errors import RunFault
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import run_job
+from idealab.executor.runner import Outcome, run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
-from idealab.report import compute_used, load_view, status_json
+from idealab.report import compute_used, load_view, status_json, write_json
 from idealab.runconfig import RunOptions, env_defaults
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
@@ -41,18 +40,20 @@ env_app = typer.Typer(no_args_is_help=True, help="Research environments: list, c
 data_app = typer.Typer(no_args_is_help=True, help="Offline data that set-up fetches once.")
 app.add_typer(env_app, name="env")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# Markup and emoji codes off: ideas, reasons, logs and paths come from models, jobs and users, and a `[/]`
+# in them must print as itself, never crash the run. Styling goes through Text objects instead.
+console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+out = Console(soft_wrap=True, markup=False, emoji=False)
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(Text.assemble(("error:", "bold red"), " ", message))
     return typer.Exit(2)
 
 
 def _fault(fault: RunFault, hint: str | None = None) -> typer.Exit:
     """A fault of the machine or the workdir: one line (and a hint), exit status 1, never a traceback."""
-    console.print(f"[bold red]error:[/] {escape(str(fault))}")
+    console.print(Text.assemble(("error:", "bold red"), " ", str(fault)))
     if hint:
         console.print(hint)
     return typer.Exit(1)
@@ -171,8 +172,8 @@ def run(
             store = held.enter_context(started.store)
             options, manifest, pool = started.options, started.manifest, started.pool
             if started.settings_changed:
-                changed = escape(started.settings_changed)
-                console.print(f"[yellow]LLM settings changed (recorded with the run):[/]\n{changed}")
+                console.print("LLM settings changed (recorded with the run):", style="yellow")
+                console.print(started.settings_changed)
             total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
             display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
             sink = _tracker_sink(track, store, started.run, manifest, workdir)
@@ -193,9 +194,12 @@ def run(
                 options.search_config(), workdir, on_event=on_event,
             )
             console.print(
-                f"[bold]idealab[/] {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
-                f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
-                f"{_describe(pool)}, workdir {workdir}"
+                Text.assemble(
+                    ("idealab", "bold"),
+                    f" {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
+                    f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
+                    f"{_describe(pool)}, workdir {workdir}",
+                )
             )
             terminated: list[signal.Signals] = []
             with display:
@@ -203,13 +207,14 @@ def run(
                     asyncio.run(_run_search(search, backend, terminated))
                 except (KeyboardInterrupt, asyncio.CancelledError):
                     name = terminated[0].name if terminated else "SIGINT"
-                    console.print(f"[yellow]stopped by {name}: state is saved; run the same command again to resume[/]")
+                    stopped = f"stopped by {name}: state is saved; run the same command again to resume"
+                    console.print(stopped, style="yellow")
                     raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
                 except RunFault as exc:  # the machine failed, not an idea: committed state is intact
                     raise _fault(exc, "the run stopped; fix the cause, then run the same command to resume") from None
             _print_summary(store)
             if search.internal_errors:
-                console.print(f"[bold red]{len(search.internal_errors)} internal error(s):[/]")
+                console.print(f"{len(search.internal_errors)} internal error(s):", style="bold red")
                 for err in search.internal_errors:
                     console.print(err)
                 raise typer.Exit(1)
@@ -290,7 +295,7 @@ def status(
     except RunFault as exc:
         raise _fault(exc) from None
     if as_json:
-        out.print_json(json.dumps(data))
+        write_json(data, sys.stdout)
         return
     _print_table(data)
 
@@ -350,7 +355,8 @@ def serve(
         if not (w / DB_NAME).is_file():
             raise _fail(f"{w}: no idealab run here (no {DB_NAME})")
     if host not in LOOPBACK:
-        console.print(f"[yellow]warning:[/] serving on {host}: anyone who reaches it sees ideas, code and logs")
+        exposed = f" serving on {host}: anyone who reaches it sees ideas, code and logs"
+        console.print(Text.assemble(("warning:", "yellow"), exposed))
     dashboard = create_app([w.resolve() for w in workdirs], int(interval * 1000))
     try:
         sock = bind(host, port)
@@ -388,10 +394,11 @@ def env_list() -> None:
         try:
             manifest = load_manifest(resolve_env(name))
         except ManifestError as exc:
-            out.print(f"[bold]{name}[/]  [red]invalid manifest:[/] {exc}")
+            out.print(Text.assemble((name, "bold"), "  ", ("invalid manifest:", "red"), f" {exc}"))
             continue
         presets = ", ".join(manifest.presets) or "-"
-        out.print(f"[bold]{name}[/]  {manifest.metric.name} ({manifest.metric.goal.value}); presets: {presets}")
+        summary = f"  {manifest.metric.name} ({manifest.metric.goal.value}); presets: {presets}"
+        out.print(Text.assemble((name, "bold"), summary))
         out.print(f"    {manifest.description.strip().splitlines()[0]}")
 
 
@@ -410,19 +417,14 @@ def env_check(
     except ManifestError as exc:
         raise _fail(str(exc)) from None
     pool = _pool(slots, gpus, manifest.run.gpus)
-    base = workdir.resolve() if workdir else Path(tempfile.mkdtemp(prefix="idealab-check-"))
-    workspace = copy_environment(manifest.root, base / "code")
     if not as_json:
         console.print(f"running {manifest.name} ({preset or 'default'}): {manifest.run.command}")
-
-    async def go() -> Any:
-        backend = LocalBackend(pool)
-        try:
-            return await run_job(backend, manifest, workspace, "check", base / "logs")
-        finally:
-            await backend.close()
-
-    outcome = asyncio.run(go())
+    if workdir is not None:
+        outcome = _check_in(manifest, pool, workdir.resolve())
+    else:  # a throw-away copy, removed however the check ends
+        with tempfile.TemporaryDirectory(prefix="idealab-check-") as tmp:
+            outcome = _check_in(manifest, pool, Path(tmp))
+    kept = workdir is not None
     result = {
         "env": manifest.name,
         "preset": preset,
@@ -431,16 +433,30 @@ def env_check(
         "metric_name": manifest.metric.name,
         "reason": outcome.reason,
         "duration_s": round(outcome.result.duration_s, 3),
-        "stdout": str(outcome.result.stdout_path),
-        "stderr": str(outcome.result.stderr_path),
+        "stdout": str(outcome.result.stdout_path) if kept else None,  # removed with the copy (see --workdir)
+        "stderr": str(outcome.result.stderr_path) if kept else None,
     }
     if as_json:
-        out.print_json(json.dumps(result))
+        write_json(result, sys.stdout)
     else:
         for key, value in result.items():
             out.print(f"{key}: {value}")
     if outcome.status.value != "ok":
         raise typer.Exit(1)
+
+
+def _check_in(manifest: Manifest, pool: SlotPool, base: Path) -> Outcome:
+    """Copy the environment to `base/code` and run it once, logs in `base/logs`."""
+    workspace = copy_environment(manifest.root, base / "code")
+
+    async def go() -> Outcome:
+        backend = LocalBackend(pool)
+        try:
+            return await run_job(backend, manifest, workspace, "check", base / "logs")
+        finally:
+            await backend.close()
+
+    return asyncio.run(go())
 
 
 def _run_setup(manifest_name: str, shared_data: Path | None, preset: str | None = None) -> None:

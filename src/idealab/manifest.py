@@ -173,12 +173,14 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class _Reader:
     """Typed field access that raises ManifestError naming the file and the dotted field."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, preset: str | None = None) -> None:
         self.path = path
+        self.preset = preset  # set while checking a preset's merged manifest: errors say which preset
 
     def fail(self, fieldname: str, expected: str, got: Any = None, show_got: bool = True) -> ManifestError:
         tail = f", got {got!r}" if show_got else ""
-        return ManifestError(f"{self.path}: field '{fieldname}': expected {expected}{tail}")
+        where = f" (with {self.preset} applied)" if self.preset else ""
+        return ManifestError(f"{self.path}: field '{fieldname}'{where}: expected {expected}{tail}")
 
     def table(self, data: Mapping[str, Any], key: str, prefix: str, required: bool = True) -> dict[str, Any]:
         where = f"{prefix}{key}"
@@ -265,8 +267,12 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
         raise r.fail("run.gpus", "a non-negative integer", gpus)
     env = run.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, str | int | float) for v in env.values()):
+    if not isinstance(env, dict):
         raise r.fail("run.env", "a table of variable = string", env)
+    for var, value in env.items():
+        # bool is an int in Python: without the explicit check `X = true` became the string "True"
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise r.fail(f"run.env.{var}", "a string (or a number)", value)
     for var in env:
         if is_credential(var):
             raise r.fail(
@@ -277,6 +283,8 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
                 show_got=False,
             )
     preflight_timeout = r.number(run, "preflight_timeout_s", "run.", default=300.0)
+    if preflight_timeout <= 0:
+        raise r.fail("run.preflight_timeout_s", "a positive number of seconds", preflight_timeout)
     return RunSpec(
         command=r.string(run, "command", "run."),
         timeout_s=timeout_s,
@@ -304,10 +312,10 @@ def _parse_metric(r: _Reader, raw: dict[str, Any]) -> MetricSpec:
     if "valid_range" in metric:
         vr = metric["valid_range"]
         ok = isinstance(vr, list) and len(vr) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in vr
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in vr
         )
         if not ok or vr[0] > vr[1]:
-            raise r.fail("metric.valid_range", "[low, high] with low <= high", vr)
+            raise r.fail("metric.valid_range", "[low, high] of finite numbers with low <= high", vr)
         valid_range = (float(vr[0]), float(vr[1]))
     baseline = r.number(metric, "baseline", "metric.") if "baseline" in metric else None
     return MetricSpec(
@@ -362,6 +370,14 @@ def _parse_files(r: _Reader, raw: dict[str, Any], root: Path) -> FileRules:
             seen[rel] = kind
             if not (root / rel).is_file():
                 raise r.fail(where, f"an existing file under {root}", rel)
+    for rel in rules.editable:  # changes are computed and applied as UTF-8 text
+        try:
+            (root / rel).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(
+                f"{root / rel}: not UTF-8 text ({exc.reason} at byte {exc.start}); files.editable lists it, "
+                "and editable files must be UTF-8 text"
+            ) from None
     return rules
 
 
@@ -400,7 +416,9 @@ def load_manifest(env_dir: Path | str, preset: str | None = None) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest found (an environment directory needs {MANIFEST_NAME})")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); TOML must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
     r = _Reader(path)
@@ -410,12 +428,17 @@ def load_manifest(env_dir: Path | str, preset: str | None = None) -> Manifest:
         if not isinstance(pvalue, dict):
             raise r.fail(f"presets.{pname}", "a table of overrides", pvalue)
         r.no_unknown(pvalue, _TOP_KEYS - {"presets", "name"}, f"presets.{pname}.")
-    if preset is not None:
-        if preset not in presets:
-            raise ManifestError(
-                f"{path}: field 'presets': no preset named {preset!r}; known presets: {sorted(presets) or 'none'}"
-            )
-        raw = _merge(raw, presets[preset])
+    if preset is not None and preset not in presets:
+        raise ManifestError(
+            f"{path}: field 'presets': no preset named {preset!r}; known presets: {sorted(presets) or 'none'}"
+        )
+    for other in presets:  # a broken preset is reported when the manifest is loaded, not when it is chosen
+        if other != preset:
+            _parse(_Reader(path, f"presets.{other}"), _merge(raw, presets[other]), root, presets, other)
+    return _parse(r, _merge(raw, presets[preset]) if preset else raw, root, presets, preset)
+
+
+def _parse(r: _Reader, raw: dict[str, Any], root: Path, presets: Mapping[str, Any], preset: str | None) -> Manifest:
     files = _parse_files(r, raw, root)
     return Manifest(
         name=r.string(raw, "name", ""),

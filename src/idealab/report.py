@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from idealab.manifest import Goal
 from idealab.search.journal import BASELINE_EPOCH, Journal
-from idealab.store import IdeaRecord, RunRecord, Store
+from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    """Epoch seconds as ISO 8601 in UTC, to the second (time.gmtime: twice as fast as datetime)."""
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def load_view(store: Store) -> RunView:
     return RunView(run, Journal.load(store, run.id, goal, run.baseline_metric))
 
 
-def experiment_json(idea: IdeaRecord) -> dict[str, Any]:
+def experiment_json(idea: IdeaRecord | IdeaSummary) -> dict[str, Any]:
     return {
         "id": idea.id,
         "epoch": idea.epoch,
@@ -59,36 +62,45 @@ def experiment_json(idea: IdeaRecord) -> dict[str, Any]:
 
 def compute_used(store: Store) -> dict[str, float]:
     """Job-hours and GPU-hours of every job that ran (re-runs after a crash included)."""
-    job_s = gpu_s = 0.0
-    for job in store.jobs():
-        if job.started_at is not None and job.finished_at is not None:
-            duration = max(0.0, job.finished_at - job.started_at)
-            job_s += duration
-            gpu_s += duration * len(job.gpu_ids)
+    job_s, gpu_s = store.compute_seconds()
     return {"job_hours": round(job_s / 3600, 4), "gpu_hours": round(gpu_s / 3600, 4)}
 
 
 def status_json(store: Store) -> dict[str, Any]:
-    view = load_view(store)
-    journal = view.journal
+    """Everything `status --json` prints. The journal holds listing rows only (no payloads or diffs), so a
+    run of ten thousand experiments is one light query."""
+    run = store.get_run()
+    if run is None:
+        raise LookupError("this work directory holds no run yet")
+    goal = Goal(run.manifest["metric"]["goal"])
+    journal = Journal.of(store.idea_summaries(run.id), goal, run.baseline_metric)
     best = journal.best()
     baseline_rows = journal.in_epoch(BASELINE_EPOCH)
     return {
         "run": {
-            "id": view.run.id,
-            "env": view.run.env_name,
-            "preset": view.run.preset,
-            "created_at": iso(view.run.created_at),
-            "config": view.run.config,
+            "id": run.id,
+            "env": run.env_name,
+            "preset": run.preset,
+            "created_at": iso(run.created_at),
+            "config": run.config,
             "schema_version": store.schema_version(),
         },
-        "metric": {"name": view.run.manifest["metric"]["name"], "goal": view.goal.value},
-        "baseline": view.baseline,
+        "metric": {"name": run.manifest["metric"]["name"], "goal": goal.value},
+        "baseline": journal.baseline,
         "baseline_experiment": experiment_json(baseline_rows[0]) if baseline_rows else None,
         "best": None if best is None else {**experiment_json(best), "beats_baseline": journal.beats_baseline(best)},
         "counts": journal.counts(),
-        "cost_usd": store.total_cost(view.run.id),
+        "cost_usd": store.total_cost(run.id),
         "compute": compute_used(store),
-        "seed": view.run.config.get("seed"),
-        "experiments": [experiment_json(i) for i in view.experiments],
+        "seed": run.config.get("seed"),
+        "experiments": [experiment_json(i) for i in journal.experiments],
     }
+
+
+def write_json(data: Mapping[str, Any], stream: TextIO) -> None:
+    """Write `data` as JSON, one top-level field per line.
+
+    Each field is one call of json's C encoder (no indent): ten thousand experiments take a fraction of a
+    second, where a pretty-printer (rich's, or json's indent, which is pure Python) took seconds."""
+    fields = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()]
+    stream.write("{\n  " + ",\n  ".join(fields) + "\n}\n")

@@ -6,6 +6,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from idealab.manifest import MetricSpec
 from idealab.search.loop import SearchEvent
@@ -46,18 +47,20 @@ class LiveDisplay:
             if event.status is not Status.UNIMPLEMENTABLE and event.status is not Status.CANCELLED:
                 self.running = max(0, self.running - 1)
             self.counts[event.status.value] = self.counts.get(event.status.value, 0) + 1
+            where = "baseline" if event.epoch < 0 else f"epoch {event.epoch}"
             value = "" if event.metric is None else f" {self.metric.name}={event.metric:.4g}"
+            # A Text, not a str: the idea's text is a model's and must never be read as markup
+            line = Text(f"#{event.idea_id} {where} {event.status.value}{value}")
             scored = event.status in (Status.OK, Status.TIMEOUT)  # a timeout scores only with a partial metric
             if scored and event.metric is not None and event.epoch >= 0:
                 if self.best is None or self.metric.better(event.metric, self.best):
                     self.best = event.metric
-                    value += " [green](best so far)[/]"
-            where = "baseline" if event.epoch < 0 else f"epoch {event.epoch}"
-            text = (event.text or "")[:90]
-            self.console.print(f"#{event.idea_id} {where} {event.status.value}{value}  {text}")
+                    line.append(" (best so far)", style="green")
+            line.append(f"  {(event.text or '')[:90]}")
+            self.console.print(line)
             self.progress.advance(self.task)
         elif event.kind == "stopping":
-            self.console.print(f"[yellow]stopping: {event.text}[/]")
+            self.console.print(Text(f"stopping: {event.text}", style="yellow"))
         summary = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         best = "" if self.best is None else f" | best {self.metric.name} {self.best:.4g}"
         self.progress.update(self.task, summary=f"running {self.running} | {summary}{best}")

@@ -4,6 +4,7 @@ from idealab.store.engine import StoreBusy, StoreError
 from idealab.store.models import (
     CodeChangeRecord,
     IdeaRecord,
+    IdeaSummary,
     JobEnd,
     JobRecord,
     LLMCallRecord,
@@ -16,6 +17,7 @@ __all__ = [
     "UNSET",
     "CodeChangeRecord",
     "IdeaRecord",
+    "IdeaSummary",
     "JobEnd",
     "JobRecord",
     "LLMCallRecord",

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
@@ -222,6 +222,22 @@ class IdeaRecord:
     attempts: int
     applied_diff: str | None
     final_diff: str | None
+
+
+class IdeaSummary(NamedTuple):
+    """The columns of an idea that listings show (no payload, no diffs): cheap to read by the ten thousand."""
+
+    id: int
+    epoch: int
+    kind: str
+    text: str
+    status: Status
+    metric: float | None
+    reason: str | None
+    attempts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
 
 
 @dataclass(frozen=True)

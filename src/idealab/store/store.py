@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +44,7 @@ from idealab.store.models import (
     CodeChangeRecord,
     Idea,
     IdeaRecord,
+    IdeaSummary,
     Job,
     JobEnd,
     JobRecord,
@@ -361,6 +362,27 @@ class Store:
                 run.baseline_status, run.baseline_reason = terminal.value, reason
             s.flush()
             return idea_record(idea)
+
+    def idea_summaries(self, run_id: int) -> list[IdeaSummary]:
+        """Every idea's listing columns ordered by (epoch, idx), read as plain rows (no ORM objects)."""
+        columns = [getattr(Idea, name) for name in IdeaSummary._fields]
+        query = select(*columns).where(Idea.run_id == run_id).order_by(Idea.epoch, Idea.idx)
+        with self._read() as s:
+            return [IdeaSummary._make(row)._replace(status=Status(row.status)) for row in s.execute(query)]
+
+    def compute_seconds(self) -> tuple[float, float]:
+        """(job seconds, GPU seconds) summed over every job that started and finished, in SQL."""
+        duration = func.max(Job.finished_at - Job.started_at, 0.0)
+        gpus = case(
+            (Job.gpu_ids == "", 0),
+            else_=func.length(Job.gpu_ids) - func.length(func.replace(Job.gpu_ids, ",", "")) + 1,
+        )
+        query = select(func.sum(duration), func.sum(duration * gpus)).where(
+            Job.started_at.is_not(None), Job.finished_at.is_not(None)
+        )
+        with self._read() as s:
+            job_s, gpu_s = s.execute(query).one()
+        return float(job_s or 0.0), float(gpu_s or 0.0)
 
     def status_counts(self, run_id: int) -> dict[str, int]:
         query = select(Idea.status, func.count()).where(Idea.run_id == run_id).group_by(Idea.status)
