@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +84,47 @@ def test_set_values_keeps_comments_and_other_lines():
     changed = [(a, b) for a, b in zip(old_lines, new_lines, strict=True) if a != b]
     assert len(changed) == 1 and changed[0][1].startswith("LEARNING_RATE = 0.001")
     assert changed[0][0].split("#")[1:] == changed[0][1].split("#")[1:]
+
+
+GRID_TOML = """name = "grid"
+description = "Two integer knobs: 4 x 3 configurations, the baseline's among them."
+[run]
+command = "python train.py"
+timeout_s = 30
+[metric]
+name = "loss"
+goal = "minimize"
+[files]
+editable = ["train.py"]
+[knobs.A]
+file = "train.py"
+low = 0
+high = 3
+integer = true
+[knobs.B]
+file = "train.py"
+low = 0
+high = 2
+integer = true
+"""
+GRID_TRAIN = 'A = 1\nB = 1\nprint("@metric " + \'{"name": "loss", "value": %d}\' % ((A - 2) ** 2 + B))\n'
+
+
+def test_a_run_never_proposes_a_configuration_twice(tmp_path):
+    """15 ideas asked of a space with 11 configurations besides the baseline: 11 distinct ones, no repeat."""
+    env = tmp_path / "grid"
+    env.mkdir()
+    (env / "idealab.toml").write_text(GRID_TOML)
+    (env / "train.py").write_text(GRID_TRAIN)
+    workdir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "idealab", "run", "--env", str(env), "--epochs", "3", "--ideas-per-epoch", "5",
+         "--batch-size", "2", "--slots", "2", "--workdir", str(workdir), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(workdir / "idealab.db") as conn:
+        payloads = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM ideas WHERE epoch >= 0")]
+    configs = [tuple(sorted({"A": 1, "B": 1, **p["knobs"]}.items())) for p in payloads]
+    assert len(configs) == len(set(configs)) == 11
+    assert (("A", 1), ("B", 1)) not in configs  # the baseline is not an idea

@@ -48,6 +48,9 @@ class IdeationRequest:
     # Exploit: True when every idea in `history` beat the baseline; False when none did (or the baseline is
     # unknown) and `history` holds the best that ran, so a prompt never claims a win that did not happen.
     history_beat_baseline: bool = False
+    # The payloads of every idea proposed in the run so far (all epochs), for ideators that can tell a repeat
+    # from its payload (mutate's knob values)
+    proposed: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class LLMImplementer:
         self, manifest: Manifest, workspace: Path, response: LLMResponse, idea_id: int
     ) -> tuple[ApplyResult | None, str | None]:
         """(the change, None) when acceptable, else (None, the reason in words for the model)."""
-        result = apply_edit(workspace, response.text)
+        result = await asyncio.to_thread(apply_edit, workspace, response.text)  # runs `git apply`: off the loop
         if not result.ok:
             error = f"The change could not be applied: {result.error}"
             if response.stop_reason in _CUT_OFF:

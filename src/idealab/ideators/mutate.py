@@ -2,7 +2,9 @@
 
 Explore draws new values at random inside the knobs' ranges; exploit perturbs or recombines the best
 configurations so far. Every idea is a one-sentence text plus a real unified diff of the assignment
-lines, which then goes through the same apply-and-run path as an LLM's diff.
+lines, which then goes through the same apply-and-run path as an LLM's diff. A configuration already
+proposed in the run (compared as written into the file) is never proposed again: when none is left to
+find, fewer ideas come back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from idealab.patching import diff_texts
 from idealab.search.journal import Journal
 
 Config = dict[str, kn.Number]
+Key = tuple[tuple[str, str], ...]
+SAMPLE_TRIES = 50  # draws per idea before concluding that no unproposed configuration is to be found
 
 
 class MutateIdeator:
@@ -33,21 +37,21 @@ class MutateIdeator:
         rng = random.Random(request.seed)
         texts = kn.knob_files(manifest)
         base = kn.read_values(manifest, texts)
-        seen = {_key(_config_of(base, p.payload)) for p in request.history}
-        seen |= {_key(base)}
+        payloads = [*(p.payload for p in request.history), *request.proposed]
+        seen = {_key(manifest, _config_of(base, payload)) for payload in payloads} | {_key(manifest, base)}
         ranked = _ranked(manifest, request)
         proposals: list[IdeaProposal] = []
         for _ in range(request.count):
-            for _try in range(20):  # resample a few times rather than repeat a configuration
+            for _try in range(SAMPLE_TRIES):
                 if request.kind is IdeaKind.EXPLOIT and ranked:
                     changes, parents, how = self._exploit(manifest, base, ranked, rng)
                 else:
                     changes, parents, how = self._explore(manifest, base, rng), [], "explore"
-                config = {**base, **changes}
-                if changes and _key(config) not in seen:
+                key = _key(manifest, {**base, **changes})
+                if key not in seen:
+                    seen.add(key)
+                    proposals.append(self._proposal(manifest, texts, base, changes, parents, how))
                     break
-            seen.add(_key(config))
-            proposals.append(self._proposal(manifest, texts, base, changes, parents, how))
         return proposals
 
     # -- strategies ------------------------------------------------------------------------------------
@@ -107,8 +111,9 @@ def _diff_config(base: Config, config: Config) -> Config:
     return {name: value for name, value in config.items() if value != base[name]}
 
 
-def _key(config: Mapping[str, kn.Number]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted((k, round(float(v), 12)) for k, v in config.items()))
+def _key(manifest: Manifest, config: Mapping[str, kn.Number]) -> Key:
+    """A configuration as it is written into the file: values that print alike are the same experiment."""
+    return tuple(sorted((k, kn.format_value(manifest.knobs[k], v)) for k, v in config.items() if k in manifest.knobs))
 
 
 def _ranked(manifest: Manifest, request: IdeationRequest) -> list[tuple[PastIdea, Config]]:

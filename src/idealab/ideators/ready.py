@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from idealab.guards import check_changes
@@ -20,7 +21,9 @@ class ReadyDiffImplementer:
     ) -> Implementation:
         if not proposal.diff:
             return Implementation(False, None, "the idea came without a code change and no implementer is set")
-        result = apply_edit(workspace, proposal.diff)
+        # `git apply` is a blocking subprocess: in a thread, so that the event loop starts the jobs of ideas
+        # already applied while the rest of the epoch is still being applied
+        result = await asyncio.to_thread(apply_edit, workspace, proposal.diff)
         error = result.error if not result.ok else check_changes(manifest, result.changes)
         attempt = Attempt(1, 0, proposal.diff, "applied" if error is None else "rejected", error)
         if error is not None:

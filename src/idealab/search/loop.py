@@ -279,6 +279,7 @@ class Search:
                 baseline=self.baseline,
                 seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
                 history_beat_baseline=beat_baseline,
+                proposed=[i.payload for i in self.store.ideas(self.run_id)],
             )
             proposals = (await self.ideator.propose(self.manifest, request))[:ask]
             for idx, proposal in zip(free, proposals, strict=False):
@@ -406,7 +407,7 @@ class Search:
             if self._stopping:
                 return idea
             self.store.update_idea(idea.id, status=Status.IMPLEMENTING)
-            workspace = self._fresh_workspace(idea)
+            workspace = await asyncio.to_thread(self._fresh_workspace, idea)  # copying blocks: off the loop
             proposal = IdeaProposal(idea.text, idea.payload.get("diff"), idea.payload)
             try:
                 impl = await self.implementer.implement(self.manifest, idea.id, proposal, workspace)
