@@ -3,8 +3,9 @@
 Builds runs of 200, 2,000 and 10,000 experiments directly through the Store (each experiment: an idea
 with a ~300-character text, a knob payload and a ~1.5 KB diff, one job that started and finished, five
 metric values; one in five failed with a 1 KB stderr tail as its reason), then times
-`python -m idealab status --json` on each as a separate process and reads that process's peak RSS from
-`os.wait4`. Given `--old-src` (the `src` directory of an older checkout, e.g. a worktree of commit
+`python -m idealab status --json` on each as a separate process and reads that process's CPU time
+(user + system) and peak RSS from `os.wait4`. On a shared machine the wall time moves with the load; the
+CPU time much less. Given `--old-src` (the `src` directory of an older checkout, e.g. a worktree of commit
 6c93cf9), the old code is measured on its own copy of each run (built with its own Store, so its schema is
 its own) side by side with this checkout's.
 
@@ -58,8 +59,8 @@ def build(workdir: Path, n: int) -> None:
             )
 
 
-def measure(src: Path, workdir: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one `idealab status --json` process run with `src` first."""
+def measure(src: Path, workdir: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one `idealab status --json` process run with `src`."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     command = [sys.executable, "-m", "idealab", "status", "--json", "--workdir", str(workdir)]
     started = time.perf_counter()
@@ -71,7 +72,7 @@ def measure(src: Path, workdir: Path) -> tuple[float, float]:
         raise RuntimeError(f"status failed: {process.stderr.read().decode() if process.stderr else ''}")
     if process.stderr:
         process.stderr.close()
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
 
 
 def check_output(src: Path, workdir: Path, n: int) -> None:
@@ -95,9 +96,9 @@ def main() -> None:
         return
     sides = [("new", HERE_SRC)] + ([("old", args.old_src.resolve())] if args.old_src else [])
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs; python {platform.python_version()}")
-    print(f"{'experiments':>11} {'side':>4} {'seconds':>8} {'peak MB':>8}")
-    results: dict[tuple[int, str], tuple[float, float]] = {}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"{'experiments':>11} {'side':>4} {'wall s':>7} {'CPU s':>6} {'peak MB':>8}")
+    results: dict[tuple[int, str], tuple[float, float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="idealab-status-bench-") as tmp:
         for n in sizes:
             for side, src in sides:
@@ -106,15 +107,14 @@ def main() -> None:
                 subprocess.run([sys.executable, __file__, "--build", str(workdir), "--n", str(n)], env=env, check=True)
                 check_output(src, workdir, n)
                 runs = [measure(src, workdir) for _ in range(args.repeat)]
-                wall = min(r[0] for r in runs)
-                peak = min(r[1] for r in runs)
-                results[(n, side)] = (wall, peak)
-                print(f"{n:>11} {side:>4} {wall:>8.2f} {peak:>8.0f}", flush=True)
+                best = (min(r[0] for r in runs), min(r[1] for r in runs), min(r[2] for r in runs))
+                results[(n, side)] = best
+                print(f"{n:>11} {side:>4} {best[0]:>7.2f} {best[1]:>6.2f} {best[2]:>8.0f}", flush=True)
     if len(sides) == 2:
         print("ratio old/new:")
         for n in sizes:
-            (nw, nm), (ow, om) = results[(n, "new")], results[(n, "old")]
-            print(f"{n:>11} time {ow / nw:5.1f}x  memory {om / nm:5.1f}x")
+            (nw, nc, nm), (ow, oc, om) = results[(n, "new")], results[(n, "old")]
+            print(f"{n:>11} wall {ow / nw:5.1f}x  CPU {oc / nc:5.1f}x  memory {om / nm:5.1f}x")
 
 
 if __name__ == "__main__":

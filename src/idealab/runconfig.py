@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from idealab.identity import ENVIRONMENT_KEY
 from idealab.manifest import Manifest
 from idealab.search.loop import SearchConfig
 from idealab.search.schedule import ExploitSchedule
@@ -105,10 +106,14 @@ class RunSettings:
             implement_concurrency=self.implement_concurrency,
         )
 
-    def create_run(self, store: Store, manifest: Manifest, llm: Mapping[str, Any]) -> RunRecord:
+    def create_run(
+        self, store: Store, manifest: Manifest, llm: Mapping[str, Any], environment: Mapping[str, Any] | None = None
+    ) -> RunRecord:
         """Store a new run: its options, its LLM settings (`llm`, never a key), the host and versions (for
-        reports) and its manifest."""
+        reports), its environment's identity (`identity.py`) and its manifest."""
         config = {**asdict(self), "llm": dict(llm), "system": system_info()}
+        if environment is not None:
+            config[ENVIRONMENT_KEY] = dict(environment)
         return store.create_run(manifest.name, str(manifest.root), self.preset, config, manifest_to_dict(manifest))
 
 
@@ -213,6 +218,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "env": dict(manifest.run.env),
             "setup": manifest.run.setup,
             "preflight": manifest.run.preflight,
+            "preflight_timeout_s": manifest.run.preflight_timeout_s,
         },
         "metric": {
             "name": m.name,

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
+from idealab.identity import differences, environment_identity
 from idealab.manifest import Manifest, ManifestError, load_manifest, resolve_env
 from idealab.runconfig import (
     RunOptions,
     RunSettings,
     describe_changes,
+    manifest_to_dict,
     record_settings_change,
     resolve_run_options,
     settings_changes,
@@ -139,7 +141,7 @@ def _start(
         raise StartError(f"{workdir} holds no run: give --env to start one")
     try:
         options = resolve_run_options(stored_run, given, environment_defaults)
-        manifest = load_manifest(resolve_env(options.env), options.preset)
+        manifest, environment = _environment(stored_run, given.env, options, workdir)
     except (ManifestError, ValueError) as exc:
         raise StartError(str(exc)) from None
     pool = slot_pool(slots, gpus, manifest.run.gpus)
@@ -178,9 +180,28 @@ def _start(
     else:
         # Everything is checked: only now does the work directory get its database and the run.
         store = store or _open(opened, workdir)
-        run = options.create_run(store, manifest, built.settings)
+        run = options.create_run(store, manifest, built.settings, environment)
     calls.bind(store, run.id)
     return Started(store, run, options, manifest, pool, built, changed)
+
+
+def _environment(
+    run: RunRecord | None, given_env: str | None, options: RunSettings, workdir: Path
+) -> tuple[Manifest, dict[str, Any]]:
+    """The run's manifest and environment identity. A resume without --env takes the run's own resolved
+    directory (a relative --env stored as given would resolve from wherever the resume is started); a resume
+    whose environment or manifest differs from the run's is refused, each difference named."""
+    env_dir = Path(run.env_root) if run is not None and given_env is None else resolve_env(options.env)
+    manifest = load_manifest(env_dir, options.preset)
+    environment = environment_identity(manifest.root, exclude=workdir)
+    problems = [] if run is None else differences(run, environment, manifest_to_dict(manifest))
+    if problems:
+        raise StartError(
+            "this work directory's run cannot continue with a changed environment:\n  - "
+            + "\n  - ".join(problems)
+            + "\n(restore the environment as it was, or use another --workdir for a new run)"
+        )
+    return manifest, environment
 
 
 def _open(opened: list[Store], workdir: Path) -> Store:

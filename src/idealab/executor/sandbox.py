@@ -6,11 +6,12 @@ looks like a secret, and every LLM-provider variable, is dropped (also from the 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
@@ -24,11 +25,36 @@ JOB_ID_VAR = "IDEALAB_JOB_ID"
 NUM_GPUS_VAR = "IDEALAB_NUM_GPUS"
 
 
-
 def copy_environment(src_dir: Path, dest: Path) -> Path:
     """Copy an environment directory to `dest` (which must not exist), keeping modes and symlinks."""
     shutil.copytree(src_dir, dest, symlinks=True, ignore=shutil.ignore_patterns(*COPY_IGNORE))
     return dest
+
+
+def ignored(name: str) -> bool:
+    """True for what no copy of an environment takes (caches, VCS metadata), as `copy_environment`."""
+    return any(fnmatch.fnmatch(name, pattern) for pattern in COPY_IGNORE)
+
+
+def walk_environment(root: Path, exclude: Path | None = None) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, path) of every directory, file and symlink under `root` that a copy takes, parents
+    before children, sorted; symlinks are not followed; `exclude` (e.g. a workdir inside it) is skipped."""
+    skip = exclude.resolve() if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        keep = []
+        for name in sorted(dirnames):
+            path = here / name
+            if ignored(name) or (skip is not None and path.resolve() == skip):
+                continue
+            yield path.relative_to(root).as_posix(), path
+            if not path.is_symlink():  # a symlinked directory is taken as the link
+                keep.append(name)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if not ignored(name):
+                path = here / name
+                yield path.relative_to(root).as_posix(), path
 
 
 def hash_files(root: Path, rel_paths: Iterable[str]) -> dict[str, str]:
@@ -45,7 +71,6 @@ def hash_files(root: Path, rel_paths: Iterable[str]) -> dict[str, str]:
                 digest.update(chunk)
         hashes[rel] = digest.hexdigest()
     return hashes
-
 
 
 def scrubbed_environ(base: Mapping[str, str]) -> dict[str, str]:

@@ -19,14 +19,14 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from idealab.errors import RunFault, StopRun, storage_fault
 from idealab.executor.base import Backend, JobStart
 from idealab.executor.local import result_from_record, settle_stale_job
 from idealab.executor.runner import Outcome, classify, protected_hashes, run_job
-from idealab.executor.sandbox import copy_environment
+from idealab.executor.shared import POOL_DIR, SharedFiles
 from idealab.executor.supervisor import METRICS_NAME
 from idealab.ideators.base import (
     IdeaKind,
@@ -111,6 +111,8 @@ class Search:
         self._tasks: set[asyncio.Task[None]] = set()
         self._executing: set[asyncio.Task[None]] = set()  # tasks whose idea's job was handed to the backend
         self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
+        # large files are linked read-only from one pool in the workdir, not copied per experiment
+        self.copies = SharedFiles(manifest.root, workdir / POOL_DIR, manifest.files.editable, exclude=workdir)
 
     # ------------------------------------------------------------------------------------------ driver
 
@@ -359,7 +361,7 @@ class Search:
         try:
             if workspace.exists():
                 shutil.rmtree(workspace)
-            copy_environment(self.manifest.root, workspace)
+            self.copies.copy(workspace)
         except (OSError, shutil.Error) as exc:
             raise RunFault(f"cannot copy the environment to {workspace}: {copy_error(exc)}") from exc
         return workspace
@@ -447,6 +449,10 @@ class Search:
             self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
         outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started)
+        shared_changed = self.copies.changed(workspace)
+        if shared_changed and outcome.status is not Status.CANCELLED:
+            reason = f"shared read-only file(s) changed during the run: {', '.join(shared_changed)}"
+            outcome = replace(outcome, status=Status.TAMPERED, metric=None, reason=reason)
         self._record_outcome(idea, job_key, outcome)
 
     def _record_outcome(self, idea: IdeaRecord, job_key: str, outcome: Outcome) -> None:
