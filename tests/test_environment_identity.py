@@ -104,3 +104,11 @@ def test_the_git_commit_and_dirty_state_are_recorded(tmp_path: Path) -> None:
     assert identity["git"] == {"repository": str(env), "commit": commit, "dirty": True}
     assert identity["root"] == str(env) and len(identity["content_sha256"]) == 64
     assert set(identity["files"]) == {"idealab.toml", "score.py", "train.py", "notes.txt"}  # no .git
+
+
+def test_the_same_directory_named_another_way_resumes(tmp_path: Path) -> None:
+    a, _ = two_envs(tmp_path)
+    workdir = tmp_path / "run"
+    assert start(workdir, "env", a).returncode == 0
+    again = idealab("run", "--env", str(a / "env"), "--workdir", str(workdir), "--epochs", "2", "--quiet")
+    assert again.returncode == 0, again.stderr

@@ -33,8 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "implement_concurrency": _SEARCH.implement_concurrency,
 }
 # What defines a run: resuming with a different value would mix two searches in one database. The models
-# are LLM settings: a resume may change them only when told to (see `settings_changes`).
-FIXED = ("env", "preset", "ideator", "ideas_per_epoch", "seed")
+# are LLM settings: a resume may change them only when told to (see `settings_changes`). The environment is
+# not compared as the text given (`env` and `../x/env` can be one directory, and one text two): the resolved
+# directory and its files are, by `identity.differences`.
+FIXED = ("preset", "ideator", "ideas_per_epoch", "seed")
 
 
 @dataclass(frozen=True)
