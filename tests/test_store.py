@@ -186,6 +186,24 @@ def test_code_changes_and_llm_calls(store: Store, run: RunRecord) -> None:
     assert store.total_cost(run.id) == 0.25
 
 
+def test_listing_reads_summaries_payloads_and_compute_totals(store: Store, run: RunRecord) -> None:
+    first = store.add_idea(run.id, 0, 0, "initial", "a", "mutate", {"knobs": {"X": 1}})
+    second = store.add_idea(run.id, 0, 1, "initial", "b", "mutate", {"knobs": {"X": 2}})
+    store.add_job(first.id, "j1", "c", "w", "o", "e")
+    store.job_started("j1", 100.0, (0, 1), 1)
+    store.finish_idea(first.id, Status.OK, 1.5, None, 110.0, job_key="j1", job_end=JobEnd(110.0, 0, False, "ok"))
+    store.add_job(second.id, "j2", "c", "w", "o", "e")
+    store.job_started("j2", 100.0, (), 2)
+    store.job_finished("j2", 105.0, 1, False, "failed")
+    store.add_job(second.id, "j3", "c", "w", "o", "e")  # never started: counts nothing
+    summaries = store.idea_summaries(run.id)
+    assert [(i.id, i.text, i.status, i.metric, i.attempts) for i in summaries] == [
+        (first.id, "a", "ok", 1.5, 1), (second.id, "b", "proposed", None, 2)
+    ]
+    assert store.idea_payloads(run.id) == [{"knobs": {"X": 1}}, {"knobs": {"X": 2}}]
+    assert store.compute_seconds() == (15.0, 20.0)  # 10 s on two GPUs, 5 s on none
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     sqlite3.connect(tmp_path / DB_NAME, isolation_level=None).execute(

@@ -281,7 +281,7 @@ class Search:
                 baseline=self.baseline,
                 seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
                 history_beat_baseline=beat_baseline,
-                proposed=[i.payload for i in self.store.ideas(self.run_id)],
+                proposed=self.store.idea_payloads(self.run_id),
             )
             proposals = (await self.ideator.propose(self.manifest, request))[:ask]
             for idx, proposal in zip(free, proposals, strict=False):

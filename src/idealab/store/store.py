@@ -371,6 +371,12 @@ class Store:
             rows = conn.execute(query.where(table.run_id == run_id).order_by(table.epoch, table.idx))
             return [IdeaSummary._make(row)._replace(status=Status(row.status)) for row in rows]
 
+    def idea_payloads(self, run_id: int) -> list[dict[str, Any]]:
+        """Every idea's payload, in (epoch, idx) order, without loading the rest of the rows."""
+        query = select(Idea.payload).where(Idea.run_id == run_id).order_by(Idea.epoch, Idea.idx)
+        with self._read() as s:
+            return list(s.scalars(query))
+
     def compute_seconds(self) -> tuple[float, float]:
         """(job seconds, GPU seconds) summed over every job that started and finished, in SQL."""
         duration = func.max(Job.finished_at - Job.started_at, 0.0)
