@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -9,8 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from fakeprovider import FakeProvider, Reply
+from idealab.manifest import Goal, MetricSpec
+from idealab.search.live import LiveDisplay
+from idealab.search.loop import SearchEvent
+from idealab.status import Status
 
 QUAD = Path(__file__).parent / "envs" / "quad"
 
@@ -72,3 +78,15 @@ def test_markup_in_an_idea_and_in_a_jobs_stderr_prints_literally(tmp_path: Path,
     assert "[/] unbalanced [red]markup from the job[/]" in table.stdout
     assert "[/2] and keep [bold]Y[/bold] as it is :rocket:" in table.stdout
     assert "failed" in table.stdout
+
+
+def test_the_live_display_prints_markup_from_ideas_and_metric_names_literally() -> None:
+    sink = io.StringIO()
+    console = Console(file=sink, force_terminal=True, width=200, markup=False)
+    display = LiveDisplay(console, MetricSpec("loss[/]", Goal.MINIMIZE), total=2)
+    with display:
+        display.on_event(SearchEvent("started", 0, 1, Status.RUNNING, text="[/2] idea"))
+        display.on_event(SearchEvent("finished", 0, 1, Status.OK, 1.5, text="[/2] idea [bold]x[/bold]"))
+        display.on_event(SearchEvent("stopping", -1, text="budget [/] spent"))
+    printed = sink.getvalue()
+    assert "[/2] idea [bold]x[/bold]" in printed and "loss[/]=1.5" in printed and "budget [/] spent" in printed

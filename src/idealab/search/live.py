@@ -25,7 +25,7 @@ class LiveDisplay:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[summary]}"),
+            TextColumn("{task.fields[summary]}", markup=False),  # holds the manifest's metric name
             console=console,
             disable=quiet or not console.is_terminal,
         )
