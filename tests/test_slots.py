@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from idealab.executor.gpus import choose_gpu_ids, detect_gpu_ids, parse_gpu_list
+from idealab.executor.gpus import choose_gpu_ids, detect_gpu_ids, parse_gpu_list, visible_gpu_ids
 from idealab.executor.slots import Lease, SlotPool
 
 
@@ -184,6 +184,7 @@ def _fake_nvidia_smi(bin_dir: Path, script: str) -> None:
 def test_detect_gpu_ids_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_nvidia_smi(tmp_path, 'test "$1" = "--query-gpu=index" || exit 9\nprintf "0\\n1\\n3\\n"')
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert detect_gpu_ids() == [0, 1, 3]
     assert choose_gpu_ids(None) == [0, 1, 3]
     assert choose_gpu_ids("2") == [2]
@@ -197,3 +198,27 @@ def test_detect_gpu_ids_is_empty_when_nvidia_smi_fails_or_is_absent(
     assert detect_gpu_ids() == []
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     assert detect_gpu_ids() == []
+
+
+def test_a_set_cuda_visible_devices_limits_the_gpus_in_the_users_numbering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_nvidia_smi(tmp_path, 'printf "0\\n1\\n2\\n3\\n"')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert choose_gpu_ids(None) == [3, 1]
+    assert choose_gpu_ids("1") == [1]
+    with pytest.raises(ValueError, match="not visible: CUDA_VISIBLE_DEVICES allows 3,1"):
+        choose_gpu_ids("0,1")
+
+
+@pytest.mark.parametrize(("value", "ids"), [("", []), ("-1", []), ("0,2,-1,3", [0, 2]), (" 4 , 5 ", [4, 5])])
+def test_visible_devices_are_read_as_cuda_reads_them(value: str, ids: list[int]) -> None:
+    assert visible_gpu_ids({"CUDA_VISIBLE_DEVICES": value}) == ids
+    assert choose_gpu_ids(None, {"CUDA_VISIBLE_DEVICES": value}) == ids
+
+
+def test_visible_devices_by_uuid_fail_with_the_way_out() -> None:
+    assert visible_gpu_ids({}) is None
+    with pytest.raises(ValueError, match="GPU indices"):
+        visible_gpu_ids({"CUDA_VISIBLE_DEVICES": "GPU-8f2c1d7e-0000"})

@@ -44,6 +44,10 @@ app.add_typer(data_app, name="data")
 # in them must print as itself, never crash the run. Styling goes through Text objects instead.
 console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 out = Console(soft_wrap=True, markup=False, emoji=False)
+GPUS_HELP = (
+    "GPU ids to use, e.g. 0,1,2, numbered as CUDA_VISIBLE_DEVICES / nvidia-smi number them "
+    "(default: those in an already-set CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi reports)."
+)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -91,7 +95,7 @@ def run(
     ] = None,
     workdir: Annotated[Path, typer.Option(help="Run directory (database, copies, logs).")] = Path("runs/latest"),
     slots: Annotated[int | None, typer.Option(help="CPU slots for jobs that need no GPU.")] = None,
-    gpus: Annotated[str | None, typer.Option(help="GPU ids to use, e.g. 0,1,2 (default: nvidia-smi).")] = None,
+    gpus: Annotated[str | None, typer.Option(help=GPUS_HELP)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the search (default 0).")] = None,
     next_epoch_at: Annotated[
         float | None, typer.Option(help="Fraction of an epoch with results before the next epoch's ideation.")
@@ -408,7 +412,7 @@ def env_check(
     preset: Annotated[str | None, typer.Option(help="Preset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     slots: Annotated[int | None, typer.Option(help="CPU slots.")] = None,
-    gpus: Annotated[str | None, typer.Option(help="GPU ids.")] = None,
+    gpus: Annotated[str | None, typer.Option(help=GPUS_HELP)] = None,
     workdir: Annotated[Path | None, typer.Option(help="Keep the copy and logs here.")] = None,
 ) -> None:
     """Run the unmodified environment once through the executor and report its metric."""

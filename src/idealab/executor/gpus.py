@@ -1,11 +1,20 @@
-"""Which GPU ids the local backend may use: detected with nvidia-smi, or given as `--gpus 0,1,3`."""
+"""Which GPU ids the local backend may use.
+
+GPU ids are the numbers a job's CUDA_VISIBLE_DEVICES is set to. Without any setting they are the indices
+nvidia-smi reports (every GPU of the machine). When the user has already set CUDA_VISIBLE_DEVICES, only
+those GPUs are used, in the user's own numbering (`CUDA_VISIBLE_DEVICES=2,3` gives the ids 2 and 3, and a
+job leased GPU 3 runs with `CUDA_VISIBLE_DEVICES=3`); `--gpus` then picks among them with the same numbers.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 NVIDIA_SMI_QUERY = ("--query-gpu=index", "--format=csv,noheader")
+VISIBLE_DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
 
 
 def detect_gpu_ids(timeout_s: float = 20.0) -> list[int]:
@@ -32,6 +41,31 @@ def detect_gpu_ids(timeout_s: float = 20.0) -> list[int]:
     return sorted(set(ids))
 
 
+def visible_gpu_ids(environ: Mapping[str, str] | None = None) -> list[int] | None:
+    """The GPUs an already-set CUDA_VISIBLE_DEVICES allows, in its order; None when it is not set.
+
+    Read as CUDA reads it: the list ends at the first entry that is not an index ("-1" is the usual way
+    to hide every GPU), and an empty value means no GPU. Entries that name GPUs by UUID or MIG instance
+    cannot become the indices a job is given, so they are an error rather than silently ignored.
+    """
+    value = (os.environ if environ is None else environ).get(VISIBLE_DEVICES_VAR)
+    if value is None:
+        return None
+    ids: list[int] = []
+    for item in value.split(","):
+        token = item.strip()
+        if not token.isdigit():
+            if token.upper().startswith(("GPU-", "MIG-")):
+                raise ValueError(
+                    f"{VISIBLE_DEVICES_VAR}={value!r} names GPUs by UUID; idealab needs GPU indices "
+                    f"(as nvidia-smi numbers them), e.g. {VISIBLE_DEVICES_VAR}=0,1"
+                )
+            break
+        if int(token) not in ids:
+            ids.append(int(token))
+    return ids
+
+
 def parse_gpu_list(text: str) -> list[int]:
     """Parse `0,1,3` (spaces allowed) into distinct non-negative ids, in the order given."""
     if not text.strip():
@@ -50,6 +84,21 @@ def parse_gpu_list(text: str) -> list[int]:
     return ids
 
 
-def choose_gpu_ids(requested: str | None) -> list[int]:
-    """The explicit `--gpus` list when given, else every GPU nvidia-smi reports (maybe none)."""
-    return parse_gpu_list(requested) if requested is not None else detect_gpu_ids()
+def choose_gpu_ids(requested: str | None, environ: Mapping[str, str] | None = None) -> list[int]:
+    """The GPUs a run may use: the `--gpus` list if given, else every visible GPU (maybe none).
+
+    Visible means the ids of an already-set CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi reports. An
+    explicit list must stay inside a set CUDA_VISIBLE_DEVICES: the user hid the other GPUs on purpose.
+    """
+    visible = visible_gpu_ids(environ)
+    if requested is None:
+        return visible if visible is not None else detect_gpu_ids()
+    ids = parse_gpu_list(requested)
+    if visible is not None:
+        hidden = [gpu for gpu in ids if gpu not in visible]
+        if hidden:
+            allowed = ",".join(map(str, visible)) or "none"
+            raise ValueError(
+                f"--gpus: GPU(s) {','.join(map(str, hidden))} not visible: {VISIBLE_DEVICES_VAR} allows {allowed}"
+            )
+    return ids
