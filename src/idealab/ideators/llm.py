@@ -21,7 +21,7 @@ from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest
 from idealab.ideators.idea_parser import drop_repeats, parse_ideas
 from idealab.ideators.llm_implementer import Completer, ImplementerSettings, LLMImplementer
 from idealab.ideators.prompting import ideation_prompt
-from idealab.ideators.registry import Built, IdeatorOptions, register
+from idealab.ideators.registry import Built, IdeatorOptions
 from idealab.llm import (
     PROVIDERS,
     BudgetExhausted,
@@ -259,6 +259,3 @@ def build(options: IdeatorOptions) -> Built:
         "given": {name: source for name, (_, source) in given.items()},  # where this invocation's came from
     }
     return Built(ideator, implementer, described)
-
-
-register("llm", build)

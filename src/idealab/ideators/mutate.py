@@ -15,6 +15,8 @@ from typing import Any
 
 from idealab.ideators import knobs as kn
 from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, PastIdea
+from idealab.ideators.ready import ReadyDiffImplementer
+from idealab.ideators.registry import Built, IdeatorOptions
 from idealab.manifest import Manifest
 from idealab.patching import diff_texts
 from idealab.search.journal import Journal
@@ -121,3 +123,8 @@ def _ranked(manifest: Manifest, request: IdeationRequest) -> list[tuple[PastIdea
     base = kn.read_values(manifest)
     journal = Journal.of(request.history, manifest.metric.goal, request.baseline)
     return [(p, _config_of(base, p.payload)) for p in journal.ranked()]
+
+
+def build(options: IdeatorOptions) -> Built:
+    """The registry's builder: knob ideas come with their diff, so the implementer only applies it."""
+    return Built(MutateIdeator(), ReadyDiffImplementer())

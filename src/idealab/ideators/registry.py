@@ -1,17 +1,20 @@
-"""Ideators by name. An unknown name fails with the list of valid ones."""
+"""Ideators by name. An unknown name fails with the list of valid ones.
+
+Entries are lazy: a name maps to the "module:function" of its builder, and the module is imported only
+when that ideator is built. So listing or building `mutate` never imports the LLM ideator (and its SDKs),
+and the ideators import this module for `IdeatorOptions` and `Built` without this module importing them.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idealab.ideators.base import Ideator, Implementer
-from idealab.ideators.mutate import MutateIdeator
-from idealab.ideators.ready import ReadyDiffImplementer
-
-if TYPE_CHECKING:  # the LLM package loads its SDKs: not for a run without an LLM
+if TYPE_CHECKING:  # for annotations only
+    from idealab.ideators.base import Ideator, Implementer
     from idealab.llm.service import Recorder
 
 
@@ -44,35 +47,33 @@ class Built:
 
 Builder = Callable[[IdeatorOptions], Built]
 
+# name -> "module:function" of its builder (or the builder itself, for ideators registered at run time)
+BUILDERS: dict[str, str | Builder] = {
+    "mutate": "idealab.ideators.mutate:build",
+    "llm": "idealab.ideators.llm:build",
+}
 
-def _mutate(options: IdeatorOptions) -> Built:
-    return Built(MutateIdeator(), ReadyDiffImplementer())
 
-
-BUILDERS: dict[str, Builder] = {"mutate": _mutate}
-
-
-def register(name: str, builder: Builder) -> None:
+def register(name: str, builder: str | Builder) -> None:
+    """Add an ideator: a builder, or its "module:function" to import when the ideator is first built."""
     BUILDERS[name] = builder
 
 
-def build(name: str, options: IdeatorOptions) -> Built:
-    if name not in BUILDERS:
-        _load_optional()
-    if name not in BUILDERS:
-        raise ValueError(f"unknown ideator {name!r}; valid: {', '.join(sorted(BUILDERS))}")
-    return BUILDERS[name](options)
-
-
 def names() -> list[str]:
-    _load_optional()
     return sorted(BUILDERS)
 
 
-def _load_optional() -> None:
-    """Builders that live in modules of their own register themselves on import."""
-    try:
-        import idealab.ideators.llm  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "idealab.ideators.llm":
-            raise
+def resolve(name: str) -> Builder:
+    """The builder registered under `name`, importing its module now if the entry is lazy."""
+    entry = BUILDERS.get(name)
+    if entry is None:
+        raise ValueError(f"unknown ideator {name!r}; valid: {', '.join(names())}")
+    if not isinstance(entry, str):
+        return entry
+    module_name, _, attr = entry.partition(":")
+    builder: Builder = getattr(importlib.import_module(module_name), attr)
+    return builder
+
+
+def build(name: str, options: IdeatorOptions) -> Built:
+    return resolve(name)(options)

@@ -1,4 +1,8 @@
-"""Providers by name, model specs ("anthropic:claude-opus-4-5") and `make_client`."""
+"""Providers by name, model specs ("anthropic:claude-opus-4-5") and `make_client`.
+
+The SDK clients are imported by `make_client`, for the wire a provider speaks only: each SDK takes
+seconds to import, and neither the CLI's start nor a run without an LLM should pay for them.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from idealab.llm import keys
-from idealab.llm.anthropic_client import AnthropicClient
-from idealab.llm.openai_client import OpenAIApi, OpenAIClient
 from idealab.llm.pricing import PriceTable, resolve_price
 from idealab.llm.retry import RetryingClient, RetryPolicy
 from idealab.llm.types import LLMClient, LLMConfigError
@@ -154,12 +156,16 @@ def make_client(
     )
     inner: LLMClient
     if info.wire == "anthropic":
+        from idealab.llm.anthropic_client import AnthropicClient
+
         inner = AnthropicClient(model=model, api_key=key, base_url=url, timeout_s=timeout_s, price=price)
     elif info.wire == "gemini" and url == info.base_url and _has_google_genai():
         from idealab.llm.gemini_client import GeminiClient
 
         inner = GeminiClient(model=model, api_key=key, timeout_s=timeout_s, price=price)
     else:
+        from idealab.llm.openai_client import OpenAIApi, OpenAIClient
+
         organization = (
             keys.lookup(source, ("OPENAI_ORG_ID",), "organization_id") if name == "openai" else None
         )
