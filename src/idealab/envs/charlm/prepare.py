@@ -1,7 +1,7 @@
 """
 charlm data and run settings. READ-ONLY: ideas may not change this file.
 
-Loads the Shakespeare text fetched once at set-up (`python -m idealab.data shakespeare` writes
+Loads the Shakespeare text fetched once at set-up (`idealab data get shakespeare` writes
 $IDEALAB_DATA_DIR/shakespeare/input.txt), builds the character vocabulary, splits the text 90/10 into
 train and validation, and fixes what makes runs comparable: the training time budget, the number of CPU
 threads, the seed and the evaluation context length. Nothing here downloads anything.
@@ -43,7 +43,7 @@ def data_file():
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "idealab")
     path = Path(root).expanduser() / "shakespeare" / "input.txt"
     if not path.is_file():
-        raise SystemExit(f"{path} not found: run `python -m idealab.data shakespeare` (or `make data`) first")
+        raise SystemExit(f"{path} not found: run `idealab data get shakespeare` (or `make data`) first")
     return path
 
 

