@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, ExceptionContext
 
 from idealab.errors import RunFault
+
+# Alembic is imported where it is used, not here: it is a large share of the CLI's start-up, and commands
+# that open no database (--help, env list, env check) should not pay for it.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BEGIN_MODE = "idealab_begin"  # execution option read by the "begin" listener
@@ -109,10 +111,14 @@ def readonly_uri(db: Path, immutable: bool = False) -> str:
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     return cfg
@@ -120,6 +126,9 @@ def _config() -> Config:
 
 def migrate(writer: Engine, path: Path) -> None:
     """Upgrade the schema to the newest Alembic revision, in one write transaction."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     cfg = _config()
     with writer.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -127,6 +136,14 @@ def migrate(writer: Engine, path: Path) -> None:
             command.upgrade(cfg, "head")
         except CommandError as exc:
             raise StoreError(f"{path}: cannot migrate ({exc}); is it from a newer idealab?") from exc
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema revision the database records (None for a database never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    revision: str | None = MigrationContext.configure(conn).get_current_revision()
+    return revision
 
 
 def check_schema(revision: str | None, path: Path) -> None:

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +32,7 @@ from idealab.store.engine import (
     StoreBusy,
     StoreError,
     check_schema,
+    current_revision,
     make_engine,
     make_readonly_engine,
     migrate,
@@ -139,7 +139,7 @@ class Store:
         store = cls(make_readonly_engine(path, busy_timeout_s, immutable), path, busy_timeout_s, 1)
         try:
             with store._engine.connect() as conn:
-                revision = MigrationContext.configure(conn).get_current_revision()
+                revision = current_revision(conn)
             check_schema(revision, path)
         except BaseException:
             store.close()
@@ -157,7 +157,7 @@ class Store:
 
     def schema_version(self) -> str:
         with self._engine.connect() as conn:
-            revision = MigrationContext.configure(conn).get_current_revision()
+            revision = current_revision(conn)
         if revision is None:
             raise StoreError(f"{self.path} has no schema version")
         return str(revision)
