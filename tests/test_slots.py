@@ -6,6 +6,8 @@ import asyncio
 import os
 import random
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,12 @@ def test_visible_devices_by_uuid_fail_with_the_way_out() -> None:
     assert visible_gpu_ids({}) is None
     with pytest.raises(ValueError, match="GPU indices"):
         visible_gpu_ids({"CUDA_VISIBLE_DEVICES": "GPU-8f2c1d7e-0000"})
+
+
+def test_run_refuses_gpus_hidden_by_cuda_visible_devices(tmp_path: Path) -> None:
+    quad = Path(__file__).parent / "envs" / "quad"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "1"}
+    cmd = [sys.executable, "-m", "idealab", "run", "--env", str(quad), "--gpus", "0", "--workdir", str(tmp_path / "w")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "not visible: CUDA_VISIBLE_DEVICES allows 1" in " ".join(done.stderr.split())
+    assert not (tmp_path / "w").exists()
