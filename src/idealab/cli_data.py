@@ -39,7 +39,7 @@ def _prepare(name: str, preset: str | None, shared_data: Path | None, download: 
 def _report(outcome: SetupOutcome) -> None:
     colour = {SetupStatus.READY: "green", SetupStatus.MISSING: "yellow", SetupStatus.FAILED: "red"}[outcome.status]
     timing = f" ({outcome.duration_s:.1f} s)" if outcome.duration_s else ""
-    out.print(f"{outcome.label}: [{colour}]{outcome.status.value}[/]{timing}")
+    out.print(f"{escape(outcome.label)}: [{colour}]{outcome.status.value}[/]{timing}")
     for line in outcome.detail.splitlines():
         out.print(f"    {line}", markup=False, highlight=False)
 
