@@ -18,7 +18,8 @@ QUAD = Path(__file__).parent / "envs" / "quad"
 NEEDS_DOWNLOAD = """
 import os, sys
 if os.environ.get("IDEALAB_DOWNLOAD") != "1":
-    print("missing: corpus.txt; get it with --download", file=sys.stderr)
+    print("progress: 50%", file=sys.stderr)
+    print("\\nmissing: corpus.txt; get it with --download", file=sys.stderr)
     sys.exit(66)
 """
 READY = "print('made it')\n"
@@ -51,6 +52,7 @@ def test_fetch_prepares_what_it_can_and_reports_what_is_missing(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "ready: ready" in done.stdout and "needy: missing" in done.stdout
     assert "corpus.txt; get it with --download" in done.stdout  # what is missing, and how to get it
+    assert "progress: 50%" in done.stderr and "progress" not in done.stdout  # the report, not the noise
     assert "made it" in done.stderr  # the set-up's own output is shown as it runs
 
 

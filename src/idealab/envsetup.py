@@ -2,7 +2,8 @@
 
 The set-up contract (docs/environments.md): exit 0 when the data is ready; exit MISSING_INPUT_EXIT (66,
 EX_NOINPUT of sysexits.h) when an input is missing that this machine cannot get (no network, a file the
-user must supply), after printing what is missing and how to get it; any other failure is a broken
+user must supply), after printing what is missing and how to get it as the last paragraph (after a blank
+line) of its stderr; any other failure is a broken
 set-up. `idealab data fetch` prepares every environment it can and reports the others without failing.
 """
 
@@ -27,7 +28,7 @@ MISSING_INPUT_EXIT = 66
 SHARED_DATA_VAR = "IDEALAB_SHARED_DATA"  # a directory laid out as the project's ../shared/data
 DOWNLOAD_VAR = "IDEALAB_DOWNLOAD"  # "1": a set-up may download from outside PyPI (hubs, datasets)
 _FAILED_LINES = 12  # the end of a broken set-up's output
-_MISSING_LINES = 5  # a set-up that misses an input says so, and how to get it, in its last lines
+_MISSING_LINES = 5  # a missing-input report without a paragraph of its own: its last lines
 
 
 class SetupStatus(StrEnum):
@@ -99,7 +100,7 @@ def run_setup(
         return SetupOutcome(manifest.name, manifest.preset, SetupStatus.READY, "", duration)
     tail = list(errors or outputs)
     if proc.returncode == MISSING_INPUT_EXIT:
-        detail = "\n".join(tail[-_MISSING_LINES:]) or f"`{manifest.run.setup}` did not say what is missing"
+        detail = "\n".join(_last_paragraph(tail)) or f"`{manifest.run.setup}` did not say what is missing"
         return SetupOutcome(manifest.name, manifest.preset, SetupStatus.MISSING, detail, duration)
     detail = f"`{manifest.run.setup}` exited with status {proc.returncode}" + "".join(f"\n{t}" for t in tail)
     return SetupOutcome(manifest.name, manifest.preset, SetupStatus.FAILED, detail, duration)
@@ -110,3 +111,12 @@ def _pump(stream: IO[str], keep: deque[str], echo: Callable[[str], None]) -> Non
         text = line.rstrip("\n")
         echo(text)
         keep.append(text)
+
+
+def _last_paragraph(lines: list[str]) -> list[str]:
+    """The lines after the last blank one: a set-up's report of what is missing, without the progress
+    output (download bars, warnings) it printed before it; the last few lines when there is no blank."""
+    blanks = [i for i, line in enumerate(lines) if not line.strip()]
+    if blanks and blanks[-1] < len(lines) - 1:
+        return lines[blanks[-1] + 1 :]
+    return [line for line in lines if line.strip()][-_MISSING_LINES:]

@@ -165,7 +165,7 @@ def main():
         dest.parent.mkdir(parents=True, exist_ok=True)
         prepare_smollm2(dest) if model == "smollm2" else prepare_qwen(dest)
     if missing:
-        print(f"prepare: not ready, missing in {root}:", file=sys.stderr)
+        print(f"\nprepare: not ready, missing in {root}:", file=sys.stderr)  # a paragraph of its own
         for item in missing:
             print(f"  - {item}", file=sys.stderr)
         sys.exit(MISSING_INPUT)

@@ -58,7 +58,7 @@ def shakespeare_text_path():
     try:
         return str(fetch_shakespeare())
     except DataError as exc:  # cannot be fetched here: the set-up contract's "missing input" status
-        print(f"prepare: the Shakespeare text is missing and cannot be fetched: {exc}", file=sys.stderr)
+        print(f"\nprepare: the Shakespeare text is missing and cannot be fetched: {exc}", file=sys.stderr)
         sys.exit(MISSING_INPUT)
 
 
