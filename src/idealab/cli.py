@@ -207,12 +207,13 @@ def run(
                 try:
                     asyncio.run(_run_search(search, backend, terminated))
                 except (KeyboardInterrupt, asyncio.CancelledError):
-                    name = terminated[0].name if terminated else "SIGINT"
-                    stopped = f"stopped by {name}: state is saved; run the same command again to resume"
-                    console.print(stopped, style="yellow")
-                    raise typer.Exit(128 + (terminated[0] if terminated else signal.SIGINT)) from None
+                    terminated.append(signal.SIGINT)  # a Ctrl-C that came before our handler was installed
                 except RunFault as exc:  # the machine failed, not an idea: committed state is intact
                     raise _fault(exc, "the run stopped; fix the cause, then run the same command to resume") from None
+                if terminated:  # stopped by a signal, whether or not the cancellation reached every await
+                    stopped = f"stopped by {terminated[0].name}: state is saved; run the same command again to resume"
+                    console.print(stopped, style="yellow")
+                    raise typer.Exit(128 + terminated[0])
             _print_summary(store)
             if search.internal_errors:
                 console.print(f"{len(search.internal_errors)} internal error(s):", style="bold red")
@@ -235,7 +236,7 @@ def _tracker_sink(
 
 
 async def _run_search(search: Search, backend: LocalBackend, terminated: list[signal.Signals]) -> None:
-    """Run the search; SIGTERM (like Ctrl-C, which asyncio.run handles) stops it cleanly.
+    """Run the search; SIGTERM and SIGINT (Ctrl-C) stop it cleanly.
 
     A stop cancels the search: no new work starts, running jobs get SIGTERM and their grace period
     (`backend.close`), and every idea in flight is left in a state a resume restarts from; ideas being
@@ -244,12 +245,16 @@ async def _run_search(search: Search, backend: LocalBackend, terminated: list[si
     main = asyncio.current_task()
     assert main is not None
 
-    def on_sigterm() -> None:
-        terminated.append(signal.SIGTERM)
+    def on_signal(sig: signal.Signals) -> None:
+        # Handled as a loop callback (not mid-bytecode, as asyncio.run's own SIGINT handler would), so the
+        # main task is always suspended at an await when it is cancelled; the signal is remembered so the
+        # run is reported as stopped even if the search finished meanwhile.
+        terminated.append(sig)
         main.cancel()
 
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await search.run()
     finally:
