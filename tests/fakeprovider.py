@@ -4,8 +4,12 @@ Endpoints (matched by path suffix, so any base-URL prefix works):
   POST .../chat/completions  -> "chat"       (OpenAI chat completions; also Gemini's OpenAI endpoint)
   POST .../responses         -> "responses"  (OpenAI responses API)
   POST .../messages          -> "messages"   (Anthropic messages API)
+  GET  .../models            -> the served models' list (OpenAI format), set by `FakeProvider.serve_models`
 
-Each endpoint has a queue of scripted `Reply`s, consumed in order. An empty queue answers HTTP 418
+Each endpoint has a queue of scripted `Reply`s, consumed in order. `Reply.structured(data)` answers a
+structured-output request in the endpoint's own wire format: the JSON as the message content (OpenAI chat
+`response_format`, responses `text.format`), or a `tool_use` block calling the request's tool with `data`
+as its input (Anthropic). An empty queue answers HTTP 418
 with "fakeprovider: no scripted reply", a non-retryable error, so a test that under-scripts fails
 loudly instead of hanging. Replies added with `when=` (a test of the request body) form a queue of their
 own, used for the requests that match it, so concurrent callers of one endpoint can be told apart.
@@ -44,8 +48,9 @@ _SUFFIXES: tuple[tuple[str, Endpoint], ...] = (
 class Reply:
     """One scripted answer. Build with `Reply.answer`, `Reply.error` or `Reply.garbage`."""
 
-    kind: Literal["text", "error", "garbage"]
+    kind: Literal["text", "json", "error", "garbage"]
     text: str = ""
+    data: Any = None  # kind "json": the structured answer
     thinking: str = ""  # Anthropic: a thinking block before the text
     input_tokens: int = 10
     output_tokens: int = 5
@@ -64,6 +69,10 @@ class Reply:
     @classmethod
     def answer(cls, text: str, **kw: Any) -> Reply:
         return cls(kind="text", text=text, **kw)
+
+    @classmethod
+    def structured(cls, data: Any, **kw: Any) -> Reply:
+        return cls(kind="json", text=json.dumps(data), data=data, **kw)
 
     @classmethod
     def error(
@@ -108,6 +117,7 @@ class _State:
     arrived: threading.Condition = field(init=False)  # notified on every request received
     stopping: threading.Event = field(default_factory=threading.Event)
     prompt_cache: PromptCache | None = None
+    models: tuple[str, ...] = ("fake-model",)
 
     def __post_init__(self) -> None:
         self.arrived = threading.Condition(self.lock)
@@ -177,7 +187,7 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def _chat_body(reply: Reply, model: str) -> dict[str, Any]:
+def _chat_body(reply: Reply, model: str, request: Any) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -200,7 +210,7 @@ def _chat_body(reply: Reply, model: str) -> dict[str, Any]:
     }
 
 
-def _responses_body(reply: Reply, model: str) -> dict[str, Any]:
+def _responses_body(reply: Reply, model: str, request: Any) -> dict[str, Any]:
     return {
         "id": "resp_fake",
         "object": "response",
@@ -227,18 +237,23 @@ def _responses_body(reply: Reply, model: str) -> dict[str, Any]:
     }
 
 
-def _messages_body(reply: Reply, model: str) -> dict[str, Any]:
+def _messages_body(reply: Reply, model: str, request: Any) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if reply.thinking:
         content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig-fake"})
-    content.append({"type": "text", "text": reply.text})
+    tools = request.get("tools") if isinstance(request, dict) else None
+    if reply.kind == "json" and tools:
+        tool = {"type": "tool_use", "id": "toolu_fake", "name": tools[0]["name"], "input": reply.data}
+        content.append(tool)
+    else:
+        content.append({"type": "text", "text": reply.text})
     return {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": "end_turn",
+        "stop_reason": "tool_use" if content[-1]["type"] == "tool_use" else "end_turn",
         "stop_sequence": None,
         "usage": {
             "input_tokens": reply.input_tokens - reply.cached_tokens - reply.cache_write_tokens,
@@ -275,6 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         return
+
+    def do_GET(self) -> None:
+        if not self.path.split("?", 1)[0].endswith("/models"):
+            self._send(404, _error_body(None, 404, f"fakeprovider: no GET {self.path}"))
+            return
+        with self.server.state.lock:
+            models = self.server.state.models
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fakeprovider"} for m in models]
+        self._send(200, {"object": "list", "data": data})
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -338,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             assert endpoint is not None
             model = body.get("model", "fake-model") if isinstance(body, dict) else "fake-model"
-            self._send(200, _BODIES[endpoint](reply, model), reply.headers)
+            self._send(200, _BODIES[endpoint](reply, model, body), reply.headers)
             answered()
         if reply.release is not None:
             reply.release.set()
@@ -393,6 +417,11 @@ class FakeProvider:
     @property
     def anthropic_base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def serve_models(self, *names: str) -> None:
+        """What GET .../models lists."""
+        with self._server.state.lock:
+            self._server.state.models = names
 
     def add(self, endpoint: Endpoint, *replies: Reply, when: Matcher | None = None) -> None:
         """Script replies; with `when`, only for requests whose body passes it (checked in the order added)."""

@@ -24,7 +24,7 @@ from idealab.executor.runner import Outcome, run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
-from idealab.report import compute_used, load_view, status_json, write_json
+from idealab.report import compute_used, ideation_counts, load_view, status_json, write_json
 from idealab.runconfig import RunOptions, env_defaults
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
@@ -280,6 +280,12 @@ def _print_summary(store: Store) -> None:
         f"compute: {compute['job_hours']:.3f} job-hours, {compute['gpu_hours']:.3f} GPU-hours; "
         f"LLM cost: ${store.total_cost(view.run.id):.4f}; seed {view.run.config.get('seed')}"
     )
+    ideation = ideation_counts(store, view.run.id)
+    if ideation["calls"]:
+        out.print(
+            f"ideation: {ideation['answers']} answer(s), {ideation['without_ideas']} without a readable idea, "
+            f"{ideation['structured']} read as structured output, {ideation['failed_calls']} failed call(s)"
+        )
 
 
 # --------------------------------------------------------------------------------------------- status
@@ -319,6 +325,9 @@ def _print_table(data: dict[str, Any]) -> None:
     out.print(f"baseline: {data['baseline']}")
     best = data["best"]
     out.print("best: none" if best is None else f"best: {best['metric']} (#{best['id']}) {best['idea']}")
+    ideation = data["ideation"]
+    if ideation["calls"]:
+        out.print(f"ideation: {ideation['answers']} answer(s), {ideation['without_ideas']} without a readable idea")
 
 
 # ------------------------------------------------------------------------------ report, serve, export

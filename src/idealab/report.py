@@ -66,6 +66,25 @@ def compute_used(store: Store) -> dict[str, float]:
     return {"job_hours": round(job_s / 3600, 4), "gpu_hours": round(gpu_s / 3600, 4)}
 
 
+def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
+    """The LLM ideator's calls: answers, how many held no idea (parse failures), how many were read as
+    structured output, and calls that failed outright. Calls recorded before answers were noted count as
+    answers only."""
+    counts = {"calls": 0, "failed_calls": 0, "answers": 0, "without_ideas": 0, "structured": 0}
+    for call in store.llm_calls(run_id):
+        if call.role != "ideator":
+            continue
+        counts["calls"] += 1
+        if call.error is not None:
+            counts["failed_calls"] += 1
+            continue
+        counts["answers"] += 1
+        extra = call.extra or {}
+        counts["without_ideas"] += int(extra.get("ideas") == 0)
+        counts["structured"] += int(extra.get("format") == "structured")
+    return counts
+
+
 def status_json(store: Store) -> dict[str, Any]:
     """Everything `status --json` prints. The journal holds listing rows only (no payloads or diffs), so a
     run of ten thousand experiments is one light query."""
@@ -91,6 +110,7 @@ def status_json(store: Store) -> dict[str, Any]:
         "best": None if best is None else {**experiment_json(best), "beats_baseline": journal.beats_baseline(best)},
         "counts": journal.counts(),
         "cost_usd": store.total_cost(run.id),
+        "ideation": ideation_counts(store, run.id),
         "compute": compute_used(store),
         "seed": run.config.get("seed"),
         "experiments": [experiment_json(i) for i in journal.experiments],

@@ -63,6 +63,7 @@ class CallLog:
                 extra["unanswered_attempts"] = call.unanswered_attempts
             if call.estimated:  # input_tokens and cost_usd are an estimate, not the provider's usage
                 extra["estimated"] = True
+            extra.update(call.extra)  # what the caller noted about the answer (ideation: ideas read)
             store.add_llm_call(
                 run_id, call.role, call.provider, call.model, call.prompt, call.response or "",
                 call.input_tokens, call.output_tokens, call.cost_usd, call.latency_s,

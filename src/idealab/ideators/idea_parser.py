@@ -7,6 +7,9 @@ The prompt asks for the released code's tagged format,
 and that format is recognised in any response, wrapped in prose, markdown emphasis or code fences. A JSON
 list of objects with `experiment` (or `idea` / `description`) and `code_changes` keys is accepted as well,
 for models that insist on JSON. Anything else yields no ideas (the search loop then asks again).
+
+With structured output the answer is JSON that follows `IDEAS_SCHEMA` ({"ideas": [{"experiment": ...,
+"code_changes": ...}]}), read by `parse_structured`; the ideas are the same `ParsedIdea`s either way.
 """
 
 from __future__ import annotations
@@ -38,6 +41,40 @@ class ParsedIdea:
         if not self.code_changes:
             return f"[Experiment] {self.experiment}"
         return f"[Experiment] {self.experiment}\n[Code Changes] {self.code_changes}"
+
+
+IDEAS_TOOL = "submit_ideas"  # the structured output's name (Anthropic: the tool the model calls)
+IDEAS_DESCRIPTION = "Submit the research ideas, each with what to try and the code changes it needs."
+
+
+def ideas_schema(count: int) -> dict[str, Any]:
+    """The JSON schema of a structured ideation answer. Every key is required and no other is allowed
+    (OpenAI's strict mode demands both); maxItems also bounds what a grammar-constrained local model
+    generates."""
+    idea = {
+        "type": "object",
+        "properties": {
+            "experiment": {"type": "string", "description": "What to try and why, in a few sentences."},
+            "code_changes": {
+                "type": "string",
+                "description": "Which files and functions change, and how; new hyperparameter values.",
+            },
+        },
+        "required": ["experiment", "code_changes"],
+        "additionalProperties": False,
+    }
+    ideas = {"type": "array", "items": idea, "minItems": 1, "maxItems": max(1, count)}
+    return {"type": "object", "properties": {"ideas": ideas}, "required": ["ideas"], "additionalProperties": False}
+
+
+def parse_structured(response: str) -> list[ParsedIdea]:
+    """The ideas of a structured answer (JSON of `ideas_schema`); [] when it is not that JSON, e.g. cut
+    short at the token limit."""
+    try:
+        data = json.loads(response)
+    except json.JSONDecodeError:
+        return []
+    return [idea for item in _items(data) if (idea := _from_object(item)) is not None]
 
 
 def parse_ideas(response: str) -> list[ParsedIdea]:

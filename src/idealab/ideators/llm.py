@@ -14,16 +14,25 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from idealab.errors import StopRun
 from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest
-from idealab.ideators.idea_parser import drop_repeats, parse_ideas
+from idealab.ideators.idea_parser import (
+    IDEAS_DESCRIPTION,
+    IDEAS_TOOL,
+    ParsedIdea,
+    drop_repeats,
+    ideas_schema,
+    parse_ideas,
+    parse_structured,
+)
 from idealab.ideators.llm_implementer import Completer, ImplementerSettings, LLMImplementer
 from idealab.ideators.prompting import ideation_prompt
 from idealab.ideators.registry import Built, IdeatorOptions
 from idealab.llm import (
     PROVIDERS,
+    Annotator,
     BudgetExhausted,
     LLMConfigError,
     LLMError,
@@ -31,6 +40,9 @@ from idealab.llm import (
     LLMResponse,
     LLMService,
     Message,
+    OutputSchema,
+    discover_model,
+    is_local,
     make_client,
     parse_model_spec,
 )
@@ -42,6 +54,12 @@ log = logging.getLogger(__name__)
 
 SETTINGS_VAR_PREFIX = "IDEALAB_LLM_"
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take a reasoning effort
+STRUCTURED_CHOICES = ("auto", "on", "off")
+# Per HTTP attempt. A local server generates thousands of tokens on a CPU or a small GPU at a few tokens
+# a second, and queues parallel requests: it gets longer than a hosted API.
+REMOTE_TIMEOUT_S = 600.0
+LOCAL_TIMEOUT_S = 3600.0
+LOCAL_IDEA_CHARS = 600  # maxLength of each idea text in a local server's schema (see ideas_schema)
 
 
 @dataclass(frozen=True)
@@ -60,7 +78,7 @@ class LLMSettings:
     revisions: int = 2  # parallel mode: revisions per candidate (the paper: 2)
     sequential_attempts: int = 10  # sequential mode: attempts per idea (the released code: 10)
     preflight_slots: int = 2
-    timeout_s: float = 600.0  # per HTTP attempt
+    timeout_s: float = 0.0  # per HTTP attempt; 0: 600 s, or 3600 s for a local server
     max_retries: int = 5
     retry_base_delay_s: float = 1.0
     api: str = "chat"  # OpenAI: "chat" (completions) | "responses"
@@ -69,8 +87,13 @@ class LLMSettings:
     ideator_max_calls: int = 4
     implementer_max_calls: int = 16
     prompt_cache: str = "on"  # "on": mark the implementer's codebase prefix for prompt caching | "off"
+    structured: str = "auto"  # ideation as schema-enforced JSON: "auto" (where supported) | "on" | "off"
 
     def __post_init__(self) -> None:
+        if self.structured not in STRUCTURED_CHOICES:
+            raise ValueError(f"structured must be one of {', '.join(STRUCTURED_CHOICES)}, got {self.structured!r}")
+        if self.timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0 (0: the default for the server), got {self.timeout_s}")
         if self.prompt_cache not in ("on", "off"):
             raise ValueError(f"prompt_cache must be 'on' or 'off', got {self.prompt_cache!r}")
         if self.implement_mode not in ("parallel", "sequential"):
@@ -138,6 +161,18 @@ def given_settings(pairs: Iterable[tuple[str, str]], environ: Mapping[str, str])
     return given
 
 
+def use_structured(setting: str, provider: str) -> bool:
+    """Whether ideation asks `provider` for structured output. "on" where the provider cannot enforce a
+    schema is a configuration error, not a silent fallback."""
+    info = PROVIDERS[provider]
+    if setting == "on" and info.wire == "gemini":
+        raise ValueError(
+            "structured=on: idealab asks Gemini for structured output only through its OpenAI-compatible "
+            "endpoint; use structured=off, or --base-url https://generativelanguage.googleapis.com/v1beta/openai/"
+        )
+    return setting == "on" or (setting == "auto" and info.structured)
+
+
 def _thinking(provider: str, budget: int) -> int | None:
     return budget if budget > 0 and PROVIDERS[provider].wire == "anthropic" else None
 
@@ -148,21 +183,52 @@ def _effort(provider: str, model: str, effort: str) -> str | None:
     return effort
 
 
+def read_ideas(response: LLMResponse) -> tuple[list[ParsedIdea], str]:
+    """The ideas in an answer and how they were read: "structured" (the schema's JSON), "text" (tagged
+    text, or JSON in prose), or "none". A structured answer that is not valid JSON (cut short at the token
+    limit, or a model that called no tool) falls back to the text parser."""
+    if response.structured:
+        ideas = parse_structured(response.text)
+        if ideas:
+            return ideas, "structured"
+    ideas = parse_ideas(response.text)
+    return ideas, "text" if ideas else "none"
+
+
+def parse_note(response: LLMResponse) -> dict[str, Any]:
+    """What an ideation answer held, stored in its call's `extra`: counts parse failures per run."""
+    ideas, how = read_ideas(response)
+    return {"ideas": len(ideas), "format": how, "structured": response.structured}
+
+
 class LLMIdeator:
-    """Asks the model for `request.count` ideas per call, in the tagged format; parses what comes back."""
+    """Asks the model for `request.count` ideas per call, in the tagged format or as structured JSON;
+    parses what comes back."""
 
     name = "llm"
 
-    def __init__(self, service: Completer, provider: str, model: str, settings: LLMSettings | None = None) -> None:
+    def __init__(
+        self,
+        service: Completer,
+        provider: str,
+        model: str,
+        settings: LLMSettings | None = None,
+        *,
+        local: bool = False,  # a local server: its schema bounds each idea's length
+    ) -> None:
         self.service = service
         self.provider = provider
         self.model = model
         self.settings = settings or LLMSettings()
+        self.structured = use_structured(self.settings.structured, provider)
+        self.max_idea_chars = LOCAL_IDEA_CHARS if local else None
 
     def request(self, manifest: Manifest, request: IdeationRequest) -> LLMRequest:
-        system, user = ideation_prompt(manifest, request)
+        system, user = ideation_prompt(manifest, request, structured=self.structured)
         s = self.settings
         budget = s.thinking_budget_initial if request.kind is IdeaKind.INITIAL else s.thinking_budget_later
+        schema = ideas_schema(request.count, self.max_idea_chars)
+        output = OutputSchema(IDEAS_TOOL, IDEAS_DESCRIPTION, schema) if self.structured else None
         return LLMRequest(
             (Message("user", user),),
             system=system,
@@ -170,19 +236,29 @@ class LLMIdeator:
             temperature=s.temperature,
             thinking_budget=_thinking(self.provider, budget),
             reasoning_effort=_effort(self.provider, self.model, s.reasoning_effort),
+            output=output,
         )
 
     async def propose(self, manifest: Manifest, request: IdeationRequest) -> list[IdeaProposal]:
         try:
-            response = await self.service.complete(self.request(manifest, request), role="ideator")
+            response = await self.service.complete(
+                self.request(manifest, request), role="ideator", annotate=parse_note
+            )
         except BudgetExhausted as exc:
             raise StopRun(str(exc)) from exc
         except LLMError as exc:  # recorded by the service; the loop asks again
             log.warning("ideation call failed (epoch %d, %s): %s", request.epoch, request.kind.value, exc)
             return []
-        ideas = drop_repeats(parse_ideas(response.text), request.avoid)[: request.count]
-        if not ideas:
-            log.warning("the ideator's answer held no new idea in a known format (epoch %d)", request.epoch)
+        parsed, how = read_ideas(response)
+        ideas = drop_repeats(parsed, request.avoid)[: request.count]
+        if how == "none":
+            log.warning(
+                "the ideator's answer held no idea in a known format (epoch %d, stop reason %s)",
+                request.epoch,
+                response.stop_reason,
+            )
+        elif not ideas:
+            log.warning("the ideator's answer held only repeated ideas (epoch %d)", request.epoch)
         return [
             IdeaProposal(idea.text, None, {"experiment": idea.experiment, "code_changes": idea.code_changes})
             for idea in ideas
@@ -200,11 +276,13 @@ class _SharedCap:
         self.services = services
         self.cap = cap
 
-    async def complete(self, request: LLMRequest, *, role: str, idea_id: int | None = None) -> LLMResponse:
+    async def complete(
+        self, request: LLMRequest, *, role: str, idea_id: int | None = None, annotate: Annotator | None = None
+    ) -> LLMResponse:
         spent = sum(s.spent_usd for s in self.services)
         if self.cap is not None and spent >= self.cap:
             raise BudgetExhausted(spent, self.cap)
-        return await self.service.complete(request, role=role, idea_id=idea_id)
+        return await self.service.complete(request, role=role, idea_id=idea_id, annotate=annotate)
 
 
 def build(options: IdeatorOptions) -> Built:
@@ -215,8 +293,15 @@ def build(options: IdeatorOptions) -> Built:
     stored = options.stored_settings or {}
     given = given_settings(options.extra, os.environ)
     settings = LLMSettings.from_sources(options.extra, os.environ, base=stored.get("settings"))
-    ideator_spec = options.model
-    implementer_spec = options.implementer_model or options.model
+    try:  # "llamacpp:" names no model: ask the server which one it serves
+        ideator_spec = discover_model(options.model, base_url=options.base_url)
+        implementer_spec = (
+            discover_model(options.implementer_model, base_url=options.base_url)
+            if options.implementer_model
+            else ideator_spec
+        )
+    except LLMConfigError as exc:
+        raise ValueError(str(exc)) from None
     ideator_provider, ideator_model = parse_model_spec(ideator_spec)
     implementer_provider, implementer_model = parse_model_spec(implementer_spec)
     # --base-url names the main model's server; another provider's model uses its own endpoint.
@@ -224,9 +309,11 @@ def build(options: IdeatorOptions) -> Built:
 
     def service(spec: str, base_url: str | None, spent_usd: float) -> LLMService:
         # Only OpenAI itself has the responses API; every other provider is called through chat.
-        api = cast(Literal["chat", "responses"], settings.api) if parse_model_spec(spec)[0] == "openai" else "chat"
+        provider = parse_model_spec(spec)[0]
+        api = cast(Literal["chat", "responses"], settings.api) if provider == "openai" else "chat"
+        timeout_s = settings.timeout_s or (LOCAL_TIMEOUT_S if is_local(provider, base_url) else REMOTE_TIMEOUT_S)
         client = make_client(
-            spec, base_url=base_url, keys_file=options.keys_file, timeout_s=settings.timeout_s,
+            spec, base_url=base_url, keys_file=options.keys_file, timeout_s=timeout_s,
             max_retries=settings.max_retries, api=api, retry_base_delay_s=settings.retry_base_delay_s,
         )  # fmt: skip
         if options.max_cost_usd is not None and client.price is None:
@@ -248,7 +335,8 @@ def build(options: IdeatorOptions) -> Built:
         both = (ideator_service, implementer_service)
         ideator_calls = _SharedCap(ideator_service, both, options.max_cost_usd)
         implementer_calls = _SharedCap(implementer_service, both, options.max_cost_usd)
-    ideator = LLMIdeator(ideator_calls, ideator_provider, ideator_model, settings)
+    local = is_local(ideator_provider, options.base_url)
+    ideator = LLMIdeator(ideator_calls, ideator_provider, ideator_model, settings, local=local)
     implementer = LLMImplementer(implementer_calls, settings.implementer(implementer_provider, implementer_model))
     described = {
         "model": ideator_spec,

@@ -26,7 +26,7 @@ from idealab.executor.slots import SlotPool
 from idealab.guards import check_changes
 from idealab.ideators.base import Attempt, IdeaProposal, Implementation
 from idealab.ideators.prompting import implement_prompt, implement_prompt_stable_prefix, revise_prompt
-from idealab.llm import BudgetExhausted, LLMError, LLMRequest, LLMResponse, Message
+from idealab.llm import Annotator, BudgetExhausted, LLMError, LLMRequest, LLMResponse, Message
 from idealab.manifest import Manifest
 from idealab.patching import ApplyResult, apply_edit, diff_texts, write_changes
 
@@ -40,7 +40,9 @@ _CUT_OFF = {"length", "max_tokens", "max_output_tokens"}  # stop reasons meaning
 class Completer(Protocol):
     """What the ideator and implementer call: `LLMService.complete`, or anything with its signature."""
 
-    async def complete(self, request: LLMRequest, *, role: str, idea_id: int | None = None) -> LLMResponse: ...
+    async def complete(
+        self, request: LLMRequest, *, role: str, idea_id: int | None = None, annotate: Annotator | None = None
+    ) -> LLMResponse: ...
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ FRAGMENTS = (
     "idea_guidelines",
     "guidance",
     "idea_format",
+    "idea_format_structured",
     "avoid",
     "change_format",
     "exploit_winners",
@@ -183,13 +184,15 @@ def avoid_section(avoid: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------------------- prompts
 
 
-def ideation_prompt(manifest: Manifest, request: IdeationRequest) -> tuple[str, str]:
-    """(system, user) for one batch of ideas of `request.kind`."""
+def ideation_prompt(manifest: Manifest, request: IdeationRequest, *, structured: bool = False) -> tuple[str, str]:
+    """(system, user) for one batch of ideas of `request.kind`; `structured`: the answer is JSON (the
+    request carries its schema), not the tagged format."""
+    format_fragment = "idea_format_structured" if structured else "idea_format"
     values = {
         "environment": environment_section(manifest, manifest.root, request.baseline),
         "rules": rules_section(manifest),
         "guidelines": fragment("idea_guidelines"),
-        "idea_format": fragment("idea_format", {"count": str(request.count)}),
+        "idea_format": fragment(format_fragment, {"count": str(request.count)}),
         "avoid": avoid_section(request.avoid),
         "count": str(request.count),
         "metric_name": manifest.metric.name,

@@ -1,9 +1,9 @@
 """LLM clients: one interface over OpenAI (and compatible servers), Anthropic and Gemini."""
 
 from idealab.llm.pricing import Price, PriceTable, load_price_table
-from idealab.llm.registry import PROVIDERS, make_client, parse_model_spec
+from idealab.llm.registry import PROVIDERS, discover_model, is_local, make_client, parse_model_spec
 from idealab.llm.retry import RetryingClient, RetryPolicy
-from idealab.llm.service import LLMService, Recorder
+from idealab.llm.service import Annotator, LLMService, Recorder
 from idealab.llm.types import (
     BudgetExhausted,
     CallRecord,
@@ -13,11 +13,13 @@ from idealab.llm.types import (
     LLMRequest,
     LLMResponse,
     Message,
+    OutputSchema,
     TransientLLMError,
 )
 
 __all__ = [
     "PROVIDERS",
+    "Annotator",
     "BudgetExhausted",
     "CallRecord",
     "LLMClient",
@@ -27,12 +29,15 @@ __all__ = [
     "LLMResponse",
     "LLMService",
     "Message",
+    "OutputSchema",
     "Price",
     "PriceTable",
     "Recorder",
     "RetryPolicy",
     "RetryingClient",
     "TransientLLMError",
+    "discover_model",
+    "is_local",
     "load_price_table",
     "make_client",
     "parse_model_spec",

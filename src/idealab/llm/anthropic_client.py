@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
 import anthropic
 from anthropic.types import Message as AnthropicMessage
@@ -11,7 +13,7 @@ from anthropic.types import MessageParam, TextBlockParam, ThinkingConfigParam
 
 from idealab.llm import errors
 from idealab.llm.pricing import Price
-from idealab.llm.types import LLMError, LLMRequest, LLMResponse, Message
+from idealab.llm.types import LLMError, LLMRequest, LLMResponse, Message, OutputSchema
 
 
 class AnthropicClient:
@@ -60,8 +62,20 @@ class AnthropicClient:
             return None
         return {"temperature": request.temperature}
 
+    @staticmethod
+    def _tools(output: OutputSchema | None, thinking: bool) -> tuple[Any, Any]:
+        """Structured output as one tool whose input is the answer. The call is forced, except with
+        extended thinking, where the API allows only tool_choice "auto": the model is then asked (by the
+        prompt) to call it, and a plain-text answer is still read by the caller's text parser."""
+        if output is None:
+            return anthropic.omit, anthropic.omit
+        tool = {"name": output.name, "description": output.description, "input_schema": dict(output.schema)}
+        choice = {"type": "auto"} if thinking else {"type": "tool", "name": output.name}
+        return [tool], choice
+
     async def complete(self, request: LLMRequest) -> LLMResponse:
         thinking = self._thinking(request)
+        tools, tool_choice = self._tools(request.output, not isinstance(thinking, anthropic.Omit))
         messages: list[MessageParam] = [_message(m) for m in request.messages]
         started = time.monotonic()
         try:
@@ -72,6 +86,8 @@ class AnthropicClient:
                     max_tokens=request.max_tokens,
                     system=request.system if request.system is not None else anthropic.omit,
                     thinking=thinking,
+                    tools=tools,
+                    tool_choice=tool_choice,
                     extra_body=self._sampling(request),
                 )
         except Exception as exc:
@@ -79,13 +95,19 @@ class AnthropicClient:
             if mapped is None:
                 raise
             raise mapped from None
-        return self._convert(raw, time.monotonic() - started)
+        return self._convert(raw, time.monotonic() - started, request.output)
 
-    def _convert(self, raw: object, latency_s: float) -> LLMResponse:
+    def _convert(self, raw: object, latency_s: float, output: OutputSchema | None = None) -> LLMResponse:
         if not isinstance(raw, AnthropicMessage):
             raise errors.unreadable(self._label, raw, "not a message")
         try:
-            text = "".join(block.text for block in raw.content if block.type == "text")
+            # A call of the structured-output tool is the answer: its input, as JSON text.
+            calls = [b.input for b in raw.content if b.type == "tool_use" and output and b.name == output.name]
+            text = (
+                json.dumps(calls[0], ensure_ascii=False)
+                if calls
+                else "".join(block.text for block in raw.content if block.type == "text")
+            )
             usage = raw.usage
             cached = usage.cache_read_input_tokens or 0
             written = usage.cache_creation_input_tokens or 0
@@ -105,6 +127,7 @@ class AnthropicClient:
                 cost_usd=self.price.cost(total_in, usage.output_tokens, cached, written) if self.price else None,
                 latency_s=latency_s,
                 stop_reason=raw.stop_reason,
+                structured=bool(calls),
             )
         except (AttributeError, TypeError) as exc:
             raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -14,7 +14,7 @@ from openai.types.shared import ReasoningEffort
 
 from idealab.llm import errors
 from idealab.llm.pricing import Price
-from idealab.llm.types import LLMError, LLMRequest, LLMResponse
+from idealab.llm.types import LLMError, LLMRequest, LLMResponse, OutputSchema, SchemaStyle
 
 OpenAIApi = Literal["chat", "responses"]
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -35,6 +35,7 @@ class OpenAIClient:
         api: OpenAIApi = "chat",
         price: Price | None = None,
         legacy_max_tokens: bool = False,  # send `max_tokens` (older OpenAI-compatible servers)
+        schema_style: SchemaStyle = "json_schema",
     ) -> None:
         self.provider = provider
         self.model = model
@@ -42,6 +43,7 @@ class OpenAIClient:
         self.timeout_s = timeout_s
         self.price = price
         self.legacy_max_tokens = legacy_max_tokens
+        self.schema_style = schema_style
         self._label = f"{provider}:{model}"
         self._sdk = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, organization=organization, timeout=timeout_s, max_retries=0
@@ -54,9 +56,9 @@ class OpenAIClient:
             async with asyncio.timeout(self.timeout_s):
                 if self.api == "chat":
                     chat = await self._chat(request, effort)
-                    return self._from_chat(chat, time.monotonic() - started)
+                    return self._from_chat(chat, time.monotonic() - started, request.output is not None)
                 answer = await self._responses(request, effort)
-                return self._from_responses(answer, time.monotonic() - started)
+                return self._from_responses(answer, time.monotonic() - started, request.output is not None)
         except Exception as exc:
             mapped = errors.from_sdk(openai, exc, self._label, self.timeout_s)
             if mapped is None:
@@ -86,7 +88,17 @@ class OpenAIClient:
             max_completion_tokens=openai.omit if self.legacy_max_tokens else limit,
             temperature=self._temperature(request, effort),
             reasoning_effort=effort if effort is not None else openai.omit,
+            response_format=self._response_format(request.output),
         )
+
+    def _response_format(self, output: OutputSchema | None) -> Any:
+        if output is None:
+            return openai.omit
+        if self.schema_style == "json_object":
+            return {"type": "json_object", "schema": dict(output.schema)}
+        # strict: the server must follow the schema exactly (OpenAI needs every key required and no extras)
+        spec = {"name": output.name, "description": output.description, "schema": dict(output.schema)}
+        return {"type": "json_schema", "json_schema": {**spec, "strict": True}}
 
     async def _responses(self, request: LLMRequest, effort: ReasoningEffort | None) -> object:
         items: list[EasyInputMessageParam] = [
@@ -99,6 +111,7 @@ class OpenAIClient:
             max_output_tokens=request.max_tokens,
             temperature=self._temperature(request, effort),
             reasoning={"effort": effort} if effort is not None else openai.omit,
+            text=_text_format(request.output),
             store=False,
         )
 
@@ -106,7 +119,12 @@ class OpenAIClient:
         return self.price.cost(input_tokens, output_tokens, cached) if self.price else None
 
     def _response(
-        self, text: str, latency_s: float, stop: str | None, tokens: tuple[int, int, int, int] | None
+        self,
+        text: str,
+        latency_s: float,
+        stop: str | None,
+        tokens: tuple[int, int, int, int] | None,
+        structured: bool = False,
     ) -> LLMResponse:
         """tokens: (input, output, cached input, reasoning), or None when the server sent no usage
         (some local servers leave it out: tokens unknown, so cost unknown)."""
@@ -122,9 +140,10 @@ class OpenAIClient:
             cost_usd=self._cost(inp, out, cached) if tokens is not None else None,
             latency_s=latency_s,
             stop_reason=stop,
+            structured=structured,
         )
 
-    def _from_chat(self, raw: object, latency_s: float) -> LLMResponse:
+    def _from_chat(self, raw: object, latency_s: float, structured: bool = False) -> LLMResponse:
         if not isinstance(raw, ChatCompletion):
             raise errors.unreadable(self._label, raw, "not a chat completion")
         try:
@@ -136,11 +155,12 @@ class OpenAIClient:
                 details = usage.completion_tokens_details
                 thinking = (details.reasoning_tokens or 0) if details else 0
                 tokens = (usage.prompt_tokens, usage.completion_tokens, cached, thinking)
-            return self._response(choice.message.content or "", latency_s, choice.finish_reason, tokens)
+            text = choice.message.content or ""
+            return self._response(text, latency_s, choice.finish_reason, tokens, structured)
         except (AttributeError, IndexError, TypeError) as exc:
             raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None
 
-    def _from_responses(self, raw: object, latency_s: float) -> LLMResponse:
+    def _from_responses(self, raw: object, latency_s: float, structured: bool = False) -> LLMResponse:
         if not isinstance(raw, Response):
             raise errors.unreadable(self._label, raw, "not a responses-API response")
         try:
@@ -151,9 +171,24 @@ class OpenAIClient:
                 cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else 0
                 thinking = usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else 0
                 tokens = (usage.input_tokens, usage.output_tokens, cached, thinking)
-            return self._response(raw.output_text, latency_s, stop, tokens)
+            return self._response(raw.output_text, latency_s, stop, tokens, structured)
         except (AttributeError, IndexError, TypeError) as exc:
             raise errors.unreadable(self._label, raw.to_json(), f"missing field: {exc}") from None
+
+
+def _text_format(output: OutputSchema | None) -> Any:
+    """The responses API's structured output: `text.format` of type json_schema."""
+    if output is None:
+        return openai.omit
+    return {
+        "format": {
+            "type": "json_schema",
+            "name": output.name,
+            "description": output.description,
+            "schema": dict(output.schema),
+            "strict": True,
+        }
+    }
 
 
 def _effort(value: str | None, label: str) -> ReasoningEffort | None:

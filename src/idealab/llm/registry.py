@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from idealab.llm import keys
+from idealab.llm import errors, keys
 from idealab.llm.pricing import PriceTable, resolve_price
 from idealab.llm.retry import RetryingClient, RetryPolicy
-from idealab.llm.types import LLMClient, LLMConfigError
+from idealab.llm.types import LLMClient, LLMConfigError, SchemaStyle
 
 LOCAL_PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, but the SDK wants one
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
@@ -31,18 +31,25 @@ class ProviderInfo:
     base_url: str | None = None  # default endpoint (None: the SDK's own)
     base_url_var: str | None = None  # variable that overrides the endpoint
     local: bool = False  # a server on this machine: a key is optional
+    # Structured output: whether `structured=auto` uses it (the provider enforces a JSON schema for every
+    # model it serves), and how an OpenAI-compatible server is asked for it.
+    structured: bool = False
+    schema_style: SchemaStyle = "json_schema"
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
     p.name: p
     for p in (
-        ProviderInfo("openai", "openai", ("OPENAI_API_KEY",), "api_key", base_url_var="OPENAI_BASE_URL"),
+        ProviderInfo(
+            "openai", "openai", ("OPENAI_API_KEY",), "api_key", base_url_var="OPENAI_BASE_URL", structured=True
+        ),
         ProviderInfo(
             "anthropic",
             "anthropic",
             ("ANTHROPIC_API_KEY",),
             "anthropic_key",
             base_url_var="ANTHROPIC_BASE_URL",
+            structured=True,
         ),
         ProviderInfo(
             "gemini",
@@ -77,26 +84,51 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "OPENROUTER_BASE_URL",
         ),
         ProviderInfo(
-            "vllm", "openai", ("VLLM_API_KEY",), None, "http://localhost:8000/v1", "VLLM_BASE_URL", local=True
+            "vllm",
+            "openai",
+            ("VLLM_API_KEY",),
+            None,
+            "http://localhost:8000/v1",
+            "VLLM_BASE_URL",
+            local=True,
+            structured=True,
         ),
         ProviderInfo(
-            "ollama", "openai", (), None, "http://localhost:11434/v1", "OLLAMA_BASE_URL", local=True
+            "ollama",
+            "openai",
+            (),
+            None,
+            "http://localhost:11434/v1",
+            "OLLAMA_BASE_URL",
+            local=True,
+            structured=True,
         ),
         ProviderInfo(
-            "llamacpp", "openai", (), None, "http://localhost:8080/v1", "LLAMACPP_BASE_URL", local=True
+            "llamacpp",
+            "openai",
+            (),
+            None,
+            "http://localhost:8080/v1",
+            "LLAMACPP_BASE_URL",
+            local=True,
+            structured=True,
+            schema_style="json_object",
         ),
     )
 }
 
 
-def parse_model_spec(spec: str) -> tuple[str, str]:
-    """ "provider:model" -> (provider, model). The model part may itself hold colons (ollama tags)."""
+def parse_model_spec(spec: str, *, allow_unnamed: bool = False) -> tuple[str, str]:
+    """ "provider:model" -> (provider, model). The model part may itself hold colons (ollama tags).
+
+    With `allow_unnamed`, "provider:" (no model) gives (provider, ""): the model is then asked of the
+    server (`discover_model`)."""
     provider, sep, model = spec.partition(":")
     provider = provider.strip().lower()
-    if not sep or not model.strip():
+    if not sep or not (model.strip() or allow_unnamed):
         raise LLMConfigError(
-            f"model spec {spec!r} must look like 'provider:model' (e.g. 'anthropic:claude-opus-4-5'); "
-            f"providers: {', '.join(PROVIDERS)}"
+            f"model spec {spec!r} must look like 'provider:model' (e.g. 'anthropic:claude-opus-4-5', or "
+            f"'llamacpp:' to use the model a local server serves); providers: {', '.join(PROVIDERS)}"
         )
     if provider not in PROVIDERS:
         raise LLMConfigError(
@@ -123,6 +155,49 @@ def resolve_base_url(spec: str, base_url: str | None = None) -> str | None:
     return base_url or (os.environ.get(info.base_url_var) if info.base_url_var else None) or info.base_url
 
 
+def endpoint(name: str, base_url: str | None) -> str | None:
+    """The URL a provider's client talks to: --base-url, else its environment variable, else its default."""
+    info = PROVIDERS[name]
+    return base_url or (os.environ.get(info.base_url_var) if info.base_url_var else None) or info.base_url
+
+
+def is_local(name: str, base_url: str | None) -> bool:
+    """A server on this machine (a local provider, or any provider pointed at loopback)."""
+    return PROVIDERS[name].local or is_local_url(endpoint(name, base_url))
+
+
+def discover_model(spec: str, *, base_url: str | None = None, timeout_s: float = 30.0) -> str:
+    """`spec` with its model named: "llamacpp:" becomes "llamacpp:<the model the server lists first>".
+
+    Asks the server's `/models` (OpenAI-compatible servers only). A server that lists several models
+    (Ollama) must be told which one: the error lists them."""
+    name, model = parse_model_spec(spec, allow_unnamed=True)
+    if model:
+        return f"{name}:{model}"
+    info = PROVIDERS[name]
+    url = endpoint(name, base_url)
+    if info.wire != "openai" or not is_local(name, base_url):
+        raise LLMConfigError(
+            f"{spec!r} names no model; only a local OpenAI-compatible server (vllm, llamacpp, ollama, or a "
+            f"provider with a loopback --base-url) is asked for it: give 'provider:model'"
+        )
+    import openai  # imported here, as in make_client: only a run that asks a server pays for the SDK
+
+    key = keys.lookup(keys.key_source(None), info.key_vars, info.keys_field) or LOCAL_PLACEHOLDER_KEY
+    sdk = openai.OpenAI(api_key=key, base_url=url, timeout=timeout_s, max_retries=0)
+    try:
+        ids = [m.id for m in sdk.models.list()]
+    except openai.OpenAIError as exc:
+        mapped = errors.from_sdk(openai, exc, f"{name} at {url}", timeout_s)
+        raise LLMConfigError(f"cannot list the models of {name} at {url}: {mapped or exc}") from None
+    finally:
+        sdk.close()
+    if len(ids) != 1:
+        served = ", ".join(ids) or "none"
+        raise LLMConfigError(f"{name} at {url} serves {len(ids)} models ({served}): name one as '{name}:MODEL'")
+    return f"{name}:{ids[0]}"
+
+
 def make_client(
     spec: str,
     *,
@@ -134,6 +209,7 @@ def make_client(
     retry_base_delay_s: float = 1.0,
     retry_max_delay_s: float = 60.0,
     pricing: PriceTable | None = None,
+    schema_style: SchemaStyle | None = None,
 ) -> RetryingClient:
     """A retrying client for `spec`, its price resolved (`client.price`, None when unknown). Fails here,
     before any call, on a missing key or a bad option."""
@@ -181,5 +257,6 @@ def make_client(
             price=price,
             # OpenAI's own API wants max_completion_tokens; many compatible servers know only max_tokens.
             legacy_max_tokens=name != "openai",
+            schema_style=schema_style or info.schema_style,
         )
     return RetryingClient(inner, policy, price)

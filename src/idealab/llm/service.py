@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from idealab.llm.pricing import Price
 from idealab.llm.types import (
@@ -22,6 +23,8 @@ from idealab.llm.types import (
 log = logging.getLogger(__name__)
 
 Recorder = Callable[[CallRecord], None]
+# What a caller notes about an answer (e.g. how many ideas it held), recorded with the call.
+Annotator = Callable[[LLMResponse], Mapping[str, Any]]
 
 
 class LLMService:
@@ -72,7 +75,10 @@ class LLMService:
     def exhausted(self) -> bool:
         return self.max_cost_usd is not None and self._spent >= self.max_cost_usd
 
-    async def complete(self, request: LLMRequest, *, role: str, idea_id: int | None = None) -> LLMResponse:
+    async def complete(
+        self, request: LLMRequest, *, role: str, idea_id: int | None = None, annotate: Annotator | None = None
+    ) -> LLMResponse:
+        """The answer to `request`; `annotate(answer)` is stored with the call's record."""
         async with self._role_slots.get(role, self._slots):
             if self.max_cost_usd is not None and self._spent >= self.max_cost_usd:
                 raise BudgetExhausted(self._spent, self.max_cost_usd)
@@ -92,6 +98,8 @@ class LLMService:
             call = self._call(request, role, idea_id, time.monotonic() - started, response=response)
             # Counted before the slot is released, so the next caller's budget check sees this spend.
             call = self._billed_unanswered(request, call, response.unanswered_attempts)
+        if annotate is not None:
+            call = replace(call, extra=dict(annotate(response)))
         self._record(call)
         return response
 

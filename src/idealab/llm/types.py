@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,22 @@ class Message:
     cache_prefix: int = 0
 
 
+# How an OpenAI-compatible server is asked for JSON that follows a schema: OpenAI's `json_schema` (OpenAI,
+# vLLM, Ollama, llama.cpp's llama-server), or `json_object` with a `schema` key (llama-cpp-python's server
+# knows only this; llama-server accepts it too).
+SchemaStyle = Literal["json_schema", "json_object"]
+
+
+@dataclass(frozen=True)
+class OutputSchema:
+    """A JSON schema the answer must follow (structured output). Clients that support it ask the server to
+    enforce it (OpenAI-compatible `response_format`, Anthropic tool use) and return the JSON as the text."""
+
+    name: str  # a short identifier: the response_format's name, the Anthropic tool's name
+    description: str
+    schema: Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class LLMRequest:
     messages: tuple[Message, ...]
@@ -24,6 +41,7 @@ class LLMRequest:
     temperature: float | None = 1.0
     thinking_budget: int | None = None  # Anthropic extended thinking budget in tokens (None = off)
     reasoning_effort: str | None = None  # OpenAI reasoning models: "low" | "medium" | "high"
+    output: OutputSchema | None = None  # structured output: the answer's JSON schema (None = free text)
 
     def prompt_json(self) -> str:
         """The prompt as one JSON document (what a CallRecord stores)."""
@@ -55,6 +73,7 @@ class LLMResponse:
     stop_reason: str | None = None  # as the API says it ("stop", "length", "end_turn", "max_tokens", ...)
     attempts: int = 1  # HTTP attempts this answer took (retries + 1)
     unanswered_attempts: int = 0  # of them, sent but never answered (timed out): billed, usage unknown
+    structured: bool = False  # `text` is the JSON the request's OutputSchema asked for (tool input, ...)
 
 
 def estimate_tokens(text: str) -> int:
@@ -94,6 +113,7 @@ class CallRecord:
     cancelled: bool = False
     unanswered_attempts: int = 0
     estimated: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)  # what the caller noted about the answer
 
 
 class LLMError(RuntimeError):
