@@ -102,7 +102,10 @@ def test_happy_path_ideas_diffs_results_and_llm_calls_are_stored(tmp_path, fake_
             assert idea.applied_diff and idea.applied_diff.startswith("--- a/train.py")
         calls = store.llm_calls(run.id)
         assert [c.role for c in calls] == ["ideator", "implementer", "implementer"]
-        assert calls[0].extra == {"attempts": 2} and calls[0].error is None  # 429, then the answer
+        assert calls[0].error is None and calls[0].extra is not None
+        assert calls[0].extra["attempts"] == 2  # 429, then the answer
+        # asked for structured output (OpenAI's default), answered in tagged text: read by the text parser
+        assert (calls[0].extra["format"], calls[0].extra["ideas"], calls[0].extra["structured"]) == ("text", 2, True)
         assert calls[0].input_tokens == 2000 and abs((calls[0].cost_usd or 0) - (2000 * 1.0 + 5 * 2.0) / 1e6) < 1e-12
         assert {c.idea_id for c in calls[1:]} == {i.id for i in ideas} and calls[0].idea_id is None
         assert all(c.output_tokens == 5 and c.cost_usd for c in calls)

@@ -77,7 +77,9 @@ def test_openai_responses_api_sends_a_text_format(fake_provider: FakeProvider, m
     assert sent.body["text"]["format"]["schema"] == ideas_schema(2)
 
 
-def test_anthropic_forces_the_tool_and_reads_its_input(fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_anthropic_forces_the_tool_and_reads_its_input(
+    fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     fake_provider.add("messages", Reply.structured(IDEAS_JSON))
     client = make_client("anthropic:claude-x", base_url=fake_provider.anthropic_base_url, **FAST)
@@ -85,7 +87,9 @@ def test_anthropic_forces_the_tool_and_reads_its_input(fake_provider: FakeProvid
     assert response.structured and json.loads(response.text) == IDEAS_JSON
     assert response.stop_reason == "tool_use"
     [sent] = fake_provider.requests("messages")
-    assert sent.body["tools"] == [{"name": IDEAS_TOOL, "description": "Submit the ideas.", "input_schema": ideas_schema(2)}]
+    assert sent.body["tools"] == [
+        {"name": IDEAS_TOOL, "description": "Submit the ideas.", "input_schema": ideas_schema(2)}
+    ]
     assert sent.body["tool_choice"] == {"type": "tool", "name": IDEAS_TOOL}
 
 
@@ -140,19 +144,25 @@ def _status(tmp_path: Path) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def test_structured_ideas_run_and_are_the_same_records_as_tagged_ones(tmp_path: Path, fake_provider: FakeProvider) -> None:
+def test_structured_ideas_run_and_are_the_same_records_as_tagged_ones(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
     (tmp_path / "json").mkdir()
     (tmp_path / "text").mkdir()
     fake_provider.add("chat", Reply.structured(IDEAS_JSON), Reply.answer(SET_X), Reply.answer(SET_Y_MALFORMED))
     done = run_idealab(tmp_path / "json", fake_provider, "--ideas-per-epoch", "2", "--batch-size", "2")
     assert done.returncode == 0, done.stderr
     fake_provider.add("chat", Reply.answer(IDEAS), Reply.answer(SET_X), Reply.answer(SET_Y_MALFORMED))
-    done = run_idealab(tmp_path / "text", fake_provider, "--ideas-per-epoch", "2", "--batch-size", "2", structured="off")
+    done = run_idealab(
+        tmp_path / "text", fake_provider, "--ideas-per-epoch", "2", "--batch-size", "2", structured="off"
+    )
     assert done.returncode == 0, done.stderr
     assert _ideas(tmp_path / "json") == _ideas(tmp_path / "text")
     asks = [r.body for r in fake_provider.requests("chat") if "Answer format" in r.body["messages"][-1]["content"]]
     assert "response_format" in asks[0] and "response_format" not in asks[1]
-    assert "`submit_ideas`" in asks[0]["messages"][-1]["content"] and "[Experiment]" in asks[1]["messages"][-1]["content"]
+    assert (
+        "`submit_ideas`" in asks[0]["messages"][-1]["content"] and "[Experiment]" in asks[1]["messages"][-1]["content"]
+    )
     assert _status(tmp_path / "json")["ideation"] == {
         "calls": 1, "failed_calls": 0, "answers": 1, "without_ideas": 0, "structured": 1,
     }  # fmt: skip
@@ -183,3 +193,29 @@ def test_answers_without_ideas_are_counted_and_reported_not_fatal(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert "4 answer(s), 4 without a readable idea" in done.stdout
     assert _status(tmp_path)["ideation"]["without_ideas"] == 4
+
+
+def _built(tmp_path: Path, model: str, base_url: str, *extra: tuple[str, str]) -> Any:
+    from idealab.ideators.llm import build
+    from idealab.ideators.registry import IdeatorOptions
+
+    store = Store.open(tmp_path / "run")
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"api_key": "sk-test"}))
+    options = IdeatorOptions(store=store, run_id=1, model=model, base_url=base_url, keys_file=keys, extra=extra)
+    ideator, _ = build(options)
+    store.close()
+    return ideator
+
+
+def test_a_local_server_gets_a_longer_timeout_and_its_discovered_model(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    fake_provider.serve_models("served-model")
+    local = _built(tmp_path, "llamacpp:", fake_provider.openai_base_url)
+    assert (local.model, local.structured) == ("served-model", True)
+    assert local.service.client.inner.timeout_s == 3600
+    remote = _built(tmp_path, "openai:gpt-4o", "https://api.example.invalid/v1", ("structured", "off"))
+    assert remote.service.client.inner.timeout_s == 600 and not remote.structured
+    given = _built(tmp_path, "openai:gpt-4o", "https://api.example.invalid/v1", ("timeout_s", "42"))
+    assert given.service.client.inner.timeout_s == 42
