@@ -54,12 +54,12 @@ class Answer:
 async def ask(base_url: str, spec: str, mode: str, n: int, count: int) -> list[Answer]:
     """`n` answers to the charlm ideation prompt, one call at a time (two CPU cores)."""
     settings = LLMSettings(
-        ideator_max_tokens=400, thinking_budget_initial=0, thinking_budget_later=0,
+        ideator_max_tokens=800, thinking_budget_initial=0, thinking_budget_later=0,
         implementer_thinking_budget=0, structured="on" if mode == "structured" else "off", max_retries=0,
     )  # fmt: skip
     client = make_client(spec, base_url=base_url, timeout_s=3600, max_retries=0)
     provider, model = spec.split(":", 1)
-    ideator = LLMIdeator(LLMService(client, max_concurrency=1), provider, model, settings)
+    ideator = LLMIdeator(LLMService(client, max_concurrency=1), provider, model, settings, local=True)
     manifest = load_manifest(resolve_env("charlm"), "cpu-smoke")
     request = ideator.request(
         manifest,

@@ -25,7 +25,7 @@ pytestmark = [
 # Small and greedy: a 135M model on two CPU cores, one call at a time, the same answers every run.
 LLM_OPTIONS = {
     "temperature": "0",
-    "ideator_max_tokens": "400",
+    "ideator_max_tokens": "800",
     "implementer_max_tokens": "600",
     "thinking_budget_initial": "0",
     "thinking_budget_later": "0",

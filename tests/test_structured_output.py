@@ -213,9 +213,10 @@ def test_a_local_server_gets_a_longer_timeout_and_its_discovered_model(
 ) -> None:
     fake_provider.serve_models("served-model")
     local = _built(tmp_path, "llamacpp:", fake_provider.openai_base_url)
-    assert (local.model, local.structured) == ("served-model", True)
+    assert (local.model, local.structured, local.max_idea_chars) == ("served-model", True, 600)
     assert local.service.client.inner.timeout_s == 3600
     remote = _built(tmp_path, "openai:gpt-4o", "https://api.example.invalid/v1", ("structured", "off"))
     assert remote.service.client.inner.timeout_s == 600 and not remote.structured
+    assert remote.max_idea_chars is None  # OpenAI's strict mode refuses maxLength
     given = _built(tmp_path, "openai:gpt-4o", "https://api.example.invalid/v1", ("timeout_s", "42"))
     assert given.service.client.inner.timeout_s == 42

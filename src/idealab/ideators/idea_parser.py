@@ -47,19 +47,21 @@ IDEAS_TOOL = "submit_ideas"  # the structured output's name (Anthropic: the tool
 IDEAS_DESCRIPTION = "Submit the research ideas, each with what to try and the code changes it needs."
 
 
-def ideas_schema(count: int) -> dict[str, Any]:
+def ideas_schema(count: int, max_chars: int | None = None) -> dict[str, Any]:
     """The JSON schema of a structured ideation answer. Every key is required and no other is allowed
-    (OpenAI's strict mode demands both); maxItems also bounds what a grammar-constrained local model
-    generates."""
+    (OpenAI's strict mode demands both). maxItems, and `max_chars` as each text's maxLength, bound what a
+    grammar-constrained local model generates: a small one can otherwise write one string until the
+    token limit cuts the JSON short. (OpenAI's strict mode rejects maxLength: hosted models get none.)"""
+    bound = {"maxLength": max_chars} if max_chars is not None else {}
+    experiment = {"type": "string", "description": "What to try and why, in a few sentences.", **bound}
+    changes = {
+        "type": "string",
+        "description": "Which files and functions change, and how; new hyperparameter values.",
+        **bound,
+    }
     idea = {
         "type": "object",
-        "properties": {
-            "experiment": {"type": "string", "description": "What to try and why, in a few sentences."},
-            "code_changes": {
-                "type": "string",
-                "description": "Which files and functions change, and how; new hyperparameter values.",
-            },
-        },
+        "properties": {"experiment": experiment, "code_changes": changes},
         "required": ["experiment", "code_changes"],
         "additionalProperties": False,
     }
