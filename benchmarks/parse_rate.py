@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import platform
 import sys
@@ -69,6 +70,8 @@ async def ask(base_url: str, spec: str, mode: str, n: int, count: int) -> list[A
     for _ in range(n):
         response = await client.complete(request)
         answers.append(Answer(mode, response.text, response.stop_reason))
+    del ideator, client
+    gc.collect()  # the SDK's HTTP connections close now, inside this event loop, not after it has ended
     return answers
 
 
