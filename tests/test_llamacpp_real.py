@@ -32,7 +32,8 @@ LLM_OPTIONS = {
     "implementer_thinking_budget": "0",
     "samples": "1",
     "revisions": "0",
-    "max_concurrency": "1",
+    "ideator_max_calls": "1",
+    "implementer_max_calls": "1",
     "max_retries": "0",
 }
 
