@@ -22,11 +22,13 @@ pytestmark = [
     pytest.mark.skipif(llamacpp_server.unavailable() is not None, reason=str(llamacpp_server.unavailable())),
 ]
 
-# Small and greedy: a 135M model on two CPU cores, one call at a time, the same answers every run.
+# Small and greedy: a 135M model on two CPU cores, one call at a time, the same answers every run. The
+# output limits are tiny because generation on a busy 2-core machine can take seconds a token: the
+# structured answer ends by itself (about 50 tokens); an implementation only has to be attempted.
 LLM_OPTIONS = {
     "temperature": "0",
-    "ideator_max_tokens": "800",
-    "implementer_max_tokens": "600",
+    "ideator_max_tokens": "300",
+    "implementer_max_tokens": "20",
     "thinking_budget_initial": "0",
     "thinking_budget_later": "0",
     "implementer_thinking_budget": "0",
@@ -45,13 +47,13 @@ def llamacpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def run_charlm(workdir: Path, url: str, structured: str) -> subprocess.CompletedProcess[str]:
-    options = [f"--llm-option={k}={v}" for k, v in {**LLM_OPTIONS, "structured": structured}.items()]
+def run_charlm(workdir: Path, url: str, structured: str, **more: str) -> subprocess.CompletedProcess[str]:
+    options = [f"--llm-option={k}={v}" for k, v in {**LLM_OPTIONS, "structured": structured, **more}.items()]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IDEALAB_LLM_", "LLAMACPP_"))}
     command = [
         sys.executable, "-m", "idealab", "run", "--env", "charlm", "--preset", "cpu-smoke", "--ideator", "llm",
-        "--model", "llamacpp:", "--base-url", url, "--epochs", "1", "--ideas-per-epoch", "2",
-        "--batch-size", "2", "--slots", "1", "--workdir", str(workdir), "--quiet", *options,
+        "--model", "llamacpp:", "--base-url", url, "--epochs", "1", "--ideas-per-epoch", "1",
+        "--batch-size", "1", "--slots", "1", "--workdir", str(workdir), "--quiet", *options,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
 
@@ -86,7 +88,7 @@ def test_structured_output_makes_a_tiny_local_model_usable(tmp_path: Path, llama
 
 
 def test_without_structured_output_the_failures_are_counted_and_reported(tmp_path: Path, llamacpp_url: str) -> None:
-    done = run_charlm(tmp_path / "run", llamacpp_url, "off")
+    done = run_charlm(tmp_path / "run", llamacpp_url, "off", ideator_max_tokens="20")
     assert done.returncode == 0, done.stdout + done.stderr
     counts = status(tmp_path / "run")["ideation"]
     with Store.open(tmp_path / "run") as store:
