@@ -16,7 +16,7 @@ Two sources, one table:
     replay      the recorded answers, played back by the loopback fake provider through the same client
                 and parser (no llama.cpp needed; shows the parser's side of the same answers).
 
-    python benchmarks/parse_rate.py [--n 6] [--count 2] [--record]
+    python benchmarks/parse_rate.py [--n 6] [--count 2] [--record] [--replay-only]
 """
 
 from __future__ import annotations
@@ -108,11 +108,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=6, help="answers per mode from the real server")
     parser.add_argument("--count", type=int, default=2, help="ideas asked for per call")
     parser.add_argument("--record", action="store_true", help="save the real server's answers for the replay")
+    parser.add_argument("--replay-only", action="store_true", help="only the recorded answers (no server)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}")
     lines = []
     live: list[Answer] = []
-    why = llamacpp_server.unavailable()
+    why = "--replay-only" if args.replay_only else llamacpp_server.unavailable()
     if why is None:
         with tempfile.TemporaryDirectory() as tmp, llamacpp_server.serve(Path(tmp) / "server.log") as url:
             spec = discover_model("llamacpp:", base_url=url)
