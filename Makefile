@@ -25,7 +25,7 @@ data: $(STAMP)
 	$(BIN)/idealab data fetch $(SHARED_FLAG)
 
 # The real llama.cpp server test (tests/test_llamacpp_real.py) needs llama-cpp-python[server], pinned in
-# requirements-llamacpp.txt and built from its sdist (it compiles llama.cpp: about 40 min on a busy 2-core
+# requirements-llamacpp.txt and built from its sdist (it compiles llama.cpp: 48 min on a busy 2-core
 # machine the first time; pip caches the built wheel, so later installs take seconds). A failed build
 # does not stop `make test`: that test skips with the reason, and the log is .venv/llamacpp-build.log.
 llamacpp: $(LLAMACPP_STAMP)
