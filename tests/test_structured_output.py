@@ -199,13 +199,10 @@ def _built(tmp_path: Path, model: str, base_url: str, *extra: tuple[str, str]) -
     from idealab.ideators.llm import build
     from idealab.ideators.registry import IdeatorOptions
 
-    store = Store.open(tmp_path / "run")
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"api_key": "sk-test"}))
-    options = IdeatorOptions(store=store, run_id=1, model=model, base_url=base_url, keys_file=keys, extra=extra)
-    ideator, _ = build(options)
-    store.close()
-    return ideator
+    options = IdeatorOptions(model=model, base_url=base_url, keys_file=keys, extra=extra)
+    return build(options).ideator
 
 
 def test_a_local_server_gets_a_longer_timeout_and_its_discovered_model(
