@@ -97,5 +97,8 @@ def test_without_structured_output_the_failures_are_counted_and_reported(tmp_pat
         ideator_calls = [c for c in store.llm_calls(run.id) if c.role == "ideator"]
     assert all(c.extra and not c.extra["structured"] for c in ideator_calls)
     noted = sum(1 for c in ideator_calls if c.extra and c.extra["ideas"] == 0)
-    assert counts["without_ideas"] == noted >= 1  # the tiny model misses the tagged format
+    # Whether the tiny model hits the tagged format depends on the prompt's wording (greedy decoding): with
+    # some it never does (benchmarks/parse_rate.py), with others it writes "[Experiment]" and a heading.
+    # Either way every answer is counted, the count is reported, and the run ends cleanly.
+    assert counts["without_ideas"] == noted and counts["answers"] == len(ideator_calls)
     assert f"{counts['answers']} answer(s), {noted} without a readable idea" in done.stdout
