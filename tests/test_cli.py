@@ -54,14 +54,20 @@ def test_run_then_status_json(tmp_path):
     status = idealab("status", "--workdir", str(workdir), "--json")
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
-    assert abs(data["baseline"] - 2.04) < 1e-9
-    assert data["best"]["metric"] <= data["baseline"] or not data["best"]["beats_baseline"]
+    baseline = data["baseline"]  # quad is deterministic: three measured runs, no spread
+    assert baseline["values"] == [2.04] * 3 and abs(baseline["mean"] - 2.04) < 1e-9 and baseline["sd"] == 0
+    assert baseline["reference"] is None and baseline["source"] == "measured"
+    assert data["best"]["metric"] <= baseline["mean"] or not data["best"]["beats_baseline"]
     assert len(data["experiments"]) == 6
     assert data["compute"]["job_hours"] > 0 and data["compute"]["gpu_hours"] == 0 and data["seed"] == 0
     assert data["cost_usd"] == 0
     for e in data["experiments"]:
         assert {"id", "epoch", "idea", "status", "metric", "reason", "started_at", "finished_at"} <= set(e)
         assert e["status"] == "ok" and e["started_at"] and e["finished_at"]
+        assert {"trials", "mean", "ci_low", "ci_high", "confirmed", "beats_baseline"} <= set(e)
+        assert e["trials"][0]["metric"] == e["metric"] and isinstance(e["trials"][0]["seed"], int)
+        # a win is claimed only for a confirmed idea
+        assert not e["beats_baseline"] or (e["confirmed"] and len(e["trials"]) == 3)
 
     again = idealab("run", "--workdir", str(workdir), "--seed", "99", "--quiet")
     assert again.returncode == 2 and "seed" in again.stderr

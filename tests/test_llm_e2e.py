@@ -167,7 +167,7 @@ def test_the_cost_cap_ends_the_run_cleanly_and_cancels_what_did_not_run(tmp_path
     data = json.loads(status.stdout)
     assert data["counts"] == {"cancelled": 2}
     assert all("budget" in (e["reason"] or "") for e in data["experiments"])
-    assert data["baseline"] is not None and abs(data["cost_usd"] - 1.0) < 1e-3
+    assert data["baseline"]["mean"] is not None and abs(data["cost_usd"] - 1.0) < 1e-3
 
 
 def _system(body: dict) -> str:

@@ -24,8 +24,8 @@ from idealab.executor.runner import Outcome, run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
-from idealab.report import compute_used, ideation_counts, load_view, status_json, write_json
-from idealab.runconfig import RunOptions, env_defaults
+from idealab.report import RunView, baseline_json, compute_used, ideation_counts, load_view, status_json, write_json
+from idealab.runconfig import RunOptions, RunSettings, env_defaults
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
 from idealab.store import DB_NAME, RunRecord, Store, StoreError
@@ -118,6 +118,16 @@ def run(
         list[str] | None,
         typer.Option(help="LLM setting NAME=VALUE, repeatable (e.g. samples=10, implement_mode=sequential)."),
     ] = None,
+    baseline_runs: Annotated[
+        int | None, typer.Option(help="Runs of the unmodified environment, each its own seed (default 3).")
+    ] = None,
+    baseline_value: Annotated[
+        float | None, typer.Option(help="Use this baseline instead of measuring it (needs --baseline-runs 0).")
+    ] = None,
+    confirm_top: Annotated[
+        int | None, typer.Option(help="Confirm ideas entering the top K with more seeds (default 3; 0: off).")
+    ] = None,
+    confirm_seeds: Annotated[int | None, typer.Option(help="Results a confirmed idea has (default 3).")] = None,
     quiet: Annotated[bool, typer.Option(help="No live display; one line per finished experiment.")] = False,
     track: Annotated[
         str | None, typer.Option(help="Also log each finished experiment to wandb or trackio (offline-safe).")
@@ -161,7 +171,8 @@ def run(
                 seed=seed, next_epoch_at=next_epoch_at, batch_size=batch_size, exploit_start=exploit_start,
                 exploit_step=exploit_step, exploit_every=exploit_every, exploit_cap=exploit_cap,
                 exploit_round_to=exploit_round_to, history_sample=history_sample,
-                implement_concurrency=implement_concurrency,
+                implement_concurrency=implement_concurrency, baseline_runs=baseline_runs,
+                baseline_value=baseline_value, confirm_top=confirm_top, confirm_seeds=confirm_seeds,
             )  # fmt: skip
             try:  # builds and checks everything; a new run is stored only when all of it is sound
                 started = startup.start(
@@ -175,7 +186,7 @@ def run(
             if started.settings_changed:
                 console.print("LLM settings changed (recorded with the run):", style="yellow")
                 console.print(started.settings_changed)
-            total = options.epochs * options.ideas_per_epoch + (0 if manifest.metric.baseline is not None else 1)
+            total = options.epochs * options.ideas_per_epoch + options.baseline_runs
             display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
             sink = _tracker_sink(track, store, started.run, manifest, workdir)
             if sink is not None:
@@ -193,6 +204,7 @@ def run(
             search = Search(
                 manifest, store, started.run.id, backend, started.built.ideator, started.built.implementer,
                 options.search_config(), workdir, on_event=on_event,
+                job_slots=_job_slots(pool, manifest.run.gpus),
             )
             console.print(
                 Text.assemble(
@@ -202,6 +214,7 @@ def run(
                     f"{_describe(pool)}, workdir {workdir}",
                 )
             )
+            console.print(_trust_header(options, manifest.metric.baseline, store))
             terminated: list[signal.Signals] = []
             with display:
                 try:
@@ -262,23 +275,60 @@ async def _run_search(search: Search, backend: LocalBackend, terminated: list[si
         await search.shutdown()
 
 
+def _job_slots(pool: SlotPool, gpus_per_job: int) -> int:
+    """How many jobs of this environment the pool runs at once."""
+    return max(1, len(pool.gpu_ids) // gpus_per_job) if gpus_per_job else pool.cpu_slots
+
+
+def _trust_header(options: RunSettings, reference: float | None, store: Store) -> str:
+    if options.baseline_runs == 0:
+        bar = f"baseline given: {options.baseline_value} (not measured, no noise floor)"
+    else:
+        bar = f"baseline: measured {options.baseline_runs} times with different seeds"
+        try:
+            measured = baseline_line(load_view(store))  # a resumed run knows its noise floor already
+        except LookupError:
+            measured = None
+        if measured:
+            bar = measured
+    ref = f"; reference {reference} (the manifest's, not the bar)" if reference is not None else ""
+    confirm = (
+        f"confirming the top {options.confirm_top} with {options.confirm_seeds} seeds each"
+        if options.confirm_top > 0
+        else "no confirmation: single-run results"
+    )
+    return f"{bar}{ref}; {confirm}"
+
+
 def _print_summary(store: Store) -> None:
     view = load_view(store)
+    journal = view.journal
     unit = view.run.manifest["metric"]["name"]
-    best = view.journal.best()
-    out.print(f"baseline {unit}: {view.baseline if view.baseline is not None else 'unknown'}")
+    out.print(baseline_line(view) or f"baseline {unit}: unknown")
+    best, confirmed = journal.search_best(), journal.confirmed_best()
     if best is None:
         out.print("best: no experiment finished ok")
     else:
-        verdict = "beats the baseline" if view.journal.beats_baseline(best) else "does not beat the baseline"
-        out.print(f"best {unit}: {best.metric} (experiment {best.id}, epoch {best.epoch}, {verdict})")
-        out.print(f"best idea: {best.text}")
-    counts = view.journal.counts()
+        # the search-time best is a maximum over noisy single runs (biased towards luck): the confirmed
+        # best is the claim; both are shown
+        out.print(
+            f"search-time best (single run): {best.metric:.6g} (experiment {best.id}, epoch {best.epoch}); "
+            f"now {journal.label(best, unit)}"
+        )
+        out.print(f"search-time best idea: {best.text}")
+        if journal.evidence.confirm_seeds > 1:
+            if confirmed is None:
+                out.print("confirmed best: none (no idea has all its confirmation runs)")
+            else:
+                out.print(f"confirmed best: experiment {confirmed.id}: {journal.label(confirmed, unit)}")
+                out.print(f"confirmed best idea: {confirmed.text}")
+    counts = journal.counts()
     out.print("experiments: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     compute = compute_used(store)
+    parts = ", ".join(f"{name} {c['job_hours']:.3f}/{c['gpu_hours']:.3f}" for name, c in compute["by_purpose"].items())
     out.print(
-        f"compute: {compute['job_hours']:.3f} job-hours, {compute['gpu_hours']:.3f} GPU-hours; "
-        f"LLM cost: ${store.total_cost(view.run.id):.4f}; seed {view.run.config.get('seed')}"
+        f"compute: {compute['job_hours']:.3f} job-hours, {compute['gpu_hours']:.3f} GPU-hours "
+        f"(job-/GPU-hours: {parts}); LLM cost: ${store.total_cost(view.run.id):.4f}; seed {view.run.config.get('seed')}"
     )
     ideation = ideation_counts(store, view.run.id)
     if ideation["calls"]:
@@ -315,19 +365,55 @@ def status(
 def _print_table(data: dict[str, Any]) -> None:
     metric = data["metric"]
     table = Table(title=f"{data['run']['env']}: {metric['name']} ({metric['goal']})")
-    for column in ("id", "epoch", "status", metric["name"], "idea / reason"):
+    for column in ("id", "epoch", "status", metric["name"], "mean (runs)", "verdict", "idea / reason"):
         table.add_column(column, overflow="fold")
     for e in data["experiments"]:
         value = "" if e["metric"] is None else f"{e['metric']:.4g}"
+        mean = "" if e["mean"] is None else f"{e['mean']:.4g} ({sum(t['status'] == 'ok' for t in e['trials'])})"
+        verdict = (e["verdict"] or "") + (", inside the noise floor" if e["inside_noise_floor"] else "")
         detail = e["idea"] if e["status"] == "ok" else f"{e['idea']}\n[dim]{(e['reason'] or '')[-300:]}[/]"
-        table.add_row(str(e["id"]), str(e["epoch"]), e["status"], value, detail)
+        table.add_row(str(e["id"]), str(e["epoch"]), e["status"], value, mean, verdict, detail)
     out.print(table)
-    out.print(f"baseline: {data['baseline']}")
-    best = data["best"]
-    out.print("best: none" if best is None else f"best: {best['metric']} (#{best['id']}) {best['idea']}")
+    out.print(_baseline_text(data["baseline"], metric["name"]))
+    best, confirmed = data["best"], data["confirmed_best"]
+    out.print(
+        "search-time best: none"
+        if best is None
+        else f"search-time best (single run): {best['metric']:.6g} (#{best['id']}) {best['idea']}"
+    )
+    if data["confirm_seeds"] > 1:
+        out.print(
+            "confirmed best: none"
+            if confirmed is None
+            else f"confirmed best: mean {confirmed['mean']:.6g} over {len(confirmed['trials'])} runs, "
+            f"95% CI [{_num(confirmed['ci_low'])}, {_num(confirmed['ci_high'])}], "
+            f"{confirmed['verdict']} (#{confirmed['id']}) {confirmed['idea']}"
+        )
+
     ideation = data["ideation"]
     if ideation["calls"]:
         out.print(f"ideation: {ideation['answers']} answer(s), {ideation['without_ideas']} without a readable idea")
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.6g}"
+
+
+def _baseline_text(b: dict[str, Any], name: str) -> str:
+    ref = f"; reference {b['reference']:.6g} (manifest)" if b["reference"] is not None else ""
+    if b["source"] != "measured":
+        return f"baseline {name}: {_num(b['mean'])} ({b['source']}, no noise floor){ref}"
+    noise = (
+        f", sd {b['sd']:.3g}, noise floor [{b['noise_low']:.6g}, {b['noise_high']:.6g}]" if b["sd"] is not None else ""
+    )
+    return f"baseline {name}: {b['mean']:.6g} measured over {b['n']} run(s){noise}{ref}"
+
+
+def baseline_line(view: RunView) -> str | None:
+    """The measured baseline with its noise floor, for the run header and summary (None: not yet known)."""
+    if view.baseline is None:
+        return None
+    return _baseline_text(baseline_json(view.journal, view.run), view.run.manifest["metric"]["name"])
 
 
 # ------------------------------------------------------------------------------ report, serve, export
@@ -425,6 +511,7 @@ def env_check(
     slots: Annotated[int | None, typer.Option(help="CPU slots.")] = None,
     gpus: Annotated[str | None, typer.Option(help=GPUS_HELP)] = None,
     workdir: Annotated[Path | None, typer.Option(help="Keep the copy and logs here.")] = None,
+    seed: Annotated[int, typer.Option(help="The job's IDEALAB_SEED (run with two to see the noise).")] = 0,
 ) -> None:
     """Run the unmodified environment once through the executor and report its metric."""
     try:
@@ -435,10 +522,10 @@ def env_check(
     if not as_json:
         console.print(f"running {manifest.name} ({preset or 'default'}): {manifest.run.command}")
     if workdir is not None:
-        outcome = _check_in(manifest, pool, workdir.resolve())
+        outcome = _check_in(manifest, pool, workdir.resolve(), seed)
     else:  # a throw-away copy, removed however the check ends
         with tempfile.TemporaryDirectory(prefix="idealab-check-") as tmp:
-            outcome = _check_in(manifest, pool, Path(tmp))
+            outcome = _check_in(manifest, pool, Path(tmp), seed)
     kept = workdir is not None
     result = {
         "env": manifest.name,
@@ -460,14 +547,14 @@ def env_check(
         raise typer.Exit(1)
 
 
-def _check_in(manifest: Manifest, pool: SlotPool, base: Path) -> Outcome:
-    """Copy the environment to `base/code` and run it once, logs in `base/logs`."""
+def _check_in(manifest: Manifest, pool: SlotPool, base: Path, seed: int = 0) -> Outcome:
+    """Copy the environment to `base/code` and run it once with `seed`, logs in `base/logs`."""
     workspace = copy_environment(manifest.root, base / "code")
 
     async def go() -> Outcome:
         backend = LocalBackend(pool)
         try:
-            return await run_job(backend, manifest, workspace, "check", base / "logs")
+            return await run_job(backend, manifest, workspace, "check", base / "logs", seed=seed)
         finally:
             await backend.close()
 

@@ -59,6 +59,8 @@ class RunSpec:
     setup: str | None = None  # prepares data once (`idealab env prepare`), run in the environment dir
     preflight: str | None = None  # short check run on a changed copy before a real job is spent on it
     preflight_timeout_s: float = 300.0
+    seed_env: str | None = None  # a variable of the environment's own that also gets the job's seed
+    seed_flag: str | None = None  # a command-line flag that gets the job's seed, e.g. "--seed"
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,9 @@ class Manifest:
 # --------------------------------------------------------------------------------------------- loading
 
 _TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets", "guidance", "search"}
-_RUN_KEYS = {"command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s"}
+_RUN_KEYS = {
+    "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
+}
 _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout"}
 _GUIDANCE_KEYS = {"direction", "examples"}
 _SEARCH_KEYS = {"ideas_per_epoch"}
@@ -293,6 +297,8 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
         setup=r.optional_string(run, "setup", "run."),
         preflight=r.optional_string(run, "preflight", "run."),
         preflight_timeout_s=preflight_timeout,
+        seed_env=r.optional_string(run, "seed_env", "run."),
+        seed_flag=r.optional_string(run, "seed_flag", "run."),
     )
 
 

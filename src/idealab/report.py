@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from idealab.manifest import Goal
-from idealab.search.journal import BASELINE_EPOCH, Journal
+from idealab.search import stats
+from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, Entry, Journal, confirm_seeds_of
 from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
 
 
@@ -41,7 +42,44 @@ def load_view(store: Store) -> RunView:
     if run is None:
         raise LookupError("this work directory holds no run yet")
     goal = Goal(run.manifest["metric"]["goal"])
-    return RunView(run, Journal.load(store, run.id, goal, run.baseline_metric))
+    return RunView(run, Journal.load(store, run.id, goal, run.baseline_metric, confirm_seeds_of(run.config)))
+
+
+def baseline_json(journal: Journal[Any], run: RunRecord) -> dict[str, Any]:
+    """The bar and its noise floor: the measured repeats, their mean, sd and intervals, and the manifest's
+    reference value (shown beside the measured one, never used as the bar)."""
+    values = list(journal.evidence.baseline_values)
+    interval = stats.mean_interval(values)
+    band = journal.noise_band
+    return {
+        "values": values,
+        "n": len(values),
+        "mean": journal.baseline,
+        "sd": journal.baseline_sd,
+        "ci_low": None if interval is None else interval[0],
+        "ci_high": None if interval is None else interval[1],
+        "noise_low": None if band is None else band[0],
+        "noise_high": None if band is None else band[1],
+        "source": "measured" if values else ("given" if journal.baseline is not None else "unknown"),
+        "reference": run.manifest.get("metric", {}).get("baseline"),
+    }
+
+
+def trust_json(journal: Journal[Any], idea: Entry) -> dict[str, Any]:
+    """An experiment's trials and what they establish."""
+    est = journal.estimate(idea)
+    verdict = journal.verdict(idea)
+    return {
+        "trials": [{"seed": t.seed, "status": t.status.value, "metric": t.metric} for t in est.trials],
+        "mean": est.mean,
+        "ci_low": None if est.ci is None else est.ci[0],
+        "ci_high": None if est.ci is None else est.ci[1],
+        "confirmed": est.confirmed,
+        "beats_baseline": journal.beats_baseline(idea),
+        "verdict": None if verdict is None else verdict.value,
+        "p_value": journal.p_value(idea) if est.confirmed else None,
+        "inside_noise_floor": journal.inside_noise(idea),
+    }
 
 
 def experiment_json(idea: IdeaRecord | IdeaSummary) -> dict[str, Any]:
@@ -60,10 +98,21 @@ def experiment_json(idea: IdeaRecord | IdeaSummary) -> dict[str, Any]:
     }
 
 
-def compute_used(store: Store) -> dict[str, float]:
-    """Job-hours and GPU-hours of every job that ran (re-runs after a crash included)."""
+def compute_used(store: Store) -> dict[str, Any]:
+    """Job-hours and GPU-hours of every job that ran (re-runs after a crash included), in total and by
+    purpose: baseline repeats, search (each idea's first run) and confirmation runs."""
     job_s, gpu_s = store.compute_seconds()
-    return {"job_hours": round(job_s / 3600, 4), "gpu_hours": round(gpu_s / 3600, 4)}
+    parts = {"baseline": store.compute_seconds(BASELINE_EPOCH), "confirmation": store.compute_seconds(CONFIRM_EPOCH)}
+    search = (job_s - sum(p[0] for p in parts.values()), gpu_s - sum(p[1] for p in parts.values()))
+    by_purpose = {"baseline": parts["baseline"], "search": search, "confirmation": parts["confirmation"]}
+    return {
+        "job_hours": round(job_s / 3600, 4),
+        "gpu_hours": round(gpu_s / 3600, 4),
+        "by_purpose": {
+            name: {"job_hours": round(max(0.0, j) / 3600, 4), "gpu_hours": round(max(0.0, g) / 3600, 4)}
+            for name, (j, g) in by_purpose.items()
+        },
+    }
 
 
 def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
@@ -92,8 +141,8 @@ def status_json(store: Store) -> dict[str, Any]:
     if run is None:
         raise LookupError("this work directory holds no run yet")
     goal = Goal(run.manifest["metric"]["goal"])
-    journal = Journal.of(store.idea_summaries(run.id), goal, run.baseline_metric)
-    best = journal.best()
+    journal = Journal.light(store, run, goal)
+    best, confirmed = journal.search_best(), journal.confirmed_best()
     baseline_rows = journal.in_epoch(BASELINE_EPOCH)
     return {
         "run": {
@@ -105,15 +154,22 @@ def status_json(store: Store) -> dict[str, Any]:
             "schema_version": store.schema_version(),
         },
         "metric": {"name": run.manifest["metric"]["name"], "goal": goal.value},
-        "baseline": journal.baseline,
+        "baseline": baseline_json(journal, run),
         "baseline_experiment": experiment_json(baseline_rows[0]) if baseline_rows else None,
-        "best": None if best is None else {**experiment_json(best), "beats_baseline": journal.beats_baseline(best)},
+        "baseline_experiments": [experiment_json(i) for i in baseline_rows],
+        # the best first (search-time) result is biased upward (a maximum over noisy runs): shown beside
+        # the best confirmed mean, which is the claim
+        "best": None if best is None else {**experiment_json(best), **trust_json(journal, best)},
+        "confirmed_best": None
+        if confirmed is None
+        else {**experiment_json(confirmed), **trust_json(journal, confirmed)},
+        "confirm_seeds": journal.evidence.confirm_seeds,
         "counts": journal.counts(),
         "cost_usd": store.total_cost(run.id),
         "ideation": ideation_counts(store, run.id),
         "compute": compute_used(store),
         "seed": run.config.get("seed"),
-        "experiments": [experiment_json(i) for i in journal.experiments],
+        "experiments": [{**experiment_json(i), **trust_json(journal, i)} for i in journal.experiments],
     }
 
 

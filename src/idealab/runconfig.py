@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "exploit_round_to": _SCHEDULE.round_to,
     "history_sample": _SEARCH.history_sample,
     "implement_concurrency": _SEARCH.implement_concurrency,
+    "baseline_runs": 3,
+    "confirm_top": 3,
+    "confirm_seeds": 3,
 }
 # What defines a run: resuming with a different value would mix two searches in one database. The models
 # are LLM settings: a resume may change them only when told to (see `settings_changes`). The environment is
@@ -60,6 +63,10 @@ class RunOptions:
     exploit_round_to: int | None = None
     history_sample: int | None = None
     implement_concurrency: int | None = None
+    baseline_runs: int | None = None
+    baseline_value: float | None = None
+    confirm_top: int | None = None
+    confirm_seeds: int | None = None
 
     @classmethod
     def from_cli(cls, **given: Any) -> RunOptions:
@@ -89,6 +96,10 @@ class RunSettings:
     exploit_round_to: int
     history_sample: int
     implement_concurrency: int
+    baseline_runs: int
+    baseline_value: float | None
+    confirm_top: int
+    confirm_seeds: int
 
     def search_config(self) -> SearchConfig:
         if self.history_sample < 1 or self.implement_concurrency < 1:
@@ -106,6 +117,10 @@ class RunSettings:
             batch_size=self.batch_size,
             history_sample=self.history_sample,
             implement_concurrency=self.implement_concurrency,
+            baseline_runs=self.baseline_runs,
+            baseline_value=self.baseline_value,
+            confirm_top=self.confirm_top,
+            confirm_seeds=self.confirm_seeds,
         )
 
     def create_run(
@@ -221,6 +236,8 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "setup": manifest.run.setup,
             "preflight": manifest.run.preflight,
             "preflight_timeout_s": manifest.run.preflight_timeout_s,
+            "seed_env": manifest.run.seed_env,
+            "seed_flag": manifest.run.seed_flag,
         },
         "metric": {
             "name": m.name,

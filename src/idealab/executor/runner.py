@@ -20,6 +20,7 @@ from idealab.manifest import Manifest, MetricSpec
 from idealab.metrics import MetricStream, MetricValue, judge, stream_values
 from idealab.status import Status
 
+SEED_VAR = "IDEALAB_SEED"  # every job's seed; environments derive all their randomness from it
 ERROR_TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024  # enough for 20 lines of any sane error; bounds reading a huge log
 _CHUNK_BYTES = 1 << 20
@@ -39,16 +40,23 @@ def protected_hashes(manifest: Manifest) -> dict[str, str]:
     return hash_files(manifest.root, manifest.files.protected)
 
 
-def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path) -> JobSpec:
-    """The manifest's run as a job. `run.env` goes unexpanded: `${VAR}`s are filled in at start time."""
+def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, seed: int = 0) -> JobSpec:
+    """The manifest's run as a job. `run.env` goes unexpanded: `${VAR}`s are filled in at start time.
+
+    The seed is part of the contract: always in IDEALAB_SEED, and also in the manifest's own variable
+    (`run.seed_env`) or appended as a flag (`run.seed_flag`) where it names one."""
     run = manifest.run
+    env = {**run.env, SEED_VAR: str(seed)}
+    if run.seed_env:
+        env[run.seed_env] = str(seed)
+    command = f"{run.command} {run.seed_flag} {seed}" if run.seed_flag else run.command
     return JobSpec(
         job_id=job_id,
         workspace=workspace,
-        command=run.command,
+        command=command,
         timeout_s=run.timeout_s,
         gpus=run.gpus,
-        env=dict(run.env),
+        env=env,
         log_dir=log_dir,
         metric_name=manifest.metric.name,
         metric_regex=manifest.metric.regex.pattern if manifest.metric.regex is not None else None,
@@ -63,10 +71,11 @@ async def run_job(
     log_dir: Path,
     on_start: OnStart | None = None,
     expected_hashes: dict[str, str] | None = None,
+    seed: int = 0,
 ) -> Outcome:
-    """Run the manifest's command in `workspace` (a prepared copy of the environment) and judge it."""
+    """Run the manifest's command in `workspace` (a prepared copy of the environment) with `seed`, and judge it."""
     expected = expected_hashes if expected_hashes is not None else protected_hashes(manifest)
-    handle = await backend.submit(job_spec(manifest, workspace, job_id, log_dir), on_start)
+    handle = await backend.submit(job_spec(manifest, workspace, job_id, log_dir, seed), on_start)
     result = await backend.wait(handle)
     # off the event loop: hashing files and reading values must not stall other jobs' bookkeeping
     return await asyncio.to_thread(classify, result, manifest, workspace, expected)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from idealab.manifest import Manifest
 from idealab.patching import FileChange
+from idealab.search.evidence import Evidence
 from idealab.status import Status
 
 
@@ -22,6 +23,7 @@ class IdeaKind(StrEnum):
     INITIAL = "initial"  # epoch 0: fresh ideas
     EXPLOIT = "exploit"  # refine and combine ideas that beat the baseline
     EXPLORE = "explore"  # new directions, unlike anything tried
+    CONFIRM = "confirm"  # a further run of an idea's accepted change with another seed
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class IdeationRequest:
     # The payloads of every idea proposed in the run so far (all epochs), for ideators that can tell a repeat
     # from its payload (mutate's knob values)
     proposed: Sequence[Mapping[str, Any]] = ()
+    # The baseline's measured repeats and the shown ideas' further trials: labels use confirmed means and
+    # say "unconfirmed (1 run)" or "inside the noise floor" where that is the truth.
+    evidence: Evidence = field(default_factory=Evidence)
 
 
 @dataclass(frozen=True)

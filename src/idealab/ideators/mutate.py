@@ -121,7 +121,7 @@ def _key(manifest: Manifest, config: Mapping[str, kn.Number]) -> Key:
 def _ranked(manifest: Manifest, request: IdeationRequest) -> list[tuple[PastIdea, Config]]:
     """The scored ideas shown (the winners, or the best so far), best first, with their configurations."""
     base = kn.read_values(manifest)
-    journal = Journal.of(request.history, manifest.metric.goal, request.baseline)
+    journal = Journal.of(request.history, manifest.metric.goal, request.baseline, request.evidence)
     return [(p, _config_of(base, p.payload)) for p in journal.ranked()]
 
 

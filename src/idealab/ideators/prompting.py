@@ -14,7 +14,7 @@ from string import Template
 
 from idealab.ideators.base import IdeaKind, IdeationRequest, PastIdea
 from idealab.manifest import Manifest
-from idealab.search.journal import Journal, Verdict
+from idealab.search.journal import Journal
 from idealab.status import Status
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -134,19 +134,16 @@ def _indent_idea(text: str) -> str:
 
 
 def history_label(manifest: Manifest, journal: Journal[PastIdea], past: PastIdea) -> str:
-    """`loss = 1.5, beats the baseline`, `loss = 2.3, worse than the baseline`, `ran and crashed`, ..."""
-    verdict = journal.verdict(past)
-    if verdict is None:
+    """`loss = 1.5, unconfirmed (1 run)`, `loss = 1.2 (mean of 3 runs, ...), beats the baseline`, `ran and
+    crashed`, ...: confirmed means where they exist, and whether a result is inside the noise floor."""
+    if journal.verdict(past) is None:
         return STATUS_LABELS.get(past.status, past.status.value)
-    score = f"{manifest.metric.name} = {format_metric(past.metric)}"
-    if past.status is not Status.OK:  # a timeout scored from what it printed before the limit
-        score += ", partial (stopped by the time limit)"
-    return score if verdict is Verdict.UNKNOWN else f"{score}, {verdict.value}"
+    return journal.label(past, manifest.metric.name)
 
 
 def history_lines(manifest: Manifest, request: IdeationRequest) -> str:
     """Exploit: the scored ideas, best first. Explore: the sample as given. Every idea labelled exactly."""
-    journal = Journal.of(request.history, manifest.metric.goal, request.baseline)
+    journal = Journal.of(request.history, manifest.metric.goal, request.baseline, request.evidence)
     ideas = journal.ranked() if request.kind is IdeaKind.EXPLOIT else list(journal.entries)
     if not ideas:
         return "(none yet)"

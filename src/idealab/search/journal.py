@@ -1,26 +1,44 @@
 """The journal of a run: its experiments as one list of typed records, with the views every reader needs.
 
 The status report, the search loop, the mutate ideator and the prompts all ask the same questions (which
-experiments ran, which finished ok, which beat the baseline, which is best); they ask them here, so the
-answers agree and respect the metric's direction. A journal holds store records (`IdeaRecord`) or what an
-ideator was shown of them (`PastIdea`): anything with an epoch, a status and a metric.
+experiments ran, which finished ok, which are confirmed, which beat the baseline, which is best); they ask
+them here, so the answers agree and respect the metric's direction. A journal holds store records
+(`IdeaRecord`) or what an ideator was shown of them (`PastIdea`): anything with an id, an epoch, a status
+and a metric (its first, search-time result), plus the run's `Evidence` (baseline repeats, further trials).
+
+Trust rules (docs/statistics.md says why):
+- an idea's value is the mean of its ok trials, with a 95% t interval once it has two;
+- with confirmation on (`confirm_seeds` > 1) an idea is *confirmed* once it has that many ok trials, and
+  it *beats the baseline* only when confirmed and Welch's one-sided t-test against the baseline's measured
+  repeats rejects "no better" at 5%; an unconfirmed result is never called a win;
+- with confirmation off (`confirm_seeds` == 1) a single result is compared with the baseline's mean, as
+  a single-run search does;
+- a result inside the baseline's 95% prediction band (where one more baseline run would land) is
+  "inside the noise floor".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from idealab.manifest import Goal
+from idealab.search import stats
+from idealab.search.evidence import Evidence, Trial, trial_seed
 from idealab.status import Status
-from idealab.store import IdeaRecord, Store
+from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
 
-BASELINE_EPOCH = -1  # the unmodified environment's run is stored as an idea of this epoch
+BASELINE_EPOCH = -1  # the unmodified environment's runs are stored as ideas of this epoch (idx = repeat)
+CONFIRM_EPOCH = -2  # confirmation trials of ideas are stored as ideas of this epoch (payload names the idea)
+CONFIRM_KIND = "confirm"
 
 
 class Entry(Protocol):
+    @property
+    def id(self) -> int: ...
+
     @property
     def epoch(self) -> int: ...
 
@@ -38,32 +56,73 @@ class Verdict(StrEnum):
     """How an experiment that finished ok compares with the baseline."""
 
     BEATS = "beats the baseline"
+    NOT_SIGNIFICANT = "not significantly better than the baseline"
     EQUAL = "equal to the baseline"
     WORSE = "worse than the baseline"
+    UNCONFIRMED = "unconfirmed"
     UNKNOWN = "baseline unknown"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An idea's value from all its trials."""
+
+    trials: tuple[Trial, ...]
+    values: tuple[float, ...]  # metrics of the ok trials
+    mean: float | None
+    ci: tuple[float, float] | None  # 95% t interval of the mean (two or more ok trials)
+    confirmed: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
 
 
 @dataclass(frozen=True)
 class Journal(Generic[E]):
     entries: tuple[E, ...]
     goal: Goal
-    baseline: float | None  # the baseline's metric; None while unknown (not run yet, or it failed)
+    baseline: float | None  # the bar: the measured repeats' mean, else a given value; None while unknown
+    evidence: Evidence = field(default_factory=Evidence)
 
     @classmethod
-    def of(cls, entries: Iterable[E], goal: Goal, baseline: float | None) -> Journal[E]:
-        return cls(tuple(entries), goal, baseline)
+    def of(
+        cls, entries: Iterable[E], goal: Goal, baseline: float | None, evidence: Evidence | None = None
+    ) -> Journal[E]:
+        return cls(tuple(entries), goal, baseline, evidence or Evidence())
 
     @staticmethod
-    def load(store: Store, run_id: int, goal: Goal, baseline: float | None) -> Journal[IdeaRecord]:
-        return Journal(tuple(store.ideas(run_id)), goal, baseline)
+    def load(
+        store: Store, run_id: int, goal: Goal, given: float | None, confirm_seeds: int = 1
+    ) -> Journal[IdeaRecord]:
+        """The run's journal. `given`: the baseline value to use when none was measured (--baseline-value)."""
+        rows = store.ideas(run_id)
+        further = [r for r in rows if r.epoch < 0]
+        return _assemble(rows, further, goal, given, confirm_seeds, lambda r: trial_of(r).seed)
+
+    @staticmethod
+    def light(store: Store, run: RunRecord, goal: Goal) -> Journal[IdeaSummary]:
+        """The journal from listing rows (no payloads or diffs: ten thousand experiments are one light
+        query), with the few baseline and confirmation rows read in full. A first run's seed is derived
+        as the loop derived it."""
+        rows = store.idea_summaries(run.id)
+        further = [*store.ideas(run.id, epoch=CONFIRM_EPOCH), *store.ideas(run.id, epoch=BASELINE_EPOCH)]
+        run_seed = int(run.config.get("seed") or 0)
+
+        def seed(row: IdeaSummary) -> int:
+            return trial_seed(run_seed, row.epoch, row.idx, 0)
+
+        return _assemble(rows, further, goal, run.baseline_metric, confirm_seeds_of(run.config), seed)
 
     def before(self, epoch: int) -> Journal[E]:
-        """The journal as it stood for an epoch: only entries of earlier epochs."""
-        return Journal(tuple(e for e in self.entries if e.epoch < epoch), self.goal, self.baseline)
+        """The journal as it stood for an epoch: only experiments of earlier epochs."""
+        return Journal(tuple(e for e in self.entries if e.epoch < epoch), self.goal, self.baseline, self.evidence)
+
+    # ---------------------------------------------------------------------------------------- selection
 
     @property
     def experiments(self) -> list[E]:
-        """Every idea of the search proper (the baseline run excluded)."""
+        """Every idea of the search proper (baseline repeats and confirmation trials excluded)."""
         return [e for e in self.entries if e.epoch > BASELINE_EPOCH]
 
     def in_epoch(self, epoch: int) -> list[E]:
@@ -75,17 +134,74 @@ class Journal(Generic[E]):
         return [e for e in pool if e.status.has_result]
 
     def ok(self) -> list[E]:
-        """The scored experiments: ok, or timed out with a partial metric (`metric.partial_on_timeout`;
-        only such a timeout carries a metric)."""
+        """The scored experiments by their first (search-time) run: ok, or timed out with a partial metric
+        (`metric.partial_on_timeout`; only such a timeout carries a metric)."""
         return [e for e in self.experiments if _scored(e)]
 
+    # ------------------------------------------------------------------------------------------- values
+
+    def estimate(self, entry: E) -> Estimate:
+        trials = self.evidence.trials.get(entry.id) or (Trial(None, entry.status, entry.metric),)
+        values = tuple(t.metric for t in trials if _scored(t) and t.metric is not None)
+        mean = stats.mean(values) if values else None
+        needed = max(1, self.evidence.confirm_seeds)
+        confirmed = needed > 1 and len(values) >= needed and _scored(entry)
+        return Estimate(trials, values, mean, stats.mean_interval(values), confirmed)
+
+    def value(self, entry: E) -> float:
+        """An ok experiment's value: the mean of its ok trials (its first result until it has more)."""
+        mean = self.estimate(entry).mean
+        assert mean is not None  # only ok entries have a value
+        return mean
+
     def ranked(self) -> list[E]:
-        """The ok experiments, best first (ties keep their order)."""
-        return sorted(self.ok(), key=lambda e: self.goal.rank_key(_value(e)))
+        """The ok experiments by value (confirmed means where they exist), best first."""
+        return sorted(self.ok(), key=lambda e: self.goal.rank_key(self.value(e)))
 
     def best(self) -> E | None:
         ranked = self.ranked()
         return ranked[0] if ranked else None
+
+    def search_best(self) -> E | None:
+        """The best first (search-time) result: the maximum over many noisy runs, biased towards luck."""
+        ok = sorted(self.ok(), key=lambda e: self.goal.rank_key(_first(e)))
+        return ok[0] if ok else None
+
+    def confirmed_best(self) -> E | None:
+        confirmed = [e for e in self.ranked() if self.estimate(e).confirmed]
+        return confirmed[0] if confirmed else None
+
+    def top(self, k: int) -> list[E]:
+        """The current top k by value, among ideas none of whose further trials failed."""
+        steady = [
+            e
+            for e in self.ranked()
+            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials)
+        ]
+        return steady[:k]
+
+    # ------------------------------------------------------------------------------------------ baseline
+
+    @property
+    def baseline_sd(self) -> float | None:
+        return stats.sample_sd(self.evidence.baseline_values)
+
+    @property
+    def noise_band(self) -> tuple[float, float] | None:
+        """Where one more run of the unmodified code lands 95% of the time (needs two baseline runs)."""
+        return stats.prediction_band(self.evidence.baseline_values)
+
+    def p_value(self, entry: E) -> float | None:
+        """Welch's one-sided p-value of "this idea is better than the baseline" (None: cannot be tested)."""
+        values = self.estimate(entry).values
+        higher = self.goal is Goal.MAXIMIZE
+        return stats.welch_p(values, self.evidence.baseline_values, self.baseline, higher)
+
+    def inside_noise(self, entry: E) -> bool:
+        band = self.noise_band
+        if band is None or not _scored(entry):
+            return False
+        return band[0] <= self.value(entry) <= band[1]
 
     def verdict(self, entry: E) -> Verdict | None:
         """None for an entry that was not scored (see `ok`)."""
@@ -93,9 +209,18 @@ class Journal(Generic[E]):
             return None
         if self.baseline is None:
             return Verdict.UNKNOWN
-        if self.goal.better(entry.metric, self.baseline):
+        value = self.value(entry)
+        if self.evidence.confirm_seeds > 1:
+            if not self.estimate(entry).confirmed:
+                return Verdict.UNCONFIRMED
+            p = self.p_value(entry)
+            if p is not None and p < stats.ALPHA:
+                return Verdict.BEATS
+            if self.goal.better(value, self.baseline):
+                return Verdict.NOT_SIGNIFICANT
+        elif self.goal.better(value, self.baseline):
             return Verdict.BEATS
-        return Verdict.WORSE if self.goal.better(self.baseline, entry.metric) else Verdict.EQUAL
+        return Verdict.WORSE if self.goal.better(self.baseline, value) else Verdict.EQUAL
 
     def beats_baseline(self, entry: E) -> bool:
         return self.verdict(entry) is Verdict.BEATS
@@ -103,6 +228,26 @@ class Journal(Generic[E]):
     def winners(self) -> list[E]:
         """The ok experiments that beat a known baseline, best first."""
         return [e for e in self.ranked() if self.beats_baseline(e)]
+
+    def label(self, entry: E, metric_name: str, fmt: str = ".6g") -> str:
+        """`loss = 1.5, unconfirmed (1 run), inside the noise floor`, `loss = 1.2 (mean of 3 runs, 95% CI
+        1.1 to 1.3), beats the baseline`: the value and everything that qualifies it."""
+        est = self.estimate(entry)
+        value = self.value(entry)
+        score = f"{metric_name} = {value:{fmt}}"
+        if entry.status is not Status.OK:  # a timeout scored from what it printed before the limit
+            score += ", partial (stopped by the time limit)"
+        if est.n > 1:
+            interval = "" if est.ci is None else f", 95% CI {est.ci[0]:{fmt}} to {est.ci[1]:{fmt}}"
+            score += f" (mean of {est.n} runs{interval})"
+        verdict = self.verdict(entry)
+        if verdict is Verdict.UNCONFIRMED:
+            score += f", unconfirmed ({est.n} run{'s' if est.n != 1 else ''})"
+        elif verdict is not None and verdict is not Verdict.UNKNOWN:
+            score += f", {verdict.value}"
+        if verdict is not Verdict.BEATS and self.inside_noise(entry):
+            score += ", inside the noise floor"
+        return score
 
     def counts(self) -> dict[str, int]:
         """Experiments per status."""
@@ -112,10 +257,56 @@ class Journal(Generic[E]):
         return counts
 
 
-def _scored(entry: Entry) -> bool:
+def _assemble(
+    rows: Sequence[Any],  # IdeaRecords or IdeaSummaries
+    further: Sequence[IdeaRecord],
+    goal: Goal,
+    given: float | None,
+    confirm_seeds: int,
+    first_seed: Callable[[Any], int | None],
+) -> Journal[Any]:
+    """A journal of `rows` with the evidence of `further` (the full baseline and confirmation rows)."""
+    measured = tuple(
+        r.metric for r in further if r.epoch == BASELINE_EPOCH and r.status is Status.OK and r.metric is not None
+    )
+    by_idea: dict[int, list[IdeaRecord]] = {}
+    for run in further:
+        if run.epoch == CONFIRM_EPOCH:
+            by_idea.setdefault(int(run.payload["confirms"]), []).append(run)
+    trials: dict[int, tuple[Trial, ...]] = {}
+    for idea in rows:
+        if idea.epoch > BASELINE_EPOCH:
+            more: list[IdeaRecord] = sorted(by_idea.get(idea.id, []), key=lambda t: t.idx)
+            trials[idea.id] = (Trial(first_seed(idea), idea.status, idea.metric), *(trial_of(t) for t in more))
+    bar = stats.mean(measured) if measured else given
+    return Journal(tuple(rows), goal, bar, Evidence(measured, trials, confirm_seeds))
+
+
+def confirm_seeds_of(config: Mapping[str, Any]) -> int:
+    """The ok trials a run's ideas need to be confirmed, from its stored options (1: single-run). Runs
+    made before confirmation existed have no such options: their results are single runs."""
+    if int(config.get("confirm_top") or 0) <= 0:
+        return 1
+    return int(config.get("confirm_seeds") or 1)
+
+
+class _Scorable(Protocol):
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def metric(self) -> float | None: ...
+
+
+def _scored(entry: _Scorable) -> bool:
     return entry.metric is not None and entry.status in (Status.OK, Status.TIMEOUT)
 
 
-def _value(entry: Entry) -> float:
+def trial_of(row: IdeaRecord) -> Trial:
+    seed = row.payload.get("seed")
+    return Trial(seed if isinstance(seed, int) else None, row.status, row.metric)
+
+
+def _first(entry: Entry) -> float:
     assert entry.metric is not None  # only ok entries with a metric are ranked
     return entry.metric

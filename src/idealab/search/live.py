@@ -47,7 +47,7 @@ class LiveDisplay:
             if event.status is not Status.UNIMPLEMENTABLE and event.status is not Status.CANCELLED:
                 self.running = max(0, self.running - 1)
             self.counts[event.status.value] = self.counts.get(event.status.value, 0) + 1
-            where = "baseline" if event.epoch < 0 else f"epoch {event.epoch}"
+            where = {-1: "baseline", -2: "confirmation"}.get(event.epoch, f"epoch {event.epoch}")
             value = "" if event.metric is None else f" {self.metric.name}={event.metric:.4g}"
             # A Text, not a str: the idea's text is a model's and must never be read as markup
             line = Text(f"#{event.idea_id} {where} {event.status.value}{value}")
@@ -59,6 +59,8 @@ class LiveDisplay:
             line.append(f"  {(event.text or '')[:90]}")
             self.console.print(line)
             self.progress.advance(self.task)
+        elif event.kind == "baseline":
+            self.console.print(f"[bold]{event.text}[/]")
         elif event.kind == "stopping":
             self.console.print(Text(f"stopping: {event.text}", style="yellow"))
         summary = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))

@@ -4,6 +4,12 @@ Epoch 0 samples N ideas; epoch t >= 1 splits N into exploit and explore. Everyth
 idea's job is submitted the moment its code change is ready (the backend holds it until a slot is free),
 and the next epoch's ideation starts once a configurable fraction of the current epoch has results.
 Every step is written to the store first, so a killed orchestrator resumes without losing or repeating work.
+
+Results are made trustworthy here (docs/statistics.md): the unmodified environment runs first,
+`baseline_runs` times with different seeds; every job gets its own seed (IDEALAB_SEED); an idea that
+enters the current top `confirm_top` is run again with further seeds until it has `confirm_seeds`
+results. Baseline repeats and confirmation runs are ordinary jobs (stored as ideas of their own epochs,
+so they resume like any other) and take free slots before new ideas' jobs.
 When the machine fails instead of an idea (disk full, database locked or unreadable: a `RunFault`), the
 search stops at once: in-flight work is cancelled, no idea is blamed, and `run()` raises the fault; a
 resume continues from the committed state.
@@ -38,8 +44,10 @@ from idealab.ideators.base import (
 )
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
+from idealab.search.evidence import trial_seed
 from idealab.search.faults import check_free_space, copy_error, last_sign_of_life
-from idealab.search.journal import BASELINE_EPOCH, Journal
+from idealab.search.gate import HIGH, LOW, Claim, JobGate
+from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, Journal
 from idealab.search.schedule import ExploitSchedule
 from idealab.status import IN_FLIGHT, Status
 from idealab.store import IdeaRecord, JobEnd, Store
@@ -56,22 +64,38 @@ class SearchConfig:
     ideation_retries: int = 3  # extra calls when an ideator returns fewer ideas than asked
     history_sample: int = 100  # past ideas shown per exploit/explore request
     implement_concurrency: int = 10
+    baseline_runs: int = 3  # runs of the unmodified environment, each with its own seed
+    baseline_value: float | None = None  # the bar when baseline_runs is 0 (nothing measured)
+    confirm_top: int = 3  # ideas in the current top k are confirmed; 0: single-run behaviour
+    confirm_seeds: int = 3  # results (seeds) a confirmed idea has, its first run included
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.ideas_per_epoch < 1 or self.batch_size < 1:
             raise ValueError("epochs, ideas_per_epoch and batch_size must be >= 1")
+        if self.baseline_runs < 0 or (self.baseline_runs == 0) != (self.baseline_value is not None):
+            raise ValueError("baseline_runs must be >= 1, or 0 together with a given baseline_value (and only then)")
+        if self.confirm_top < 0 or not 1 <= self.confirm_seeds <= MAX_TRIALS:
+            raise ValueError(f"confirm_top must be >= 0 and confirm_seeds in [1, {MAX_TRIALS}]")
+
+    @property
+    def trials_needed(self) -> int:
+        """Ok results that make an idea confirmed (1 when confirmation is off)."""
+        return self.confirm_seeds if self.confirm_top > 0 else 1
         if not 0.0 < self.next_epoch_at <= 1.0:
             raise ValueError("next_epoch_at must be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class SearchEvent:
-    kind: str  # "idea" | "started" | "finished" | "epoch" | "stopping"
+    kind: str  # "idea" | "started" | "finished" | "epoch" | "stopping" | "baseline" (all its runs ended)
     epoch: int
     idea_id: int | None = None
     status: Status | None = None
     metric: float | None = None
     text: str | None = None
+
+
+MAX_TRIALS = 99  # confirmation trials of idea i are stored at idx i * 100 + trial
 
 
 def derive_seed(*parts: object) -> int:
@@ -92,7 +116,10 @@ class Search:
         config: SearchConfig,
         workdir: Path,
         on_event: Callable[[SearchEvent], None] | None = None,
+        job_slots: int | None = None,
     ) -> None:
+        """`job_slots`: how many jobs the backend runs at once; with it the loop hands free slots to
+        baseline and confirmation runs first (None: jobs go to the backend in the order they are ready)."""
         self.manifest = manifest
         self.store = store
         self.run_id = run_id
@@ -102,7 +129,10 @@ class Search:
         self.config = config
         self.workdir = workdir
         self.on_event = on_event or (lambda event: None)
-        self.baseline: float | None = manifest.metric.baseline
+        # The bar is always measured in this run (or given explicitly with baseline_runs = 0); the
+        # manifest's baseline is only a reference shown beside it.
+        self.baseline: float | None = config.baseline_value if config.baseline_runs == 0 else None
+        self._gate = JobGate(job_slots)
         self.internal_errors: list[str] = []
         self._stopping = False
         self.fault: RunFault | None = None  # set when the machine failed: the search stops and raises it
@@ -110,6 +140,8 @@ class Search:
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._executing: set[asyncio.Task[None]] = set()  # tasks whose idea's job was handed to the backend
+        self._shut_down = False  # set by shutdown(): nothing new starts
+        self._scheduled: set[int] = set()  # ideas with a live task
         self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
         # large files are linked read-only from one pool in the workdir, not copied per experiment
         self.copies = SharedFiles(manifest.root, workdir / POOL_DIR, manifest.files.editable, exclude=workdir)
@@ -131,6 +163,7 @@ class Search:
     async def _run_epochs(self) -> None:
         await self._recover()
         self._start_baseline()
+        self._resume_confirmations()
         for epoch in range(self.config.epochs):
             if epoch > 0:
                 await self._wait_for_gate(epoch)
@@ -156,7 +189,7 @@ class Search:
         """After an interrupt (SIGINT, SIGTERM) and once the backend is closed: nothing new starts, the
         tasks of jobs that were running record them as interrupted (to run again on resume), and ideas
         still being implemented are cancelled (they go back to `proposed` on resume)."""
-        self._stopping = True
+        self._stopping = self._shut_down = True
         for task in self._tasks - self._executing:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -210,22 +243,46 @@ class Search:
 
     def _start_baseline(self) -> None:
         run = self.store.get_run()
-        if self.baseline is not None:
+        if self.config.baseline_runs == 0:
             if run is not None and run.baseline_metric is None:
-                self.store.set_baseline(self.run_id, self.baseline, "given", "from the manifest")
+                self.store.set_baseline(self.run_id, self.baseline, "given", "given with --baseline-value")
             return
-        idea = self.store.add_idea(
-            self.run_id, BASELINE_EPOCH, 0, IdeaKind.BASELINE.value, "Baseline: the unmodified environment.",
-            "baseline", {},
-        )
-        if idea.status is Status.OK and idea.metric is not None:
-            self.baseline = idea.metric
-        self._schedule(idea)
+        for k in range(self.config.baseline_runs):
+            seed = trial_seed(self.config.seed, BASELINE_EPOCH, k, 0)
+            text = f"Baseline: the unmodified environment (run {k + 1} of {self.config.baseline_runs})."
+            idea = self.store.add_idea(
+                self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", {"seed": seed}
+            )
+            self._schedule(idea)
+        self.baseline = self._journal().baseline
+
+    def _resume_confirmations(self) -> None:
+        """Confirmation runs stored before a restart, and any the top ideas still lack."""
+        for trial in self.store.ideas(self.run_id, epoch=CONFIRM_EPOCH):
+            self._schedule(trial)
+        self._confirm_top()
+
+    def _confirm_top(self) -> None:
+        """Give every idea in the current top k the further runs it lacks (stored first, then scheduled)."""
+        if self.config.confirm_top == 0:
+            return
+        journal = self._journal()
+        for idea in journal.top(self.config.confirm_top):
+            for n in range(len(journal.estimate(idea).trials), self.config.confirm_seeds):
+                seed = trial_seed(self.config.seed, idea.epoch, idea.idx, n)
+                payload = {"confirms": idea.id, "trial": n, "seed": seed}
+                text = f"Confirmation run {n + 1} of {self.config.confirm_seeds} of experiment {idea.id}."
+                idx = idea.id * (MAX_TRIALS + 1) + n
+                trial = self.store.add_idea(self.run_id, CONFIRM_EPOCH, idx, CONFIRM_KIND, text, "confirm", payload)
+                self._schedule(trial)
 
     # --------------------------------------------------------------------------------------- ideation
 
     async def _wait_for_gate(self, epoch: int) -> None:
-        """Wait until enough of the previous epoch (and the baseline) has results.
+        """Wait until enough of the previous epoch (and every baseline run) has results.
+
+        Confirmation runs are not waited for (that would end the overlap of epochs): the next epoch's
+        ideation sees confirmed means where they exist and "unconfirmed" labels where they do not.
 
         Only experiments whose job ran count: an idea that could not be implemented is no evidence for the
         next epoch. When the previous epoch has settled with fewer results than asked, the gate opens
@@ -244,13 +301,11 @@ class Search:
             await self._changed.wait_for(ready)
 
     def _journal(self) -> Journal[IdeaRecord]:
-        return Journal.load(self.store, self.run_id, self.manifest.metric.goal, self.baseline)
+        given = self.config.baseline_value if self.config.baseline_runs == 0 else None
+        return Journal.load(self.store, self.run_id, self.manifest.metric.goal, given, self.config.trials_needed)
 
     def _baseline_settled(self) -> bool:
-        if self.baseline is not None:
-            return True
-        baseline = self.store.ideas(self.run_id, epoch=BASELINE_EPOCH)
-        return not baseline or baseline[0].status.terminal
+        return all(i.status.terminal for i in self.store.ideas(self.run_id, epoch=BASELINE_EPOCH))
 
     async def _ideate(self, epoch: int) -> None:
         n = self.config.ideas_per_epoch
@@ -282,10 +337,12 @@ class Search:
                 seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
                 history_beat_baseline=beat_baseline,
                 proposed=self.store.idea_payloads(self.run_id),
+                evidence=self._journal().evidence,
             )
             proposals = (await self.ideator.propose(self.manifest, request))[:ask]
             for idx, proposal in zip(free, proposals, strict=False):
                 payload = dict(proposal.payload)
+                payload["seed"] = trial_seed(self.config.seed, epoch, idx, 0)
                 if proposal.diff is not None:
                     payload["diff"] = proposal.diff
                 idea = self.store.add_idea(
@@ -318,15 +375,22 @@ class Search:
     # -------------------------------------------------------------------------------------- execution
 
     def _schedule(self, idea: IdeaRecord) -> None:
-        if idea.status.terminal:
+        # once per idea: a resume reaches the same row from several places (a collected result's
+        # confirmation runs are scheduled during recovery, then again with the stored ones)
+        if idea.status.terminal or idea.id in self._scheduled:
             return
-        task = asyncio.create_task(self._process(idea))
+        self._scheduled.add(idea.id)
+        # Baseline and confirmation runs claim their slot now, before their task first runs, so a slot
+        # freed meanwhile waits for them instead of going to a new idea.
+        claim = self._gate.claim(HIGH) if idea.epoch < 0 else None
+        task = asyncio.create_task(self._process(idea, claim))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._scheduled.discard(idea.id))
 
-    async def _process(self, idea: IdeaRecord) -> None:
+    async def _process(self, idea: IdeaRecord, claim: Claim | None) -> None:
         try:
-            await self._process_unchecked(idea)
+            await self._process_unchecked(idea, claim)
         except RunFault as fault:  # the machine, not the idea: leave the idea as it is for the resume
             self._fault(fault)
         except OSError as exc:
@@ -338,6 +402,8 @@ class Search:
         except Exception as exc:  # a bug: record it on the idea, keep the run going, report at the end
             self._internal_error(idea, exc)
         finally:
+            if claim is not None:
+                claim.drop()  # the work ended before its job (a no-op when the job ran)
             async with self._changed:
                 self._changed.notify_all()
 
@@ -366,27 +432,27 @@ class Search:
             raise RunFault(f"cannot copy the environment to {workspace}: {copy_error(exc)}") from exc
         return workspace
 
-    async def _process_unchecked(self, idea: IdeaRecord) -> None:
-        if idea.status is Status.PROPOSED and idea.kind != IdeaKind.BASELINE.value:
+    async def _process_unchecked(self, idea: IdeaRecord, claim: Claim | None) -> None:
+        if idea.status is Status.PROPOSED and idea.epoch >= 0:
             if self._stopping:
                 return
             idea = await self._implement(idea)
             if idea.status is not Status.READY:  # unimplementable, or put back by a stop: nothing to run
                 return
             workspace, _ = self._paths(idea)  # holds the accepted change
-        else:  # the baseline, or an idea made ready before a restart
+        else:  # a baseline or confirmation run, or an idea made ready before a restart
             rebuilt = self._rebuild_workspace(idea)
             if isinstance(rebuilt, str):  # the environment changed under the stored change: it never ran
                 self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
                 return
             workspace = rebuilt
-        task = asyncio.current_task()
-        assert task is not None
-        self._executing.add(task)
-        try:
-            await self._execute(idea, workspace)
-        finally:
-            self._executing.discard(task)
+        await self._execute(idea, workspace, claim or self._gate.claim(LOW))
+
+    def _change_of(self, idea: IdeaRecord) -> str | None:
+        """The accepted change a run applies: a confirmation run uses its idea's."""
+        if idea.epoch == CONFIRM_EPOCH:
+            return self.store.get_idea(int(idea.payload["confirms"])).applied_diff
+        return idea.applied_diff
 
     def _rebuild_workspace(self, idea: IdeaRecord) -> Path | str:
         """A fresh copy of the environment with the idea's stored, accepted change applied.
@@ -396,8 +462,9 @@ class Search:
         (the reason, returned as a string), not a crash of its experiment.
         """
         workspace = self._fresh_workspace(idea)
-        if idea.applied_diff:
-            result = apply_edit(workspace, idea.applied_diff)
+        change = self._change_of(idea)
+        if change:
+            result = apply_edit(workspace, change)
             if not result.ok:
                 return f"its accepted code change no longer applies to the environment on resume: {result.error}"
             write_changes(workspace, result.changes)
@@ -430,7 +497,22 @@ class Search:
         self.store.update_idea(idea.id, status=Status.READY, applied_diff=impl.applied_diff, final_diff=final)
         return self.store.get_idea(idea.id)
 
-    async def _execute(self, idea: IdeaRecord, workspace: Path) -> None:
+    async def _execute(self, idea: IdeaRecord, workspace: Path, claim: Claim) -> None:
+        """Run the idea's job holding a ticket of the gate; the ticket is given back only after the result
+        is stored and any confirmation runs it calls for are scheduled (so they get the freed slot)."""
+        async with claim:
+            if self._shut_down:  # the slot came free because the run is stopping: run it on resume
+                return
+            # a task holding a slot records its job's end on shutdown; one waiting for a slot is cancelled
+            task = asyncio.current_task()
+            assert task is not None
+            self._executing.add(task)
+            try:
+                await self._execute_holding(idea, workspace)
+            finally:
+                self._executing.discard(task)
+
+    async def _execute_holding(self, idea: IdeaRecord, workspace: Path) -> None:
         _, log_root = self._paths(idea)
         job_key = f"i{idea.id}-a{idea.attempts + 1}"
         log_dir = log_root / job_key
@@ -448,7 +530,10 @@ class Search:
                 return
             self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
-        outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started)
+        seed = idea.payload.get("seed")
+        if not isinstance(seed, int):  # an idea stored before jobs had seeds
+            seed = trial_seed(self.config.seed, idea.epoch, idea.idx, 0)
+        outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started, seed=seed)
         shared_changed = self.copies.changed(workspace)
         if shared_changed and outcome.status is not Status.CANCELLED:
             reason = f"shared read-only file(s) changed during the run: {', '.join(shared_changed)}"
@@ -471,9 +556,17 @@ class Search:
             idea.id, outcome.status, outcome.metric, outcome.reason, time.time(),
             job_key=job_key, values=outcome.values, job_end=job_end, baseline=is_baseline,
         )
-        if is_baseline and outcome.status is Status.OK:
-            self.baseline = outcome.metric
+        if is_baseline:
+            journal = self._journal()
+            self.baseline = journal.baseline
+            n = len(journal.evidence.baseline_values)
+            if n:  # derived from the repeats (recomputed by every reader): the run's bar is their mean
+                self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, f"mean of {n} measured runs")
+            if self._baseline_settled():
+                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal)))
         self.on_event(SearchEvent("finished", idea.epoch, idea.id, outcome.status, outcome.metric, idea.text))
+        if outcome.status is Status.OK or idea.epoch == CONFIRM_EPOCH:
+            self._confirm_top()
 
     def _finish(self, idea: IdeaRecord, status: Status, metric: float | None, reason: str) -> None:
         self.store.finish_idea(idea.id, status, metric, reason, time.time())
@@ -484,4 +577,15 @@ class Search:
             return
         for idea in self.store.ideas(self.run_id, statuses=[Status.PROPOSED.value]):
             self._finish(idea, Status.CANCELLED, None, f"run stopped before this idea ran: {self._stop_reason}")
+
+
+def _noise_text(journal: Journal[IdeaRecord]) -> str:
+    values = journal.evidence.baseline_values
+    if not values:
+        return "baseline: no run of the unmodified environment finished ok; nothing can be called a win"
+    text = f"baseline measured: mean {journal.baseline:.6g} over {len(values)} run(s)"
+    band = journal.noise_band
+    if band is not None and journal.baseline_sd is not None:
+        text += f", sd {journal.baseline_sd:.3g}, noise floor [{band[0]:.6g}, {band[1]:.6g}]"
+    return text
 

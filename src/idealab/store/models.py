@@ -229,6 +229,7 @@ class IdeaSummary(NamedTuple):
 
     id: int
     epoch: int
+    idx: int
     kind: str
     text: str
     status: Status

@@ -377,8 +377,9 @@ class Store:
         with self._read() as s:
             return list(s.scalars(query))
 
-    def compute_seconds(self) -> tuple[float, float]:
-        """(job seconds, GPU seconds) summed over every job that started and finished, in SQL."""
+    def compute_seconds(self, epoch: int | None = None) -> tuple[float, float]:
+        """(job seconds, GPU seconds) summed over every job that started and finished, in SQL; with
+        `epoch`, only the jobs of that epoch's ideas (e.g. the baseline's repeats)."""
         duration = func.max(Job.finished_at - Job.started_at, 0.0)
         gpus = case(
             (Job.gpu_ids == "", 0),
@@ -387,6 +388,8 @@ class Store:
         query = select(func.sum(duration), func.sum(duration * gpus)).where(
             Job.started_at.is_not(None), Job.finished_at.is_not(None)
         )
+        if epoch is not None:
+            query = query.where(Job.idea_id.in_(select(Idea.id).where(Idea.epoch == epoch)))
         with self._read() as s:
             job_s, gpu_s = s.execute(query).one()
         return float(job_s or 0.0), float(gpu_s or 0.0)

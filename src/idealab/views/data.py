@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from idealab.manifest import Goal
-from idealab.search.journal import Journal
+from idealab.search.evidence import Evidence
+from idealab.search.journal import BASELINE_EPOCH, Journal, confirm_seeds_of
 from idealab.status import Status
 from idealab.store import IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store
 from idealab.store.engine import readonly_uri
@@ -171,11 +172,14 @@ class RunSnapshot:
     baseline_experiment: Experiment | None
     experiments: list[Experiment]  # epoch >= 0, ordered by (epoch, idx)
     ideation: list[IdeationCall] = field(default_factory=list)
+    # the baseline's repeats and each idea's confirmation runs: verdicts need them (docs/statistics.md)
+    evidence: Evidence = field(default_factory=Evidence)
+    repeats: list[Experiment] = field(default_factory=list)  # every baseline and confirmation run (epoch < 0)
 
     @property
     def journal(self) -> Journal[Experiment]:
         """ok / ranked / best / winners / verdicts, as the search itself derives them."""
-        return Journal.of(self.experiments, self.goal, self.baseline.value)
+        return Journal.of(self.experiments, self.goal, self.baseline.value, self.evidence)
 
     def ok(self) -> list[Experiment]:
         return self.journal.ok()
@@ -212,17 +216,21 @@ def load_snapshot(
                     log_lines)
         for idea in ideas
     ]  # fmt: skip
-    baseline_rows = [e for e in experiments if e.epoch < 0]
+    baseline_rows = [e for e in experiments if e.epoch == BASELINE_EPOCH]  # (confirmation runs: epoch -2)
+    trust = Journal.load(store, run.id, Goal(run.manifest["metric"]["goal"]), run.baseline_metric,
+                         confirm_seeds_of(run.config))  # fmt: skip
     return RunSnapshot(
         run=run,
         workdir=workdir,
         schema_version=store.schema_version(),
         metric_name=str(run.manifest["metric"]["name"]),
         goal=Goal(run.manifest["metric"]["goal"]),
-        baseline=Measured(_finite(run.baseline_metric)),
+        baseline=Measured(_finite(trust.baseline)),  # the measured repeats' mean (or a given value)
         baseline_experiment=baseline_rows[0] if baseline_rows else None,
         experiments=[e for e in experiments if e.epoch >= 0],
         ideation=_ideation_calls(calls, ideas),
+        evidence=trust.evidence,
+        repeats=[e for e in experiments if e.epoch < 0],
     )
 
 

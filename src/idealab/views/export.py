@@ -31,9 +31,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "seed": ("int64?", "seed of the search"),
     "run_config": ("string", "the run's stored options as JSON (epochs, ideas per epoch, host and versions, ...)"),
     "experiment_id": ("int64", "the experiment's (idea's) id"),
-    "epoch": ("int64", "epoch; -1 is the baseline experiment"),
+    "epoch": ("int64", "epoch; -1: a run of the baseline, -2: a confirmation run (payload.confirms)"),
     "idx": ("int64", "position within the epoch"),
-    "kind": ("string", "baseline, initial, exploit or explore"),
+    "kind": ("string", "baseline, initial, exploit, explore or confirm"),
     "proposed_by": ("string", "the ideator that proposed this idea"),
     "idea": ("string", "the idea text, verbatim"),
     "parents": ("list<int64>", "experiment ids this idea refines (exploit lineage)"),
@@ -43,7 +43,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "status": ("string", "ok, failed, timeout, invalid, tampered, unimplementable, cancelled (or an in-flight status)"),
     "reason": ("string?", "why it did not finish ok (error tail, timeout, rule broken, ...)"),
     "metric": ("float64?", "the experiment's metric; null when it produced none that counts"),
-    "beats_baseline": ("bool", "ok and strictly better than the baseline"),
+    "beats_baseline": ("bool", "confirmed and better than the baseline by the test of docs/statistics.md"),
     "metric_values": ("list<struct>", "every value the jobs reported: job_key, name, value, step, source"),
     "trials": ("list<struct>", "jobs run for it: job_key, status, exit_code, timed_out, gpu_ids, started_at, "
                                "finished_at, duration_s, error"),
@@ -63,7 +63,8 @@ FIELDS: dict[str, tuple[str, str]] = {
 
 
 def records(snap: RunSnapshot) -> list[dict[str, Any]]:
-    everyone = [*([snap.baseline_experiment] if snap.baseline_experiment else []), *snap.experiments]
+    # store order: confirmation runs (epoch -2), the baseline's repeats (-1), then the search by epoch
+    everyone = sorted([*snap.repeats, *snap.experiments], key=lambda e: (e.epoch, e.idx))
     return [_record(snap, e) for e in everyone]
 
 

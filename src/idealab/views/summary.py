@@ -39,7 +39,7 @@ def epoch_rows(snap: RunSnapshot) -> list[EpochRow]:
     cum_cost = cum_gpu = cum_job = 0.0
     for epoch in range(last + 1):
         group = [e for e in snap.experiments if e.epoch == epoch]
-        journal = Journal.of(group, snap.goal, snap.baseline.value)
+        journal = Journal.of(group, snap.goal, snap.baseline.value, snap.evidence)
         ok, best = journal.ok(), journal.best()
         best_value = None if best is None else best.metric
         if best_value is not None and (best_so_far is None or snap.goal.better(best_value, best_so_far)):

@@ -19,7 +19,9 @@ import torch
 # run settings, set by the manifest's environment (see idealab.toml), never by an idea
 TIME_BUDGET_S = float(os.environ.get("CHARLM_TIME_BUDGET_S", "40"))  # training time, seconds of CPU time
 THREADS = int(os.environ.get("CHARLM_THREADS", "1"))  # torch intra-op threads
-SEED = int(os.environ.get("CHARLM_SEED", "1337"))
+# the job's seed (idealab sets IDEALAB_SEED, a different one for each run): initialisation and batch order
+# follow it, so repeated runs measure the noise and an idea cannot pin a lucky seed
+SEED = int(os.environ.get("IDEALAB_SEED", "1337"))
 EVAL_CONTEXT = 64  # characters of context per validation window; the model must accept this length
 VAL_FRACTION = 0.1  # the last 10% of the text is validation
 # -----------------------------------------------------------------------------

@@ -7,8 +7,15 @@ calls it.
 """
 
 import json
+import os
 import re
 from pathlib import Path
+
+
+def job_seed():
+    """The run's seed: idealab gives every job its own IDEALAB_SEED (baseline repeats and confirmation
+    runs differ only in it). Read here, in the read-only part, so an idea cannot pin a lucky seed."""
+    return int(os.environ.get("IDEALAB_SEED", "42"))
 
 
 def load_jsonl(path):

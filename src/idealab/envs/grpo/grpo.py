@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import evaluate  # hidden: grader, evaluation set, evaluation settings (do not modify)
-from data import load_problems, load_prompt_template
+from data import job_seed, load_problems, load_prompt_template
 from rollout import make_engine
 
 # ----------------------------------------------------------------------------------------- config
@@ -48,7 +48,6 @@ ROLLOUT_ENGINE = "auto"  # auto (vLLM when installed, on CUDA) | vllm | transfor
 GPU_MEMORY_UTILIZATION = 0.55  # vLLM's share of the GPU; training uses the rest
 GEN_BATCH = 256  # sequences per transformers.generate call
 DTYPE = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
-SEED = 42
 WANDB_PROJECT = ""  # Weights & Biases project; empty = no W&B logging
 
 
@@ -218,8 +217,9 @@ def metric(name, value, step):
 
 
 def main():
-    random.seed(SEED)
-    torch.manual_seed(SEED)
+    seed = job_seed()  # the job's IDEALAB_SEED, read by the read-only data.py: ideas cannot pin it
+    random.seed(seed)
+    torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32,
              "bfloat16": torch.bfloat16, "float32": torch.float32}[DTYPE]
@@ -234,7 +234,7 @@ def main():
         model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, betas=(BETA1, BETA2)
     )
     engine = make_engine(ROLLOUT_ENGINE, model, tokenizer, model_path, device, GEN_BATCH,
-                         GPU_MEMORY_UTILIZATION, SEED)
+                         GPU_MEMORY_UTILIZATION, seed)
     template = load_prompt_template(root / "prompts" / "r1_zero.prompt")
     train_set = load_problems(root / TRAIN_SET)
     print(f"model {model_path.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M, {dtype}) on "

@@ -59,6 +59,9 @@ class Settings:
 
 
 SETTINGS = Settings.from_env()
+# The job's seed: idealab sets IDEALAB_SEED, a different one for each run (repeats of the baseline,
+# confirmation runs of an idea). It lives here, in the fixed part, so an idea cannot pin a lucky seed.
+SEED = int(os.environ.get("IDEALAB_SEED", "1337"))
 
 # The paper's code printed the validation loss of rank 0 only: with 8 ranks reading batches of 32
 # sequences in turn (rank r: batches r, r + 8, ...), that is 1/8 of the tokens. Reported beside the mean

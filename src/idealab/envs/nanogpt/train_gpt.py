@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 # idealab: protected-begin (run settings, data loading, time limit, validation and the metric line)
-from harness import SETTINGS, RunLogger, TrainClock, causality_report, evaluate, report
+from harness import SEED, SETTINGS, RunLogger, TrainClock, causality_report, evaluate, report
 from shards import DistributedDataLoader
 # idealab: protected-end
 
@@ -41,7 +41,7 @@ BETA1 = 0.9
 BETA2 = 0.95
 GRAD_CLIP = 1.0
 COMPILE = os.environ.get("NANOGPT_COMPILE", "1") == "1"  # torch.compile the model (GPU only)
-SEED = 1337
+# SEED comes from harness.py (the job's IDEALAB_SEED): each run of the same code gets its own
 
 
 # ------------------------------------------------------------------------------------------- model
