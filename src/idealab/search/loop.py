@@ -281,8 +281,9 @@ class Search:
     async def _wait_for_gate(self, epoch: int) -> None:
         """Wait until enough of the previous epoch (and every baseline run) has results.
 
-        Confirmation runs are not waited for (that would end the overlap of epochs): the next epoch's
-        ideation sees confirmed means where they exist and "unconfirmed" labels where they do not.
+        Confirmation runs are not waited for (that would end the overlap of epochs) unless next_epoch_at
+        is 1: the next epoch's ideation sees confirmed means where they exist and "unconfirmed" labels
+        where they do not.
 
         Only experiments whose job ran count: an idea that could not be implemented is no evidence for the
         next epoch. When the previous epoch has settled with fewer results than asked, the gate opens
@@ -295,7 +296,12 @@ class Search:
             prev = self.store.ideas(self.run_id, epoch=epoch - 1)
             results = sum(1 for i in prev if i.status.has_result)
             settled = all(i.status.terminal for i in prev)
-            return self._stopping or ((results >= needed or settled) and self._baseline_settled())
+            # a fully synchronous search (next_epoch_at 1) also waits for confirmation runs, so that the
+            # next epoch's ideation (and with one seed, its ideas) does not depend on which finished first
+            confirmed = self.config.next_epoch_at < 1.0 or all(
+                i.status.terminal for i in self.store.ideas(self.run_id, epoch=CONFIRM_EPOCH)
+            )
+            return self._stopping or ((results >= needed or settled) and self._baseline_settled() and confirmed)
 
         async with self._changed:
             await self._changed.wait_for(ready)
