@@ -48,22 +48,28 @@ class FixedIdeator:
 
     name = "fixed"
 
-    def __init__(self, ideas: list[tuple[str, str]]) -> None:
+    def __init__(self, ideas: list[tuple[str, str]], one_per_epoch: bool = False) -> None:
         self.ideas = ideas
+        self.one_per_epoch = one_per_epoch  # epoch t proposes idea t only
 
     async def propose(self, manifest, request: IdeationRequest) -> list[IdeaProposal]:
+        if self.one_per_epoch:
+            return [IdeaProposal(*self.ideas[request.epoch])]
         fresh = [(text, diff) for text, diff in self.ideas if text not in request.avoid]  # batches go on in order
         return [IdeaProposal(text, diff) for text, diff in fresh[: request.count]]
 
 
-def run_search(tmp_path: Path, ideas: list[tuple[str, str]], slots: int = 2, **config) -> tuple[Store, int, Search]:
+def run_search(
+    tmp_path: Path, ideas: list[tuple[str, str]], slots: int = 2, one_per_epoch: bool = False, **config
+) -> tuple[Store, int, Search]:
     store = Store.open(tmp_path / "run")
     run = store.create_run("noisy", str(NOISY), None, {}, {"metric": {"goal": "minimize", "name": "loss"}})
     backend = LocalBackend(SlotPool.cpu_only(slots))
-    settings = SearchConfig(epochs=1, ideas_per_epoch=len(ideas), **config)
+    epochs, per_epoch = (len(ideas), 1) if one_per_epoch else (1, len(ideas))
+    settings = SearchConfig(epochs=epochs, ideas_per_epoch=per_epoch, **config)
     search = Search(
-        load_manifest(NOISY), store, run.id, backend, FixedIdeator(ideas), ReadyDiffImplementer(), settings,
-        tmp_path / "run", job_slots=slots,
+        load_manifest(NOISY), store, run.id, backend, FixedIdeator(ideas, one_per_epoch), ReadyDiffImplementer(),
+        settings, tmp_path / "run", job_slots=slots,
     )  # fmt: skip
 
     async def go() -> None:
@@ -119,8 +125,10 @@ def test_confirm_top_0_restores_single_run_behaviour(tmp_path):
 
 @pytest.mark.slow
 def test_unconfirmed_results_are_never_called_wins(tmp_path):
-    # confirmation on, but the zero-effect idea (run after the real one, one slot) stays outside the top 1
-    store, run_id, _ = run_search(tmp_path, [REAL_EFFECT, ZERO_EFFECT], slots=1, seed=0, confirm_top=1)
+    # confirmation on, but the zero-effect idea (the next epoch's, after the real one) stays outside the top 1
+    store, run_id, _ = run_search(
+        tmp_path, [REAL_EFFECT, ZERO_EFFECT], slots=1, one_per_epoch=True, seed=0, confirm_top=1, next_epoch_at=1.0
+    )
     j = journal(store, run_id)
     real, zero = j.experiments
     assert len(j.estimate(zero).trials) == 1 and j.verdict(zero) is Verdict.UNCONFIRMED
