@@ -72,7 +72,8 @@ def test_hang_times_out_and_kills_the_whole_group(tmp_path: Path) -> None:
     starts: list[JobStart] = []
 
     async def main() -> JobResult:
-        backend = LocalBackend(SlotPool.cpu_only(1), grace_s=0.5)
+        # pids written by the job are host pids only outside a PID namespace (test_sandbox.py: inside one)
+        backend = LocalBackend(SlotPool.cpu_only(1), grace_s=0.5, sandbox="off")
         handle = await backend.submit(spec(tmp_path, "hang", command, timeout_s=1), starts.append)
         return await backend.wait(handle)
 
@@ -104,7 +105,7 @@ def test_normal_exit_writes_logs_and_kills_leftover_children(tmp_path: Path) -> 
     starts: list[JobStart] = []
 
     async def main() -> tuple[JobResult, tuple[Path, Path]]:
-        backend = LocalBackend(SlotPool.cpu_only(1))
+        backend = LocalBackend(SlotPool.cpu_only(1), sandbox="off")  # host pids: see above
         handle = await backend.submit(spec(tmp_path, "leftover", command), starts.append)
         return await backend.wait(handle), backend.logs(handle)
 
@@ -281,7 +282,8 @@ CREDENTIALS = {
 def test_job_environment_has_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HARMLESS_SETTING", "kept")
+    monkeypatch.setenv("HARMLESS_SETTING", "dropped")  # not on the allow-list: dropped, whatever its name
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
     extra = {"RUN_TAG": "${IDEALAB_JOB_ID}-tag", "LEAK": "${OPENAI_API_KEY}", "SNEAKY_TOKEN": "x"}
     command = "env > env.txt; python -c 'import sys; print(sys.executable)' > exe.txt"
 
@@ -296,7 +298,7 @@ def test_job_environment_has_no_credentials(tmp_path: Path, monkeypatch: pytest.
     for name, value in CREDENTIALS.items():
         assert name not in env and value not in dump
     assert "SNEAKY_TOKEN" not in env
-    assert env["HARMLESS_SETTING"] == "kept" and env["RUN_TAG"] == "envjob-tag"
+    assert "HARMLESS_SETTING" not in env and env["OMP_NUM_THREADS"] == "3" and env["RUN_TAG"] == "envjob-tag"
     assert env["IDEALAB_JOB_ID"] == "envjob" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert env["IDEALAB_NUM_GPUS"] == "0" and env["PYTHONUNBUFFERED"] == "1" and "IDEALAB_DATA_DIR" in env
     assert Path((tmp_path / "exe.txt").read_text().strip()) == Path(sys.executable)
@@ -304,7 +306,9 @@ def test_job_environment_has_no_credentials(tmp_path: Path, monkeypatch: pytest.
 
 def test_job_environment_sets_leased_gpus_and_interpreter_first() -> None:
     base = {"PATH": "/usr/bin:/bin", "AWS_REGION": "x", "aws_secret": "y", "KEEP": "1", "TOKENIZERS_PARALLELISM": "0"}
-    env = job_environment({"WORLD": "${IDEALAB_NUM_GPUS}", "GPUS": "${CUDA_VISIBLE_DEVICES}"}, [3, 1], "j", base)
+    env = job_environment(
+        {"WORLD": "${IDEALAB_NUM_GPUS}", "GPUS": "${CUDA_VISIBLE_DEVICES}"}, [3, 1], "j", base, allow=("KEEP",)
+    )
     assert env["CUDA_VISIBLE_DEVICES"] == "3,1" and env["WORLD"] == "2" and env["GPUS"] == "3,1"
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     assert "AWS_REGION" not in env and "aws_secret" not in env and env["KEEP"] == "1"

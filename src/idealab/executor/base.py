@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from idealab.executor.bwrap import SandboxPolicy
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -25,6 +27,7 @@ class JobSpec:
     log_dir: Path | None = None  # where stdout.log / stderr.log go (one per job); default: workspace/../logs
     metric_name: str | None = None  # when set, the backend may stream metric values out of stdout
     metric_regex: str | None = None  # the manifest's regex for metric_name, if any
+    sandbox: SandboxPolicy = SandboxPolicy()  # what the job may see and use (see bwrap.py)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.sandbox import JOB_ID_VAR, job_environment
@@ -32,6 +33,7 @@ from idealab.executor.supervisor import (
     METRICS_NAME,
     STDERR_NAME,
     STDOUT_NAME,
+    DROP_PYTHONPATH_VAR,
     SUPERVISOR_LOG_NAME,
     ExitRecord,
     SupervisorSpec,
@@ -43,6 +45,7 @@ DEFAULT_GRACE_S = 10.0
 DEFAULT_REAP_TIMEOUT_S = 30.0
 BACKSTOP_MARGIN_S = 30.0  # how late past its limit + grace a silent supervisor is killed from here
 SUPERVISOR_MODULE = "idealab.executor.supervisor"
+_STRICTNESS = ("off", "auto", "require")
 
 
 def job_log_dir(spec: JobSpec) -> Path:
@@ -69,6 +72,10 @@ class LocalBackend:
     `log_cap_bytes`: the most each of a job's stdout.log and stderr.log keeps (head and tail).
     `max_metric_values`: the most metric values kept per job (first and last ones, and those that decide
     the verdict).
+    `sandbox`: "auto" (bubblewrap where usable, else a warning and no sandbox), "require" (a job fails
+    to start without it) or "off"; a job's own policy may only make it stricter.
+    `limits`: resource limits for every job (the stricter of these and the job's own apply).
+    `conceal`: directories no job may see (the run's workdir: its database, the other jobs' copies).
     After `close()`, nothing new starts: a job submitted later ends at once as cancelled.
     """
 
@@ -80,7 +87,12 @@ class LocalBackend:
         reap_timeout_s: float = DEFAULT_REAP_TIMEOUT_S,
         log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES,
         max_metric_values: int = DEFAULT_MAX_METRIC_VALUES,
+        sandbox: str = "auto",
+        limits: Limits | None = None,
+        conceal: Sequence[Path] = (),
     ) -> None:
+        if sandbox not in SANDBOX_MODES:
+            raise ValueError(f"sandbox must be one of {', '.join(SANDBOX_MODES)}, got {sandbox!r}")
         if grace_s < 0:
             raise ValueError(f"grace_s must be non-negative, got {grace_s}")
         if log_cap_bytes < MIN_CAP_BYTES:
@@ -93,6 +105,9 @@ class LocalBackend:
         self.log_cap_bytes = log_cap_bytes
         self.max_metric_values = max_metric_values
         self._base_env = base_env
+        self.sandbox = sandbox
+        self.limits = limits or Limits()
+        self.conceal = tuple(conceal)
         self._jobs: dict[str, _Job] = {}
         self._closed = False
 
@@ -192,13 +207,22 @@ class LocalBackend:
     async def _execute(self, job: _Job, lease: Lease, on_start: OnStart | None) -> JobResult:
         spec = job.spec
         job_dir = job.stdout_path.parent
-        env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env)
+        mode = max(self.sandbox, spec.sandbox.mode or "off", key=_STRICTNESS.index)  # the stricter
+        sandboxed, problem = use_sandbox(mode)
+        if problem is not None:
+            return self._unstarted(job, error=problem)
+        policy = replace(
+            spec.sandbox, limits=spec.sandbox.limits.merged(self.limits), conceal=(*spec.sandbox.conceal, *self.conceal)
+        )
         started_at = time.time()
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
             for stale in (EXIT_NAME, METRICS_NAME, JOB_PGID_NAME):  # a log dir reused by `env check`
                 (job_dir / stale).unlink(missing_ok=True)
-            self._supervisor_spec(spec).write(job_dir)
+            home = job_home(job_dir, sandboxed)
+            env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env, policy.allow_env, home)
+            wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, lease.gpu_ids, sandboxed)
+            self._supervisor_spec(spec, wrapper, sandboxed).write(job_dir)
             with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -207,7 +231,7 @@ class LocalBackend:
                     SUPERVISOR_MODULE,
                     str(job_dir),
                     cwd=spec.workspace,
-                    env=env,
+                    env=_supervisor_env(env),
                     stdin=subprocess.DEVNULL,
                     stdout=supervisor_log,
                     stderr=supervisor_log,
@@ -250,7 +274,7 @@ class LocalBackend:
             )  # fmt: skip
         return result_from_record(record, lease.gpu_ids, job.stdout_path, job.stderr_path, job_dir / METRICS_NAME)
 
-    def _supervisor_spec(self, spec: JobSpec) -> SupervisorSpec:
+    def _supervisor_spec(self, spec: JobSpec, wrapper: list[str], sandboxed: bool) -> SupervisorSpec:
         return SupervisorSpec(
             job_id=spec.job_id,
             command=spec.command,
@@ -261,6 +285,8 @@ class LocalBackend:
             metric_name=spec.metric_name,
             metric_regex=spec.metric_regex,
             max_metric_values=self.max_metric_values,
+            wrapper=wrapper,
+            sandboxed=sandboxed,
         )
 
     async def _stop_supervisor(
@@ -278,6 +304,14 @@ class LocalBackend:
             if job_pgid is not None:
                 await wait_group_exit(job_pgid, self.reap_timeout_s)
         await exited
+
+
+def _supervisor_env(job_env: dict[str, str]) -> dict[str, str]:
+    """The job's environment, plus what the supervisor needs to import this very idealab (the job's
+    allow-listed environment has no PYTHONPATH); the supervisor removes it again before the job starts."""
+    if "PYTHONPATH" in job_env:
+        return job_env
+    return {**job_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), DROP_PYTHONPATH_VAR: "1"}
 
 
 def result_from_record(

@@ -1,7 +1,9 @@
-"""A job's surroundings: its own copy of the environment, file hashes, and a scrubbed process environment.
+"""A job's surroundings: its own copy of the environment, file hashes, and an allow-listed process environment.
 
-Jobs run LLM-written code, so they never see the orchestrator's credentials: every variable whose name
-looks like a secret, and every LLM-provider variable, is dropped (also from the manifest's `run.env`).
+Jobs run LLM-written code, so they never see the orchestrator's credentials: a job's environment holds
+only the variables on the allow-list (`idealab.credentials.DEFAULT_ALLOWED` plus the manifest's
+`run.allow_env`), and HOME is a private directory of the job's own. The filesystem, process, network and
+limit side of the sandbox is `idealab.executor.bwrap`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
-from idealab.credentials import is_credential
+from idealab.credentials import matches, allowed_environ, is_credential
 from idealab.paths import DATA_DIR_VAR, data_dir
 
 COPY_IGNORE = ("__pycache__", ".git", "*.pyc", ".mypy_cache", ".pytest_cache", ".ruff_cache")
@@ -83,15 +85,20 @@ def job_environment(
     gpu_ids: Sequence[int],
     job_id: str,
     base: Mapping[str, str] | None = None,
+    allow: Sequence[str] = (),
+    home: str | None = None,
 ) -> dict[str, str]:
     """The full environment of a job process.
 
-    Scrubbed `base` (default os.environ), the running interpreter's bin directory first on PATH (so
+    The allow-listed part of `base` (default os.environ; `allow`: the manifest's extra names), the running interpreter's bin directory first on PATH (so
     `python` in a manifest command is this interpreter), the idealab variables, exactly the leased GPU ids
     in CUDA_VISIBLE_DEVICES (empty for a CPU job), then `extra` (the manifest's `run.env`) with `${VAR}`
-    substituted from the variables set so far. Credentials are scrubbed again after substitution.
+    substituted from the variables set so far. HOME is `home` (a private directory) or absent.
+    Credential-looking names not explicitly allowed are scrubbed again after substitution.
     """
-    env = scrubbed_environ(os.environ if base is None else base)
+    env = allowed_environ(os.environ if base is None else base, allow)
+    if home is not None:
+        env["HOME"] = home
     bin_dir = str(Path(sys.executable).parent)  # not resolved: a venv's bin must stay the venv's
     rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != bin_dir]
     env["PATH"] = os.pathsep.join([bin_dir, *rest])
@@ -102,4 +109,5 @@ def job_environment(
     env["PYTHONUNBUFFERED"] = "1"
     for name, value in extra.items():
         env[name] = Template(value).safe_substitute(env)
-    return scrubbed_environ(env)
+    explicit = {k: v for k, v in env.items() if any(matches(k, p) for p in allow)}
+    return {**scrubbed_environ(env), **explicit}

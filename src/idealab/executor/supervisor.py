@@ -38,6 +38,7 @@ EXIT_NAME = "exit.json"
 METRICS_NAME = "metrics.jsonl"
 JOB_PGID_NAME = "job.pgid"
 SUPERVISOR_LOG_NAME = "supervisor.log"
+DROP_PYTHONPATH_VAR = "IDEALAB_SUPERVISOR_DROP_PYTHONPATH"  # PYTHONPATH was set for the supervisor only
 STDOUT_NAME = "stdout.log"
 STDERR_NAME = "stderr.log"
 REAP_TIMEOUT_S = 30.0  # a process stuck in the kernel cannot be hurried: give up waiting on it then
@@ -70,6 +71,8 @@ class SupervisorSpec:
         metric_name: str | None = None,  # parse stdout for this metric (and any @metric line); None: do not
         metric_regex: str | None = None,
         max_metric_values: int = DEFAULT_MAX_METRIC_VALUES,
+        wrapper: list[str] | None = None,  # argv put in front of the command: prlimit, bwrap (see bwrap.py)
+        sandboxed: bool = False,  # the wrapper ends in bwrap: its processes are the namespace's init side
     ) -> None:
         self.job_id = job_id
         self.command = command
@@ -80,6 +83,8 @@ class SupervisorSpec:
         self.metric_name = metric_name
         self.metric_regex = metric_regex
         self.max_metric_values = max_metric_values
+        self.wrapper = wrapper or []
+        self.sandboxed = sandboxed
 
     def write(self, job_dir: PathLike) -> None:
         _write_atomic(os.path.join(job_dir, SPEC_NAME), json.dumps(vars(self)))
@@ -241,7 +246,7 @@ class _Supervision:
         try:
             os.chdir(self.spec.cwd)  # where the job starts (posix_spawn has no portable chdir)
             try:
-                pid = self._spawn(job_argv(self.spec.command), out_w, err_w)
+                pid = self._spawn(self._argv(), out_w, err_w)
             except (FileNotFoundError, PermissionError):  # a built-in, or a mistake the shell words for us
                 pid = self._spawn(["/bin/sh", "-c", self.spec.command], out_w, err_w)
         except OSError as exc:
@@ -259,6 +264,14 @@ class _Supervision:
             _signal_group(pid, signal.SIGKILL)  # a bug here must not leave the job without its limit
             raise
         return self._record(started_at, returncode, self.ended)
+
+    def _argv(self) -> list[str]:
+        argv = job_argv(self.spec.command)
+        if not self.spec.wrapper:
+            return argv
+        if argv[0] != "/bin/sh":  # exec'd in the sandbox by a shell, which words "not found" for us
+            argv = ["/bin/sh", "-c", 'exec "$@"', "sh", *argv]
+        return [*self.spec.wrapper, *argv]
 
     def _spawn(self, argv: list[str], out_w: int, err_w: int) -> int:
         """Start the job in a process group of its own (pgid == its pid), stdin from /dev/null."""
@@ -303,7 +316,10 @@ class _Supervision:
         # once exit.json exists the job's GPUs may go to the next job: every process of it must be gone
         wait_group_gone(pid, REAP_TIMEOUT_S)
         self._drain(time.monotonic() + DRAIN_S)
-        return os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
+        if self.spec.sandboxed and code > 128:  # bwrap words a job killed by signal N as exit 128 + N
+            code = 128 - code
+        return code
 
     def _pipes_open(self) -> bool:
         return any(isinstance(k.data, _Pipe) for k in self.selector.get_map().values())
@@ -323,7 +339,17 @@ class _Supervision:
             return
         self.ended = why
         self.kill_at = time.monotonic() + self.spec.grace_s
-        _signal_group(pgid, signal.SIGTERM)
+        if not self.spec.sandboxed:
+            _signal_group(pgid, signal.SIGTERM)
+            return
+        # not to bwrap itself (pgid is its pid): it would die at once and take the job down without
+        # its grace period; the namespace's init ignores SIGTERM from outside, the job receives it
+        for member in group_members(pgid):
+            if member != pgid:
+                try:
+                    os.kill(member, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass  # already gone
 
     def _pump(self, pipe: _Pipe) -> None:
         data = os.read(pipe.fd, _READ_BYTES)
@@ -388,6 +414,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m idealab.executor.supervisor JOB_DIR", file=sys.stderr)
         return 2
+    if os.environ.pop(DROP_PYTHONPATH_VAR, None) is not None:
+        os.environ.pop("PYTHONPATH", None)  # imported already; the job must not see it
     supervise(argv[0])
     return 0
 
