@@ -18,9 +18,10 @@ from rich.text import Text
 from idealab import startup
 from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
+from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import Outcome, run_job
+from idealab.executor.runner import Outcome, run_job, with_sandbox_options
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
@@ -138,11 +139,18 @@ def run(
     log_cap_mb: Annotated[
         float, typer.Option(help="Most of a job's stdout (and of its stderr) kept: first and last half.")
     ] = DEFAULT_LOG_CAP_BYTES / 2**20,
+    sandbox: Annotated[
+        str | None, typer.Option(help="Jobs under bubblewrap: auto (where usable), require, or off.")
+    ] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Memory limit of each job process (MiB).")] = None,
+    max_open_files: Annotated[int | None, typer.Option(help="Open-file limit of each job process.")] = None,
+    max_file_mb: Annotated[int | None, typer.Option(help="Largest file a job may write (MiB).")] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
     try:
         check_tracker(track)
+        _check_sandbox_option(sandbox)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     suggested: dict[str, Any] = {}  # the new run's environment's search defaults
@@ -183,6 +191,9 @@ def run(
                 raise _fail(str(exc)) from None
             store = held.enter_context(started.store)
             options, manifest, pool = started.options, started.manifest, started.pool
+            # the command line's sandbox settings, for the jobs and the preflights (the implementer gets
+            # this manifest from the search)
+            manifest = with_sandbox_options(manifest, sandbox, memory_mb, max_open_files, max_file_mb)
             if started.settings_changed:
                 console.print("LLM settings changed (recorded with the run):", style="yellow")
                 console.print(started.settings_changed)
@@ -192,7 +203,7 @@ def run(
             if sink is not None:
                 held.callback(sink.close)
             try:
-                backend = LocalBackend(pool, log_cap_bytes=int(log_cap_mb * 2**20))
+                backend = LocalBackend(pool, log_cap_bytes=int(log_cap_mb * 2**20), conceal=[workdir])
             except ValueError as exc:
                 raise _fail(f"--log-cap-mb: {exc}") from None
 
@@ -235,6 +246,11 @@ def run(
                 raise typer.Exit(1)
     except RunFault as exc:  # the workdir is locked, read-only or full, the database locked or corrupted
         raise _fault(exc) from None
+
+
+def _check_sandbox_option(sandbox: str | None) -> None:
+    if sandbox is not None and sandbox not in SANDBOX_MODES:
+        raise ValueError(f"--sandbox: expected one of {', '.join(SANDBOX_MODES)}, got {sandbox!r}")
 
 
 def _tracker_sink(
@@ -512,11 +528,17 @@ def env_check(
     gpus: Annotated[str | None, typer.Option(help=GPUS_HELP)] = None,
     workdir: Annotated[Path | None, typer.Option(help="Keep the copy and logs here.")] = None,
     seed: Annotated[int, typer.Option(help="The job's IDEALAB_SEED (run with two to see the noise).")] = 0,
+    sandbox: Annotated[
+        str | None, typer.Option(help="The job under bubblewrap: auto (where usable), require, or off.")
+    ] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Memory limit of each job process (MiB).")] = None,
 ) -> None:
     """Run the unmodified environment once through the executor and report its metric."""
     try:
         manifest = load_manifest(resolve_env(env), preset)
-    except ManifestError as exc:
+        _check_sandbox_option(sandbox)
+        manifest = with_sandbox_options(manifest, sandbox, memory_mb)
+    except (ManifestError, ValueError) as exc:
         raise _fail(str(exc)) from None
     pool = _pool(slots, gpus, manifest.run.gpus)
     if not as_json:

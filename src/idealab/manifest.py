@@ -61,6 +61,12 @@ class RunSpec:
     preflight_timeout_s: float = 300.0
     seed_env: str | None = None  # a variable of the environment's own that also gets the job's seed
     seed_flag: str | None = None  # a command-line flag that gets the job's seed, e.g. "--seed"
+    network: bool = False  # the job may open network connections (else: only a loopback of its own)
+    allow_env: tuple[str, ...] = ()  # variables (or PREFIX*) jobs may see besides the default allow-list
+    sandbox: str | None = None  # "require": never run without bubblewrap; "auto"/"off"; None: the CLI's
+    memory_mb: int | None = None  # address-space limit of each job process
+    max_open_files: int | None = None
+    max_file_mb: int | None = None  # the largest file a job may write
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,8 @@ class Manifest:
 _TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets", "guidance", "search"}
 _RUN_KEYS = {
     "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
-}
+    "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb",
+}  # fmt: skip
 _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout"}
 _GUIDANCE_KEYS = {"direction", "examples"}
 _SEARCH_KEYS = {"ideas_per_epoch"}
@@ -289,6 +296,15 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
     preflight_timeout = r.number(run, "preflight_timeout_s", "run.", default=300.0)
     if preflight_timeout <= 0:
         raise r.fail("run.preflight_timeout_s", "a positive number of seconds", preflight_timeout)
+    sandbox = r.optional_string(run, "sandbox", "run.")
+    if sandbox is not None and sandbox not in ("auto", "require", "off"):
+        raise r.fail("run.sandbox", '"auto", "require" or "off"', sandbox)
+    limits = {}
+    for key in ("memory_mb", "max_open_files", "max_file_mb"):
+        value = run.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise r.fail(f"run.{key}", "a positive integer", value)
+        limits[key] = value
     return RunSpec(
         command=r.string(run, "command", "run."),
         timeout_s=timeout_s,
@@ -299,6 +315,10 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
         preflight_timeout_s=preflight_timeout,
         seed_env=r.optional_string(run, "seed_env", "run."),
         seed_flag=r.optional_string(run, "seed_flag", "run."),
+        network=r.boolean(run, "network", "run.", default=False),
+        allow_env=r.string_list(run, "allow_env", "run."),
+        sandbox=sandbox,
+        **limits,
     )
 
 

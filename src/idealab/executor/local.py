@@ -22,18 +22,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
+from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.sandbox import JOB_ID_VAR, job_environment
 from idealab.executor.slots import Lease, SlotPool
 from idealab.executor.supervisor import (
+    DROP_PYTHONPATH_VAR,
     EXIT_NAME,
     JOB_PGID_NAME,
     METRICS_NAME,
     STDERR_NAME,
     STDOUT_NAME,
-    DROP_PYTHONPATH_VAR,
     SUPERVISOR_LOG_NAME,
     ExitRecord,
     SupervisorSpec,
@@ -45,7 +45,6 @@ DEFAULT_GRACE_S = 10.0
 DEFAULT_REAP_TIMEOUT_S = 30.0
 BACKSTOP_MARGIN_S = 30.0  # how late past its limit + grace a silent supervisor is killed from here
 SUPERVISOR_MODULE = "idealab.executor.supervisor"
-_STRICTNESS = ("off", "auto", "require")
 
 
 def job_log_dir(spec: JobSpec) -> Path:
@@ -73,7 +72,7 @@ class LocalBackend:
     `max_metric_values`: the most metric values kept per job (first and last ones, and those that decide
     the verdict).
     `sandbox`: "auto" (bubblewrap where usable, else a warning and no sandbox), "require" (a job fails
-    to start without it) or "off"; a job's own policy may only make it stricter.
+    to start without it) or "off", for jobs whose policy does not say (see `with_sandbox_options`).
     `limits`: resource limits for every job (the stricter of these and the job's own apply).
     `conceal`: directories no job may see (the run's workdir: its database, the other jobs' copies).
     After `close()`, nothing new starts: a job submitted later ends at once as cancelled.
@@ -207,7 +206,7 @@ class LocalBackend:
     async def _execute(self, job: _Job, lease: Lease, on_start: OnStart | None) -> JobResult:
         spec = job.spec
         job_dir = job.stdout_path.parent
-        mode = max(self.sandbox, spec.sandbox.mode or "off", key=_STRICTNESS.index)  # the stricter
+        mode = spec.sandbox.mode or self.sandbox
         sandboxed, problem = use_sandbox(mode)
         if problem is not None:
             return self._unstarted(job, error=problem)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from idealab.executor.base import Backend, JobResult, JobSpec, OnStart
+from idealab.executor.bwrap import Limits, SandboxPolicy
 from idealab.executor.sandbox import hash_files
 from idealab.manifest import Manifest, MetricSpec
 from idealab.metrics import MetricStream, MetricValue, judge, stream_values
@@ -40,6 +41,41 @@ def protected_hashes(manifest: Manifest) -> dict[str, str]:
     return hash_files(manifest.root, manifest.files.protected)
 
 
+def sandbox_policy(manifest: Manifest) -> SandboxPolicy:
+    """What a job (or preflight) of this environment may see and use: its protected files read-only, the
+    environment's source directory concealed, the manifest's network, variables and limits."""
+    run = manifest.run
+    return SandboxPolicy(
+        network=run.network,
+        allow_env=run.allow_env,
+        readonly=manifest.files.protected,
+        conceal=(manifest.root,),
+        limits=Limits(run.memory_mb, run.max_open_files, run.max_file_mb),
+        mode=run.sandbox,
+    )
+
+
+def with_sandbox_options(
+    manifest: Manifest,
+    sandbox: str | None = None,
+    memory_mb: int | None = None,
+    max_open_files: int | None = None,
+    max_file_mb: int | None = None,
+) -> Manifest:
+    """The manifest with the command line's sandbox settings: `require` from either side wins, else the
+    command line's mode, else the manifest's; each limit is the stricter of the two."""
+    run = manifest.run
+    mode = "require" if "require" in (sandbox, run.sandbox) else sandbox or run.sandbox
+    limits = Limits(run.memory_mb, run.max_open_files, run.max_file_mb).merged(
+        Limits(memory_mb, max_open_files, max_file_mb)
+    )
+    new_run = replace(
+        run, sandbox=mode, memory_mb=limits.memory_mb, max_open_files=limits.open_files,
+        max_file_mb=limits.file_size_mb,
+    )  # fmt: skip
+    return replace(manifest, run=new_run)
+
+
 def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, seed: int = 0) -> JobSpec:
     """The manifest's run as a job. `run.env` goes unexpanded: `${VAR}`s are filled in at start time.
 
@@ -60,6 +96,7 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, se
         log_dir=log_dir,
         metric_name=manifest.metric.name,
         metric_regex=manifest.metric.regex.pattern if manifest.metric.regex is not None else None,
+        sandbox=sandbox_policy(manifest),
     )
 
 
@@ -99,7 +136,8 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
         return _timed_out(reason, values, result, manifest)
     if result.exit_code != 0:
         tail = _tail(result.stderr_path) or _tail(result.stdout_path)
-        reason = describe_exit(result.exit_code) + (f"\n{tail}" if tail else "")
+        reason = limit_reason(result.exit_code, tail, manifest) + describe_exit(result.exit_code)
+        reason += f"\n{tail}" if tail else ""
         return Outcome(Status.FAILED, None, reason, values, result)
     verdict = judge(values, manifest.metric)
     if not verdict.ok:
@@ -116,6 +154,22 @@ def _timed_out(reason: str, values: list[MetricValue], result: JobResult, manife
                        f"{manifest.metric.name} printed before the limit")
             return Outcome(Status.TIMEOUT, verdict.metric, reason, values, result)
     return Outcome(Status.TIMEOUT, None, reason, values, result)
+
+
+# how programs word a failed allocation: Python, C/C++ runtimes, glibc's errno text, PyTorch's CPU allocator
+_OUT_OF_MEMORY = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "DefaultCPUAllocator: can't allocate")
+
+
+def limit_reason(exit_code: int | None, tail: str, manifest: Manifest) -> str:
+    """'' or the limit a failed job ran into, said first: `memory limit (N MiB) reached: `..."""
+    run = manifest.run
+    if exit_code == -signal.SIGXFSZ:
+        return f"file-size limit ({run.max_file_mb} MiB per file) reached: " if run.max_file_mb else ""
+    if run.memory_mb is not None and any(word in tail for word in _OUT_OF_MEMORY):
+        return f"memory limit ({run.memory_mb} MiB) reached: "
+    if run.max_open_files is not None and "Too many open files" in tail:
+        return f"open-file limit ({run.max_open_files}) reached: "
+    return ""
 
 
 def describe_exit(exit_code: int | None) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
-from idealab.credentials import matches, allowed_environ, is_credential
+from idealab.credentials import allowed_environ, is_credential, matches
 from idealab.paths import DATA_DIR_VAR, data_dir
 
 COPY_IGNORE = ("__pycache__", ".git", "*.pyc", ".mypy_cache", ".pytest_cache", ".ruff_cache")
@@ -90,8 +90,9 @@ def job_environment(
 ) -> dict[str, str]:
     """The full environment of a job process.
 
-    The allow-listed part of `base` (default os.environ; `allow`: the manifest's extra names), the running interpreter's bin directory first on PATH (so
-    `python` in a manifest command is this interpreter), the idealab variables, exactly the leased GPU ids
+    The allow-listed part of `base` (default os.environ; `allow`: the manifest's extra names), the running
+    interpreter's bin directory first on PATH (so `python` in a manifest command is this interpreter), the
+    idealab variables, exactly the leased GPU ids
     in CUDA_VISIBLE_DEVICES (empty for a CPU job), then `extra` (the manifest's `run.env`) with `${VAR}`
     substituted from the variables set so far. HOME is `home` (a private directory) or absent.
     Credential-looking names not explicitly allowed are scrubbed again after substitution.

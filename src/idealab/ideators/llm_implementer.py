@@ -20,7 +20,7 @@ from typing import Protocol
 from idealab.errors import StopRun
 from idealab.executor.base import Backend, JobResult, JobSpec
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import describe_exit
+from idealab.executor.runner import describe_exit, sandbox_policy
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.guards import check_changes
@@ -185,6 +185,7 @@ class LLMImplementer:
                 gpus=0,
                 env=dict(manifest.run.env),
                 log_dir=Path(tmp) / "logs",
+                sandbox=sandbox_policy(manifest),  # the same sandbox as the real job's
             )
             handle = await self.backend.submit(spec)
             try:
