@@ -48,11 +48,11 @@ def make_env(tmp_path: Path, train: str, timeout: float = 5, gpus: int = 0) -> t
     return manifest, workspace
 
 
-def run_planted(tmp_path: Path, train: str, timeout: float = 5, gpus: int = 0) -> Outcome:
+def run_planted(tmp_path: Path, train: str, timeout: float = 5, gpus: int = 0, sandbox: str = "auto") -> Outcome:
     manifest, workspace = make_env(tmp_path, train, timeout, gpus)
 
     async def main() -> Outcome:
-        backend = LocalBackend(SlotPool.cpu_only(1), grace_s=0.5)
+        backend = LocalBackend(SlotPool.cpu_only(1), grace_s=0.5, sandbox=sandbox)
         return await run_job(backend, manifest, workspace, "job-1", tmp_path / "job" / "logs")
 
     return asyncio.run(asyncio.wait_for(main(), 30))
@@ -104,7 +104,9 @@ def test_writing_a_readonly_file_is_tampered(tmp_path: Path) -> None:
             f.write("def evaluate():\\n    return 1.0\\n")
         print('@metric {"name": "score", "value": 1.0}')
     """
-    outcome = run_planted(tmp_path, train)
+    # without a sandbox the write succeeds and the check against the pristine hashes sees it; in one, the
+    # file is bound read-only and the write fails (tests/test_sandbox.py)
+    outcome = run_planted(tmp_path, train, sandbox="off")
     assert outcome.status is Status.TAMPERED and outcome.metric is None
     assert outcome.reason is not None and "evaluate.py" in outcome.reason
 
@@ -115,7 +117,7 @@ def test_editing_a_hidden_file_is_tampered_even_if_the_job_then_crashes(tmp_path
             f.write("ANSWERS.append(4)\\n")
         raise SystemExit(2)
     """
-    outcome = run_planted(tmp_path, train)
+    outcome = run_planted(tmp_path, train, sandbox="off")  # see above
     assert outcome.status is Status.TAMPERED
     assert outcome.reason is not None and "secret/grader.py" in outcome.reason
 

@@ -51,7 +51,8 @@ stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 pid = os.fork()
 if pid == 0:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores the last two; a job expects
+        signal.signal(sig, signal.SIG_DFL)  # the defaults (SIGXFSZ ends a job over the file-size limit)
     try:
         os.execvp(sys.argv[1], sys.argv[1:])
     except OSError as exc:
@@ -186,13 +187,22 @@ def bwrap_argv(
             argv += ["--dev-bind", dev, dev]
     workspace = workspace.resolve()
     concealed = [*_hidden_dirs(), *policy.conceal, log_dir]
-    for path in sorted({p.resolve() for p in concealed if p.is_dir()}, key=lambda p: len(p.parts)):
-        if path != Path("/") and path != workspace:
-            argv += ["--tmpfs", str(path)]
+    hidden = [
+        path for path in sorted({p.resolve() for p in concealed if p.is_dir()}, key=lambda p: len(p.parts))
+        if path != Path("/") and path != workspace
+    ]  # fmt: skip
+    outside = [p for p in hidden if not p.is_relative_to(workspace)]
+    for path in outside:
+        argv += ["--tmpfs", str(path)]
     for path in _reveal_dirs():
         if any(path.resolve().is_relative_to(c.resolve()) for c in concealed if c.is_dir()):
             argv += ["--ro-bind", str(path), str(path)]
     argv += ["--bind", str(workspace), str(workspace)]
+    for path in hidden:
+        if path not in outside:  # a log directory inside the copy: covered again, over the copy
+            argv += ["--tmpfs", str(path)]
+    for path in hidden:  # the empty layers read-only too, now that the mount points under them exist
+        argv += ["--remount-ro", str(path)]
     for rel in policy.readonly:
         target = workspace / rel
         if target.is_file() and not target.is_symlink():

@@ -163,7 +163,7 @@ _OUT_OF_MEMORY = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "De
 def limit_reason(exit_code: int | None, tail: str, manifest: Manifest) -> str:
     """'' or the limit a failed job ran into, said first: `memory limit (N MiB) reached: `..."""
     run = manifest.run
-    if exit_code == -signal.SIGXFSZ:
+    if exit_code == -signal.SIGXFSZ or "File too large" in tail:
         return f"file-size limit ({run.max_file_mb} MiB per file) reached: " if run.max_file_mb else ""
     if run.memory_mb is not None and any(word in tail for word in _OUT_OF_MEMORY):
         return f"memory limit ({run.memory_mb} MiB) reached: "
