@@ -8,7 +8,7 @@ SHARED_FLAG := $(if $(wildcard $(SHARED_DATA)),--shared-data $(SHARED_DATA),)
 
 LLAMACPP_STAMP := $(VENV)/.llamacpp-installed
 
-.PHONY: setup data browser llamacpp demo test test-fast lint bench screenshots clean
+.PHONY: setup data browser llamacpp sandbox demo test test-fast lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,7 @@ $(LLAMACPP_STAMP): requirements-llamacpp.txt | $(STAMP)
 		|| echo "llama-cpp-python could not be built (see $(VENV)/llamacpp-build.log): the real-server test will skip"
 
 # The demo prepares only what it runs.
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(BIN)/idealab env prepare charlm --preset demo
 	rm -rf runs/demo
 	# 3 measured baseline runs, 12 ideas, the top 2 confirmed with 3 seeds each (about 20-25 short jobs)
@@ -47,10 +47,14 @@ demo: $(STAMP)
 browser:
 	bash tests/browser/setup.sh
 
-test: data browser llamacpp
+# Debian's bubblewrap: every job and preflight runs in it (docs/sandbox.md); without it, a warning.
+sandbox:
+	bash tests/sandbox/setup.sh
+
+test: data browser llamacpp sandbox
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) sandbox
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
@@ -60,6 +64,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/utilisation.py
 	$(BIN)/python benchmarks/apply_rate.py
+	$(BIN)/python benchmarks/sandbox_overhead.py
 
 # The report and dashboard screenshots in docs/, taken by the browser tests.
 screenshots: setup browser

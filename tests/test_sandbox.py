@@ -209,7 +209,7 @@ def test_no_process_survives_the_job_double_fork_and_setsid(tmp_path: Path) -> N
 def test_nothing_carries_over_in_tmp_between_jobs(tmp_path: Path) -> None:
     name = f"idealab-weights-cache-{os.getpid()}"
     first = script_job(tmp_path / "a", "cache", f"open('/tmp/{name}', 'w').write('weights'); print('[]')")
-    second = script_job(tmp_path / "b", "reuse", f"import os, json; print(json.dumps(os.listdir('/tmp')))")
+    second = script_job(tmp_path / "b", "reuse", "import os, json; print(json.dumps(os.listdir('/tmp')))")
     results = run_jobs(first, second)
     assert results[0].exit_code == 0 and name not in stdout_json(results[1])
     assert not Path("/tmp", name).exists()
