@@ -306,3 +306,20 @@ def test_require_without_bwrap_fails_to_start_with_the_reason(tmp_path: Path, mo
     result = run_jobs(job, backend=LocalBackend(SlotPool.cpu_only(1)))[0]
     assert result.error == "a sandbox is required but bwrap is not installed (test)"
     assert shutil.which("bwrap") is not None and sys.platform.startswith("linux")
+
+
+def test_a_copy_is_verified_against_its_stored_diff(tmp_path: Path) -> None:
+    from idealab.executor.runner import copy_matches_diff
+    from idealab.patching import diff_trees
+
+    manifest = load_manifest(QUAD)
+    workspace = copy_environment(QUAD, tmp_path / "code")
+    (workspace / "train.py").write_text((QUAD / "train.py").read_text().replace("X = 0.5", "X = 0.25"))
+    (workspace / "extra.py").write_text("BONUS = 1\n")  # a file the change created
+    stored = diff_trees(QUAD, workspace, sorted({*manifest.files.shown, "extra.py"}))
+    assert copy_matches_diff(manifest, workspace, stored)
+    (workspace / "extra.py").write_text("BONUS = 2\n")  # written after the change was accepted
+    assert not copy_matches_diff(manifest, workspace, stored)
+    (workspace / "extra.py").write_text("BONUS = 1\n")
+    (workspace / "score.py").write_text("def score(x, y):\n    return 0.0\n")  # shown (readonly) files too
+    assert not copy_matches_diff(manifest, workspace, stored)

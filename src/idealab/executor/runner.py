@@ -19,6 +19,7 @@ from idealab.executor.bwrap import Limits, SandboxPolicy
 from idealab.executor.sandbox import hash_files
 from idealab.manifest import Manifest, MetricSpec
 from idealab.metrics import MetricStream, MetricValue, judge, stream_values
+from idealab.patching import diff_trees
 from idealab.status import Status
 
 SEED_VAR = "IDEALAB_SEED"  # every job's seed; environments derive all their randomness from it
@@ -39,6 +40,15 @@ class Outcome:
 def protected_hashes(manifest: Manifest) -> dict[str, str]:
     """sha256 of the pristine environment's readonly and hidden files."""
     return hash_files(manifest.root, manifest.files.protected)
+
+
+def copy_matches_diff(manifest: Manifest, workspace: Path, stored_diff: str) -> bool:
+    """Whether `workspace` is the pristine environment plus exactly `stored_diff` (over the files shown to
+    the implementer and those the diff names): what will run is what the run records."""
+    headers = [line for line in stored_diff.split("\n") if line.startswith(("--- a/", "+++ b/"))]
+    named = {line[6:] for line in headers}
+    paths = sorted(set(manifest.files.shown) | named)
+    return diff_trees(manifest.root, workspace, paths) == stored_diff
 
 
 def sandbox_policy(manifest: Manifest) -> SandboxPolicy:

@@ -31,7 +31,7 @@ from pathlib import Path
 from idealab.errors import RunFault, StopRun, storage_fault
 from idealab.executor.base import Backend, JobStart
 from idealab.executor.local import result_from_record, settle_stale_job
-from idealab.executor.runner import Outcome, classify, protected_hashes, run_job
+from idealab.executor.runner import Outcome, classify, copy_matches_diff, protected_hashes, run_job
 from idealab.executor.shared import POOL_DIR, SharedFiles
 from idealab.executor.supervisor import METRICS_NAME
 from idealab.ideators.base import (
@@ -450,6 +450,15 @@ class Search:
             rebuilt = self._rebuild_workspace(idea)
             if isinstance(rebuilt, str):  # the environment changed under the stored change: it never ran
                 self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
+                return
+            workspace = rebuilt
+        if idea.final_diff is not None and not copy_matches_diff(self.manifest, workspace, idea.final_diff):
+            # something wrote the copy after its change was accepted (another job, before the sandbox):
+            # rebuild it from the stored change, so that what runs is exactly what the run records
+            rebuilt = self._rebuild_workspace(idea)
+            if isinstance(rebuilt, str) or not copy_matches_diff(self.manifest, rebuilt, idea.final_diff):
+                why = rebuilt if isinstance(rebuilt, str) else "its copy does not match its stored diff"
+                self._finish(idea, Status.UNIMPLEMENTABLE, None, why)
                 return
             workspace = rebuilt
         await self._execute(idea, workspace, claim or self._gate.claim(LOW))
