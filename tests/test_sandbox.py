@@ -323,3 +323,50 @@ def test_a_copy_is_verified_against_its_stored_diff(tmp_path: Path) -> None:
     (workspace / "extra.py").write_text("BONUS = 1\n")
     (workspace / "score.py").write_text("def score(x, y):\n    return 0.0\n")  # shown (readonly) files too
     assert not copy_matches_diff(manifest, workspace, stored)
+
+
+def _pids_cgroup_problem() -> str | None:
+    import idealab.executor.supervisor as sup
+
+    probe = sup._PidsCgroup.create(f"idealab-probe-{os.getpid()}", 10)
+    if probe is None:
+        return "no writable pids cgroup here"
+    probe.remove()
+    return None
+
+
+def test_a_fork_bomb_ends_with_the_process_limit_as_its_reason(tmp_path: Path) -> None:
+    problem = _pids_cgroup_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    env = copy_environment(QUAD, tmp_path / "env")
+    toml = (env / "idealab.toml").read_text().replace("timeout_s = 30", "timeout_s = 30\nmax_processes = 16")
+    (env / "idealab.toml").write_text(toml)
+    manifest = load_manifest(env)
+    workspace = copy_environment(env, tmp_path / "code")
+    (workspace / "train.py").write_text(textwrap.dedent("""
+        import os, sys, time
+        children = []
+        try:
+            for _ in range(100):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                children.append(pid)
+        except OSError as exc:
+            print(f"fork refused after {len(children)}: {exc}", file=sys.stderr)
+            sys.exit(3)
+    """))
+
+    async def main() -> Any:
+        backend = LocalBackend(SlotPool.cpu_only(1), sandbox="require")
+        try:
+            return await run_job(backend, manifest, workspace, "bomb", tmp_path / "logs")
+        finally:
+            await backend.close()
+
+    outcome = run(main())
+    assert outcome.status is Status.FAILED and outcome.reason is not None
+    assert outcome.reason.startswith("process limit (16 processes and threads) reached: exit code 3"), outcome.reason
+    assert not list(Path("/sys/fs/cgroup").glob("**/idealab-bomb-*"))  # its cgroup is removed

@@ -145,6 +145,9 @@ def run(
     memory_mb: Annotated[int | None, typer.Option(help="Memory limit of each job process (MiB).")] = None,
     max_open_files: Annotated[int | None, typer.Option(help="Open-file limit of each job process.")] = None,
     max_file_mb: Annotated[int | None, typer.Option(help="Largest file a job may write (MiB).")] = None,
+    max_processes: Annotated[
+        int | None, typer.Option(help="Processes and threads of a job at once (needs a pids cgroup).")
+    ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
@@ -193,7 +196,9 @@ def run(
             options, manifest, pool = started.options, started.manifest, started.pool
             # the command line's sandbox settings, for the jobs and the preflights (the implementer gets
             # this manifest from the search)
-            manifest = with_sandbox_options(manifest, sandbox, memory_mb, max_open_files, max_file_mb)
+            manifest = with_sandbox_options(
+                manifest, sandbox, memory_mb, max_open_files, max_file_mb, max_processes
+            )
             if started.settings_changed:
                 console.print("LLM settings changed (recorded with the run):", style="yellow")
                 console.print(started.settings_changed)

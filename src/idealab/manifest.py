@@ -67,6 +67,7 @@ class RunSpec:
     memory_mb: int | None = None  # address-space limit of each job process
     max_open_files: int | None = None
     max_file_mb: int | None = None  # the largest file a job may write
+    max_processes: int | None = None  # processes and threads of a job at once (a pids cgroup)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class Manifest:
 _TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets", "guidance", "search"}
 _RUN_KEYS = {
     "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
-    "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb",
+    "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb", "max_processes",
 }  # fmt: skip
 _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout"}
 _GUIDANCE_KEYS = {"direction", "examples"}
@@ -300,7 +301,7 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
     if sandbox is not None and sandbox not in ("auto", "require", "off"):
         raise r.fail("run.sandbox", '"auto", "require" or "off"', sandbox)
     limits = {}
-    for key in ("memory_mb", "max_open_files", "max_file_mb"):
+    for key in ("memory_mb", "max_open_files", "max_file_mb", "max_processes"):
         value = run.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise r.fail(f"run.{key}", "a positive integer", value)

@@ -55,6 +55,7 @@ class JobResult:
     cancelled: bool = False
     error: str | None = None  # the backend could not run the job at all (not the job's own failure)
     metrics_path: Path | None = None  # metric values streamed from stdout (JSON lines); None: read stdout
+    limit_hit: str | None = None  # a limit the job ran into, as its supervisor saw it (the process limit)
 
     @property
     def duration_s(self) -> float:

@@ -80,6 +80,7 @@ class Limits:
     memory_mb: int | None = None  # address space of each process (RLIMIT_AS)
     open_files: int | None = None  # RLIMIT_NOFILE
     file_size_mb: int | None = None  # the largest file a job may write (RLIMIT_FSIZE)
+    processes: int | None = None  # tasks (processes and threads) at once: a pids cgroup, by the supervisor
 
     def merged(self, other: Limits) -> Limits:
         """The stricter of each limit (a CLI limit tightens a manifest's, never loosens it)."""
@@ -91,6 +92,7 @@ class Limits:
             pick(self.memory_mb, other.memory_mb),
             pick(self.open_files, other.open_files),
             pick(self.file_size_mb, other.file_size_mb),
+            pick(self.processes, other.processes),
         )
 
     def prlimit_argv(self) -> list[str]:

@@ -221,7 +221,7 @@ class LocalBackend:
             home = job_home(job_dir, sandboxed)
             env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env, policy.allow_env, home)
             wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, lease.gpu_ids, sandboxed)
-            self._supervisor_spec(spec, wrapper, sandboxed).write(job_dir)
+            self._supervisor_spec(spec, wrapper, sandboxed, policy.limits.processes).write(job_dir)
             with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -273,7 +273,9 @@ class LocalBackend:
             )  # fmt: skip
         return result_from_record(record, lease.gpu_ids, job.stdout_path, job.stderr_path, job_dir / METRICS_NAME)
 
-    def _supervisor_spec(self, spec: JobSpec, wrapper: list[str], sandboxed: bool) -> SupervisorSpec:
+    def _supervisor_spec(
+        self, spec: JobSpec, wrapper: list[str], sandboxed: bool, max_processes: int | None
+    ) -> SupervisorSpec:
         return SupervisorSpec(
             job_id=spec.job_id,
             command=spec.command,
@@ -286,6 +288,7 @@ class LocalBackend:
             max_metric_values=self.max_metric_values,
             wrapper=wrapper,
             sandboxed=sandboxed,
+            max_processes=max_processes,
         )
 
     async def _stop_supervisor(
@@ -329,6 +332,7 @@ def result_from_record(
         cancelled=record.ended == "stopped",
         error=record.error,
         metrics_path=metrics_path if metrics_path.is_file() else None,
+        limit_hit=record.limit_hit,
     )
 
 

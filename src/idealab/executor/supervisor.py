@@ -73,6 +73,7 @@ class SupervisorSpec:
         max_metric_values: int = DEFAULT_MAX_METRIC_VALUES,
         wrapper: list[str] | None = None,  # argv put in front of the command: prlimit, bwrap (see bwrap.py)
         sandboxed: bool = False,  # the wrapper ends in bwrap: its processes are the namespace's init side
+        max_processes: int | None = None,  # tasks (processes and threads) of the job, through a pids cgroup
     ) -> None:
         self.job_id = job_id
         self.command = command
@@ -85,6 +86,7 @@ class SupervisorSpec:
         self.max_metric_values = max_metric_values
         self.wrapper = wrapper or []
         self.sandboxed = sandboxed
+        self.max_processes = max_processes
 
     def write(self, job_dir: PathLike) -> None:
         _write_atomic(os.path.join(job_dir, SPEC_NAME), json.dumps(vars(self)))
@@ -112,6 +114,7 @@ class ExitRecord:
         stderr_dropped: int = 0,
         metric_values_seen: int = 0,
         metric_values_dropped: int = 0,
+        limit_hit: str | None = None,  # a limit the job ran into, said plainly ("process limit (64) reached")
     ) -> None:
         self.job_id = job_id
         self.started_at = started_at
@@ -125,6 +128,7 @@ class ExitRecord:
         self.stderr_dropped = stderr_dropped
         self.metric_values_seen = metric_values_seen
         self.metric_values_dropped = metric_values_dropped
+        self.limit_hit = limit_hit
 
     def write(self, job_dir: PathLike) -> None:
         _write_atomic(os.path.join(job_dir, EXIT_NAME), json.dumps(vars(self)))
@@ -204,6 +208,66 @@ def wait_group_gone(pgid: int, timeout_s: float) -> bool:
             os.close(fd)
 
 
+class _PidsCgroup:
+    """A pids cgroup of the job's own (v1 `pids` hierarchy, or v2 where the pids controller is on): every
+    process the job forks stays in it, however it daemonises, and `pids.max` caps how many there are.
+    RLIMIT_NPROC would not do: it counts all of a user's processes on the machine."""
+
+    def __init__(self, path: str, home: str) -> None:
+        self.path = path
+        self.home = home  # the supervisor's own cgroup, where it goes back after starting the job
+
+    @classmethod
+    def create(cls, name: str, limit: int) -> _PidsCgroup | None:
+        try:
+            with open("/proc/self/cgroup") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, rel = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                home = "/sys/fs/cgroup/pids" + rel.rstrip("/")
+            elif controllers == "":
+                home = "/sys/fs/cgroup" + rel.rstrip("/")
+            else:
+                continue
+            path = os.path.join(home, name)
+            try:
+                os.mkdir(path)
+            except OSError:
+                continue
+            try:
+                with open(os.path.join(path, "pids.max"), "w") as handle:
+                    handle.write(str(limit))
+                return cls(path, home)
+            except OSError:
+                os.rmdir(path)
+        return None
+
+    def move_here(self, into: str) -> None:
+        with open(os.path.join(into, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+
+    def hits(self) -> int:
+        """How often a fork was refused at the limit."""
+        try:
+            with open(os.path.join(self.path, "pids.events")) as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "max":
+                        return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def remove(self) -> None:
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass  # a process stuck in the kernel still in it: the empty group is harmless
+
+
 class _Pipe:
     """The read end of one of the job's output streams and where its bytes go."""
 
@@ -233,6 +297,8 @@ class _Supervision:
         self.selector = selectors.DefaultSelector()
         self.ended = "exited"
         self.kill_at: float | None = None  # monotonic time of the SIGKILL once termination began
+        self.cgroup: _PidsCgroup | None = None
+        self.limit_hit: str | None = None
 
     def run(self) -> ExitRecord:
         started_at = time.time()
@@ -245,11 +311,17 @@ class _Supervision:
         err_r, err_w = os.pipe()
         try:
             os.chdir(self.spec.cwd)  # where the job starts (posix_spawn has no portable chdir)
+            self._enter_cgroup()
             try:
                 pid = self._spawn(self._argv(), out_w, err_w)
             except (FileNotFoundError, PermissionError):  # a built-in, or a mistake the shell words for us
                 pid = self._spawn(["/bin/sh", "-c", self.spec.command], out_w, err_w)
+            finally:
+                if self.cgroup is not None:  # the job was born in it; the supervisor does not count
+                    self.cgroup.move_here(self.cgroup.home)
         except OSError as exc:
+            if self.cgroup is not None:
+                self.cgroup.remove()
             return self._record(started_at, None, "error", f"could not start the job: {exc}")
         finally:
             os.close(out_w)
@@ -264,6 +336,18 @@ class _Supervision:
             _signal_group(pid, signal.SIGKILL)  # a bug here must not leave the job without its limit
             raise
         return self._record(started_at, returncode, self.ended)
+
+    def _enter_cgroup(self) -> None:
+        limit = self.spec.max_processes
+        if limit is None:
+            return
+        name = f"idealab-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.spec.job_id)}-{os.getpid()}"
+        self.cgroup = _PidsCgroup.create(name, limit)
+        if self.cgroup is None:
+            print(f"idealab supervisor: no writable pids cgroup here: the process limit ({limit}) is not enforced",
+                  file=sys.stderr)  # fmt: skip
+            return
+        self.cgroup.move_here(self.cgroup.path)
 
     def _argv(self) -> list[str]:
         argv = job_argv(self.spec.command)
@@ -316,6 +400,10 @@ class _Supervision:
         # once exit.json exists the job's GPUs may go to the next job: every process of it must be gone
         wait_group_gone(pid, REAP_TIMEOUT_S)
         self._drain(time.monotonic() + DRAIN_S)
+        if self.cgroup is not None:
+            if self.cgroup.hits():
+                self.limit_hit = f"process limit ({self.spec.max_processes} processes and threads) reached"
+            self.cgroup.remove()
         code = os.waitstatus_to_exitcode(status)
         if self.spec.sandboxed and code > 128:  # bwrap words a job killed by signal N as exit 128 + N
             code = 128 - code
@@ -397,6 +485,7 @@ class _Supervision:
             stdout_dropped=self.stdout.dropped,
             stderr_bytes=self.stderr.total,
             stderr_dropped=self.stderr.dropped,
+            limit_hit=self.limit_hit,
             metric_values_seen=seen,
             metric_values_dropped=dropped,
         )
