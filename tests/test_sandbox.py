@@ -370,3 +370,20 @@ def test_a_fork_bomb_ends_with_the_process_limit_as_its_reason(tmp_path: Path) -
     assert outcome.status is Status.FAILED and outcome.reason is not None
     assert outcome.reason.startswith("process limit (16 processes and threads) reached: exit code 3"), outcome.reason
     assert not list(Path("/sys/fs/cgroup").glob("**/idealab-bomb-*"))  # its cgroup is removed
+
+
+def test_a_job_and_its_daemons_do_not_outlive_the_time_limit(tmp_path: Path) -> None:
+    marker = f"{time.time_ns() % 10**6 + 2 * 10**6}.5"
+    job = script_job(tmp_path / "code", "stuck", f"""
+        import os, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # needs the SIGKILL after the grace period
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", "{marker}"])
+            os._exit(0)
+        time.sleep(600)
+    """, timeout_s=1)
+    backend = LocalBackend(SlotPool.cpu_only(1), sandbox="require", grace_s=0.5)
+    result = run_jobs(job, backend=backend)[0]
+    assert result.timed_out and _alive_with(marker) == []
