@@ -387,3 +387,21 @@ def test_a_job_and_its_daemons_do_not_outlive_the_time_limit(tmp_path: Path) -> 
     backend = LocalBackend(SlotPool.cpu_only(1), sandbox="require", grace_s=0.5)
     result = run_jobs(job, backend=backend)[0]
     assert result.timed_out and _alive_with(marker) == []
+
+
+def test_files_linked_from_the_shared_pool_are_read_only_in_the_sandbox(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "data.bin").write_bytes(b"shared by every experiment")
+    job = script_job(tmp_path / "code", "chmodw", """
+        import os
+        try:
+            os.chmod("data.bin", 0o644)
+            open("data.bin", "ab").write(b" and changed")
+            print('"changed"')
+        except OSError as exc:
+            print('"refused"')
+    """)
+    os.link(pool / "data.bin", tmp_path / "code" / "data.bin")
+    assert stdout_json(run_jobs(job)[0]) == "refused"
+    assert (pool / "data.bin").read_bytes() == b"shared by every experiment"

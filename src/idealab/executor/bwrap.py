@@ -26,7 +26,9 @@ from __future__ import annotations
 import functools
 import glob
 import logging
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -173,6 +175,22 @@ def _reveal_dirs() -> list[Path]:
     return sorted((p for p in paths if p.is_dir()), key=lambda p: len(p.parts))
 
 
+def _linked_files(workspace: Path) -> list[Path]:
+    """Files of the copy hard-linked from the run's pool of shared files (`shared.py`): one inode for
+    every experiment, so the job must not be able to chmod and write it (as root it could)."""
+    linked = []
+    for top, _, names in os.walk(workspace):
+        for name in names:
+            path = Path(top, name)
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                linked.append(path)
+    return linked
+
+
 def bwrap_argv(
     policy: SandboxPolicy, workspace: Path, log_dir: Path, gpu_ids: Sequence[int], exe: str | None = None
 ) -> list[str]:
@@ -205,8 +223,7 @@ def bwrap_argv(
             argv += ["--tmpfs", str(path)]
     for path in hidden:  # the empty layers read-only too, now that the mount points under them exist
         argv += ["--remount-ro", str(path)]
-    for rel in policy.readonly:
-        target = workspace / rel
+    for target in sorted({*(workspace / rel for rel in policy.readonly), *_linked_files(workspace)}):
         if target.is_file() and not target.is_symlink():
             argv += ["--ro-bind", str(target), str(target)]
     argv += ["--dir", JOB_HOME, "--chdir", str(workspace), "--as-pid-1", "--",
