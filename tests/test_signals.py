@@ -45,6 +45,9 @@ def test_sigterm_during_a_preflight_leaves_no_orphan(tmp_path: Path, fake_provid
         "--model", "openai:some-model", "--base-url", fake_provider.openai_base_url,
         "--workdir", str(tmp_path / "run"), "--epochs", "1", "--ideas-per-epoch", "2", "--batch-size", "2",
         "--slots", "2", "--quiet",
+        # the preflight writes its host pid outside its copy: only without the sandbox (in it, nothing
+        # outlives the job's PID namespace: tests/test_sandbox.py)
+        "--sandbox", "off",
     ]  # fmt: skip
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
