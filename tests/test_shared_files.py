@@ -44,7 +44,8 @@ def env_with_data(tmp_path: Path, size: int, extra: str) -> Path:
 def run(env: Path, workdir: Path, ideas: int, sandbox: str = "auto") -> None:
     done = subprocess.run(
         [sys.executable, "-m", "idealab", "run", "--env", str(env), "--epochs", "1", "--ideas-per-epoch",
-         str(ideas), "--slots", "1", "--workdir", str(workdir), "--quiet", "--sandbox", sandbox],
+         str(ideas), "--slots", "1", "--workdir", str(workdir), "--quiet", "--sandbox", sandbox,
+         "--baseline-runs", "1", "--confirm-top", "0"],  # one baseline, no confirmation: a job per idea
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
