@@ -392,7 +392,9 @@ def _print_table(data: dict[str, Any]) -> None:
         value = "" if e["metric"] is None else f"{e['metric']:.4g}"
         mean = "" if e["mean"] is None else f"{e['mean']:.4g} ({sum(t['status'] == 'ok' for t in e['trials'])})"
         verdict = (e["verdict"] or "") + (", inside the noise floor" if e["inside_noise_floor"] else "")
-        detail = e["idea"] if e["status"] == "ok" else f"{e['idea']}\n[dim]{(e['reason'] or '')[-300:]}[/]"
+        detail = Text(e["idea"])
+        if e["status"] != "ok":
+            detail.append("\n" + (e["reason"] or "")[-300:], style="dim")
         table.add_row(str(e["id"]), str(e["epoch"]), e["status"], value, mean, verdict, detail)
     out.print(table)
     out.print(_baseline_text(data["baseline"], metric["name"]))

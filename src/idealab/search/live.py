@@ -60,7 +60,7 @@ class LiveDisplay:
             self.console.print(line)
             self.progress.advance(self.task)
         elif event.kind == "baseline":
-            self.console.print(f"[bold]{event.text}[/]")
+            self.console.print(Text(event.text or "", style="bold"))
         elif event.kind == "stopping":
             self.console.print(Text(f"stopping: {event.text}", style="yellow"))
         summary = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
