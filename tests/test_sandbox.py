@@ -405,3 +405,25 @@ def test_files_linked_from_the_shared_pool_are_read_only_in_the_sandbox(tmp_path
     os.link(pool / "data.bin", tmp_path / "code" / "data.bin")
     assert stdout_json(run_jobs(job)[0]) == "refused"
     assert (pool / "data.bin").read_bytes() == b"shared by every experiment"
+
+
+def test_the_data_and_interpreter_under_tmp_come_back_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clone in /tmp (its venv, its data dir) is covered by the job's fresh /tmp: the interpreter and the
+    # data directory must be bound back (they were not: every job failed with "python: No such file").
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "corpus.txt").write_text("tokens")
+    monkeypatch.setenv("IDEALAB_DATA_DIR", str(data))
+    job = script_job(tmp_path / "w", "reads", f"""
+        import json, pathlib
+        path = pathlib.Path({str(data / "corpus.txt")!r})
+        try:
+            path.write_text("changed")
+            wrote = True
+        except OSError:
+            wrote = False
+        print(json.dumps([path.read_text(), wrote]))
+    """)
+    assert stdout_json(run_jobs(job)[0]) == ["tokens", False]

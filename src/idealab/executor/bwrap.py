@@ -40,6 +40,7 @@ from idealab.paths import data_dir
 log = logging.getLogger(__name__)
 
 SANDBOX_MODES = ("auto", "require", "off")
+TMPFS_DIRS = tuple(p for p in (Path("/tmp"), Path("/var/tmp")) if p.is_dir())  # fresh and empty per job
 JOB_HOME = "/tmp/home"  # a job's HOME inside the sandbox: in its private /tmp
 _PROBE_TIMEOUT_S = 20.0
 # The init (pid 1) of a job's PID namespace (`bwrap --as-pid-1`): runs the job's command and reaps every
@@ -199,9 +200,9 @@ def bwrap_argv(
             "--unshare-uts", "--unshare-cgroup-try"]  # fmt: skip
     if not policy.network:
         argv.append("--unshare-net")
-    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    if Path("/var/tmp").is_dir():
-        argv += ["--tmpfs", "/var/tmp"]
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for tmp in TMPFS_DIRS:
+        argv += ["--tmpfs", str(tmp)]
     if gpu_ids:  # the card's device files; CUDA_VISIBLE_DEVICES picks the leased ones among them
         for dev in sorted(glob.glob("/dev/nvidia*")):
             argv += ["--dev-bind", dev, dev]
@@ -214,8 +215,11 @@ def bwrap_argv(
     outside = [p for p in hidden if not p.is_relative_to(workspace)]
     for path in outside:
         argv += ["--tmpfs", str(path)]
+    # The interpreter and the data come back read-only wherever they were covered: under a concealed
+    # directory (a venv in a home directory) or under the fresh /tmp (a clone in /tmp).
+    covered = [*(c for c in concealed if c.is_dir()), *TMPFS_DIRS]
     for path in _reveal_dirs():
-        if any(path.resolve().is_relative_to(c.resolve()) for c in concealed if c.is_dir()):
+        if any(path.resolve().is_relative_to(c.resolve()) for c in covered):
             argv += ["--ro-bind", str(path), str(path)]
     argv += ["--bind", str(workspace), str(workspace)]
     for path in hidden:
