@@ -12,9 +12,10 @@ QUAD = Path(__file__).parent / "envs" / "quad"
 
 def test_the_first_job_starts_before_the_last_idea_of_the_epoch_is_applied(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
+    # one baseline run, so a slot is free for the epoch's first jobs (repeats would take both slots first)
     done = subprocess.run(
         [sys.executable, "-m", "idealab", "run", "--env", str(QUAD), "--epochs", "1", "--ideas-per-epoch", "24",
-         "--slots", "2", "--workdir", str(workdir), "--quiet"],
+         "--slots", "2", "--workdir", str(workdir), "--quiet", "--baseline-runs", "1", "--confirm-top", "0"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
