@@ -306,7 +306,8 @@ def filling_env(tmp_path: Path) -> Path:
     shutil.copytree(QUAD, env)
     manifest = env / "idealab.toml"
     command = """python train.py && if [ -n "$QUAD_FILL" ]; then head -c 3000000 /dev/zero; fi"""
-    manifest.write_text(manifest.read_text().replace('command = "python train.py"', f"command = '{command}'"))
+    text = manifest.read_text().replace('command = "python train.py"', f"command = '{command}'")
+    manifest.write_text(text.replace("[run]\n", '[run]\nallow_env = ["QUAD_FILL"]\n', 1))  # jobs see listed names only
     return env
 
 
