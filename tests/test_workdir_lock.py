@@ -105,14 +105,17 @@ def gated_env(tmp_path: Path) -> Path:
     shutil.copytree(QUAD, env)
     manifest = env / "idealab.toml"
     command = """while [ ! -e "$QUAD_GATE" ]; do sleep 0.05; done; python train.py"""
-    manifest.write_text(manifest.read_text().replace('command = "python train.py"', f"command = '{command}'"))
+    text = manifest.read_text().replace('command = "python train.py"', f"command = '{command}'")
+    text = text.replace("timeout_s = 30", "timeout_s = 300")  # held jobs wait for the test, however slow it is
+    manifest.write_text(text.replace("[run]\n", '[run]\nallow_env = ["QUAD_GATE"]\n', 1))  # jobs see listed names only
     return env
 
 
 def run_command(env: Path, workdir: Path) -> list[str]:
     return [
         sys.executable, "-m", "idealab", "run", "--env", str(env), "--epochs", "1", "--ideas-per-epoch", "2",
-        "--slots", "2", "--workdir", str(workdir), "--quiet",
+        "--slots", "2", "--workdir", str(workdir), "--quiet", "--baseline-runs", "1", "--confirm-top", "0",
+        "--sandbox", "off",  # the jobs watch a gate file in the test's /tmp, and the test reads their host pids
     ]  # fmt: skip
 
 
