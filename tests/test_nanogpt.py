@@ -287,7 +287,7 @@ def test_loss_line_time_limit_data_and_evaluation_are_protected() -> None:
     assert {"harness.py", "shards.py"} <= set(m.files.protected)
     guarded = protected_text(ENV_DIR / "train_gpt.py")
     for needle in ("F.cross_entropy(", "clock.should_stop()", "clock.start()", "DistributedDataLoader(",
-                   "evaluate(raw_model", "report(step", "from harness import SETTINGS"):
+                   "evaluate(raw_model", "report(step", "from harness import SEED, SETTINGS"):
         assert needle in guarded, needle
 
 
