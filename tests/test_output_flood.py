@@ -46,7 +46,7 @@ editable = ["job.py"]
 """
 
 ORCHESTRATOR = f"""
-import asyncio, json, resource, sys, time
+import asyncio, json, sys, time
 from pathlib import Path
 from idealab.executor.local import LocalBackend
 from idealab.executor.runner import run_job
@@ -65,7 +65,9 @@ async def main():
                     elapsed=time.monotonic() - t0, stdout=str(outcome.result.stdout_path))
 
     flood, sleeper = await asyncio.gather(one("flood"), one("sleeper"))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's own peak (ru_maxrss would carry over the forking pytest's peak across exec)
+    status = Path("/proc/self/status").read_text()
+    rss_mb = int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1]) / 1024
     print(json.dumps(dict(flood=flood, sleeper=sleeper, rss_mb=rss_mb)))
 
 asyncio.run(main())
