@@ -26,7 +26,7 @@ from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, Journal, Verdi
 from idealab.search.loop import Search, SearchConfig, trial_seed
 from idealab.status import Status
 from idealab.store import IdeaRecord, Store
-from test_resume import job_processes
+from jobprocs import job_processes
 
 NOISY = Path(__file__).parent / "envs" / "noisy"
 SD = 0.1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from jobprocs import job_processes
 
 QUAD = Path(__file__).parent / "envs" / "quad"
 EPOCHS, IDEAS = 2, 4
@@ -38,20 +39,6 @@ def terminal_rows(db: Path) -> dict[int, tuple[str, float | None]]:
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def job_processes(workdir: Path) -> list[int]:
-    """Live processes that belong to jobs of this run (found by the IDEALAB_JOB_ID in their environment)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if b"IDEALAB_JOB_ID=" in environ and cwd.startswith(str(workdir)):
-            found.append(int(entry.name))
-    return found
 
 
 def exit_records_written(db: Path, job_keys: list[str]) -> bool:

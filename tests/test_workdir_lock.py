@@ -18,6 +18,7 @@ import pytest
 from idealab.status import Status
 from idealab.store import DB_NAME, Store, StoreError
 from idealab.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock
+from jobprocs import job_processes
 from mounts import readonly_copy
 
 QUAD = Path(__file__).parent / "envs" / "quad"
@@ -31,21 +32,9 @@ def idealab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
+
 def job_leaders(workdir: Path) -> list[int]:
-    """The live jobs of this workdir: group leaders with IDEALAB_JOB_ID in their environment, cwd inside it."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        pid = int(entry.name)
-        if b"IDEALAB_JOB_ID=" in environ and cwd.startswith(str(workdir)) and os.getpgid(pid) == pid:
-            found.append(pid)
-    return found
+    return job_processes(workdir, leaders_only=True)
 
 
 # A process that takes the lock, says so, optionally starts a long-lived child, then waits to be killed.
