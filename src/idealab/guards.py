@@ -1,8 +1,9 @@
 """Checks a code change must pass before any compute is spent on it.
 
 Protection is enforced here, in code, not only asked for in a prompt: a change may not touch `readonly`
-or `hidden` files, nor the protected regions of editable files, and every changed Python file must compile.
-Each refusal is a model-readable sentence, fed back to an implementer for revision.
+or `hidden` files, nor the protected regions of editable files, every changed Python file must compile,
+and what the change adds may not reach for the evaluation's internals (`static_checks`). Each refusal is
+a model-readable sentence, fed back to an implementer for revision.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import PurePosixPath
 from idealab.manifest import PROTECT_BEGIN, PROTECT_END, Manifest
 from idealab.metrics import METRIC_LINE_PREFIX
 from idealab.patching import FileChange
+from idealab.static_checks import REFUSAL, check_static
 
 METRIC_MARKER = METRIC_LINE_PREFIX.strip()
 
@@ -75,4 +77,13 @@ def check_changes(manifest: Manifest, changes: Sequence[FileChange]) -> str | No
                 compile(change.new_text, path, "exec", dont_inherit=True)
             except SyntaxError as exc:
                 problems.append(f"{path}: the changed file does not compile: {exc.msg} (line {exc.lineno})")
+    if not problems:
+        static = check_static(manifest, changes)
+        if static:
+            return f"{REFUSAL}: " + "; ".join(static)
     return "; ".join(problems) if problems else None
+
+
+def is_static_refusal(reason: str) -> bool:
+    """Whether a guard's refusal came from the static checks (a reach for the evaluation's internals)."""
+    return REFUSAL in reason

@@ -68,6 +68,9 @@ class RunSpec:
     max_open_files: int | None = None
     max_file_mb: int | None = None  # the largest file a job may write
     max_processes: int | None = None  # processes and threads of a job at once (a pids cgroup)
+    # the editable code may start processes and threads (workers): without it the static checks refuse
+    # a change that imports subprocess / multiprocessing / threading or forks (docs/reward_hacking.md)
+    allow_processes: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class MetricSpec:
     # A run stopped by its time limit is still scored from the values it printed before (as the paper's
     # GRPO runs were); its status stays TIMEOUT and its reason says the metric is partial.
     partial_on_timeout: bool = False
+    # The best value physically possible (0 for a loss, 1.0 for an accuracy): a result at or near it is
+    # flagged suspect (docs/statistics.md).
+    bound: float | None = None
 
     def better(self, a: float, b: float) -> bool:
         """True when value a is strictly better than b in this metric's direction."""
@@ -173,8 +179,9 @@ _TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", 
 _RUN_KEYS = {
     "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
     "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb", "max_processes",
+    "allow_processes",
 }  # fmt: skip
-_METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout"}
+_METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout", "bound"}
 _GUIDANCE_KEYS = {"direction", "examples"}
 _SEARCH_KEYS = {"ideas_per_epoch"}
 _FILES_KEYS = {"editable", "readonly", "hidden"}
@@ -319,6 +326,7 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
         network=r.boolean(run, "network", "run.", default=False),
         allow_env=r.string_list(run, "allow_env", "run."),
         sandbox=sandbox,
+        allow_processes=r.boolean(run, "allow_processes", "run.", default=False),
         **limits,
     )
 
@@ -345,6 +353,7 @@ def _parse_metric(r: _Reader, raw: dict[str, Any]) -> MetricSpec:
             raise r.fail("metric.valid_range", "[low, high] of finite numbers with low <= high", vr)
         valid_range = (float(vr[0]), float(vr[1]))
     baseline = r.number(metric, "baseline", "metric.") if "baseline" in metric else None
+    bound = r.number(metric, "bound", "metric.") if "bound" in metric else None
     return MetricSpec(
         name=r.string(metric, "name", "metric."),
         goal=r.choice(metric, "goal", "metric.", Goal, None),
@@ -353,6 +362,7 @@ def _parse_metric(r: _Reader, raw: dict[str, Any]) -> MetricSpec:
         baseline=baseline,
         valid_range=valid_range,
         partial_on_timeout=r.boolean(metric, "partial_on_timeout", "metric.", False),
+        bound=bound,
     )
 
 
