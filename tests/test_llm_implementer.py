@@ -105,6 +105,26 @@ def test_a_readonly_change_is_refused_fed_back_and_fixed(tmp_path, fake_provider
     assert "read-only" in revision[3]["content"]  # ...and why it was refused
 
 
+SHORTEN_SLEEP = """train.py
+<<<<<<< SEARCH
+X = 0.5
+=======
+X = 0.3
+os.environ["QUAD_SLEEP_S"] = "0"
+>>>>>>> REPLACE
+"""
+
+
+def test_a_static_refusal_goes_back_to_the_model_and_the_revision_passes(tmp_path, fake_provider):
+    manifest, workspace = env_copy(tmp_path)
+    fake_provider.add("chat", Reply.answer(SHORTEN_SLEEP), Reply.answer(SET_X))
+    impl = implement(fake_provider, manifest, workspace, samples=1, revisions=1)
+    assert impl.ok and [a.outcome for a in impl.attempts] == ["rejected", "applied"]
+    error = impl.attempts[0].error or ""
+    assert "reaches for the evaluation's internals" in error and "QUAD_SLEEP_S" in error and "line 8" in error
+    assert "QUAD_SLEEP_S" in fake_provider.requests("chat")[1].body["messages"][3]["content"]
+
+
 def test_no_acceptable_change_after_all_revisions_is_reported_with_the_last_error(tmp_path, fake_provider):
     manifest, workspace = env_copy(tmp_path)
     fake_provider.add("chat", Reply.answer(CHANGE_SCORE), Reply.answer("I cannot do that."))

@@ -18,6 +18,7 @@ class Status(StrEnum):
     INVALID = "invalid"  # no metric, non-finite, or outside valid_range
     TAMPERED = "tampered"  # a readonly or hidden file changed
     UNIMPLEMENTABLE = "unimplementable"  # no acceptable code change could be made
+    REFUSED = "refused"  # every change offered reached for the evaluation's internals (static checks)
     CANCELLED = "cancelled"  # the run stopped (e.g. cost cap) before this idea ran
 
     @property
@@ -38,9 +39,10 @@ TERMINAL = frozenset(
         Status.INVALID,
         Status.TAMPERED,
         Status.UNIMPLEMENTABLE,
+        Status.REFUSED,
         Status.CANCELLED,
     }
 )
 IN_FLIGHT = frozenset(set(Status) - TERMINAL)
 # Terminal statuses of ideas whose job ran: the evidence the next epoch's ideation waits for.
-RESULTS = TERMINAL - {Status.UNIMPLEMENTABLE, Status.CANCELLED}
+RESULTS = TERMINAL - {Status.UNIMPLEMENTABLE, Status.REFUSED, Status.CANCELLED}

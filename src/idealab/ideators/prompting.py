@@ -48,6 +48,7 @@ _IDEATION_ROLE = {
 # How an idea without a score is labelled for the ideator: exactly what became of it, one label per status.
 STATUS_LABELS = {
     Status.UNIMPLEMENTABLE: "could not be implemented",
+    Status.REFUSED: "refused: its change reached for the evaluation's internals",
     Status.FAILED: "ran and crashed",
     Status.TIMEOUT: "ran and timed out (exceeded the time limit)",
     Status.INVALID: "ran, but its metric was invalid or suspect",

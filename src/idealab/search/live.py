@@ -44,7 +44,7 @@ class LiveDisplay:
         if event.kind == "started":
             self.running += 1
         elif event.kind == "finished" and event.status is not None:
-            if event.status is not Status.UNIMPLEMENTABLE and event.status is not Status.CANCELLED:
+            if event.status.has_result:
                 self.running = max(0, self.running - 1)
             self.counts[event.status.value] = self.counts.get(event.status.value, 0) + 1
             where = {-1: "baseline", -2: "confirmation"}.get(event.epoch, f"epoch {event.epoch}")

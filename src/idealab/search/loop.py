@@ -42,6 +42,7 @@ from idealab.ideators.base import (
     Implementer,
     PastIdea,
 )
+from idealab.guards import is_static_refusal
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
 from idealab.search.evidence import trial_seed
@@ -504,7 +505,10 @@ class Search:
                 idea.id, attempt.attempt, attempt.sample, attempt.fmt, attempt.text, attempt.outcome, attempt.error
             )
         if not impl.ok:
-            self._finish(idea, Status.UNIMPLEMENTABLE, None, impl.reason or "no acceptable code change")
+            reason = impl.reason or "no acceptable code change"
+            # the last change offered was refused by the static checks: an explicit status, not a failure to code
+            status = Status.REFUSED if is_static_refusal(reason) else Status.UNIMPLEMENTABLE
+            self._finish(idea, status, None, reason)
             return self.store.get_idea(idea.id)
         write_changes(workspace, impl.changes)
         shown = set(self.manifest.files.shown) | {c.path for c in impl.changes}

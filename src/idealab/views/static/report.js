@@ -3,7 +3,7 @@
 (function () {
   const STATUS_COLORS = {
     ok: "#2e9d4b", failed: "#d7263d", timeout: "#f08a24", invalid: "#9b5de5", tampered: "#6d2e46",
-    unimplementable: "#8d99ae", cancelled: "#bfc5cc", proposed: "#4ea8de", implementing: "#48bfe3",
+    unimplementable: "#8d99ae", refused: "#8a1c7c", cancelled: "#bfc5cc", proposed: "#4ea8de", implementing: "#48bfe3",
     ready: "#5390d9", running: "#f4c430",
   };
   const STATUS_ORDER = Object.keys(STATUS_COLORS);
