@@ -34,6 +34,7 @@ from idealab.executor.local import result_from_record, settle_stale_job
 from idealab.executor.runner import Outcome, classify, copy_matches_diff, protected_hashes, run_job
 from idealab.executor.shared import POOL_DIR, SharedFiles
 from idealab.executor.supervisor import METRICS_NAME
+from idealab.guards import is_static_refusal
 from idealab.ideators.base import (
     IdeaKind,
     IdeaProposal,
@@ -42,7 +43,6 @@ from idealab.ideators.base import (
     Implementer,
     PastIdea,
 )
-from idealab.guards import is_static_refusal
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
 from idealab.search.evidence import trial_seed

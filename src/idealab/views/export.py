@@ -40,7 +40,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "payload": ("string", "the ideator's structured idea as JSON (knobs, strategy, plan, ...)"),
     "diff": ("string?", "the code that ran: unified diff of the job's copy against the environment"),
     "applied_diff": ("string?", "the implementer's accepted change as it was applied"),
-    "status": ("string", "ok, failed, timeout, invalid, tampered, unimplementable, refused, cancelled (or an in-flight status)"),
+    "status": (
+        "string", "ok, failed, timeout, invalid, tampered, unimplementable, refused, cancelled (or an in-flight status)"
+    ),
     "reason": ("string?", "why it did not finish ok (error tail, timeout, rule broken, ...)"),
     "metric": ("float64?", "the experiment's metric; null when it produced none that counts"),
     "beats_baseline": ("bool", "confirmed and better than the baseline by the test of docs/statistics.md"),
