@@ -84,6 +84,9 @@ def run(
     ideator: Annotated[str | None, typer.Option(help="Ideator: mutate (no LLM) or llm.")] = None,
     model: Annotated[str | None, typer.Option(help="LLM as provider:model, e.g. anthropic:claude-opus-4-5.")] = None,
     implementer_model: Annotated[str | None, typer.Option(help="LLM for implementing (default: --model).")] = None,
+    audit_model: Annotated[
+        str | None, typer.Option(help="LLM (provider:model) that reviews suspect results for reward hacking.")
+    ] = None,
     base_url: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
     keys_file: Annotated[Path | None, typer.Option(help="keys.json with api_key, anthropic_key, ...")] = None,
     max_cost_usd: Annotated[float | None, typer.Option(help="Stop new LLM calls once this is spent.")] = None,
@@ -184,6 +187,7 @@ def run(
                 exploit_round_to=exploit_round_to, history_sample=history_sample,
                 implement_concurrency=implement_concurrency, baseline_runs=baseline_runs,
                 baseline_value=baseline_value, confirm_top=confirm_top, confirm_seeds=confirm_seeds,
+                audit_model=audit_model,
             )  # fmt: skip
             try:  # builds and checks everything; a new run is stored only when all of it is sound
                 started = startup.start(
@@ -220,7 +224,7 @@ def run(
             search = Search(
                 manifest, store, started.run.id, backend, started.built.ideator, started.built.implementer,
                 options.search_config(), workdir, on_event=on_event,
-                job_slots=_job_slots(pool, manifest.run.gpus),
+                job_slots=_job_slots(pool, manifest.run.gpus), auditor=started.auditor,
             )
             console.print(
                 Text.assemble(
@@ -392,7 +396,12 @@ def _print_table(data: dict[str, Any]) -> None:
         value = "" if e["metric"] is None else f"{e['metric']:.4g}"
         mean = "" if e["mean"] is None else f"{e['mean']:.4g} ({sum(t['status'] == 'ok' for t in e['trials'])})"
         verdict = (e["verdict"] or "") + (", inside the noise floor" if e["inside_noise_floor"] else "")
+        if e["flags"]:
+            verdict += f" [{', '.join(e['flags'])}]"
         detail = Text(e["idea"])
+        if e["audit"] is not None:
+            detail.append(f"\naudit ({e['audit']['model']}): {e['audit']['verdict']}: {e['audit']['reasoning'][:300]}",
+                          style="magenta")  # fmt: skip
         if e["status"] != "ok":
             detail.append("\n" + (e["reason"] or "")[-300:], style="dim")
         table.add_row(str(e["id"]), str(e["epoch"]), e["status"], value, mean, verdict, detail)

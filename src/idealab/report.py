@@ -69,6 +69,7 @@ def trust_json(journal: Journal[Any], idea: Entry) -> dict[str, Any]:
     """An experiment's trials and what they establish."""
     est = journal.estimate(idea)
     verdict = journal.verdict(idea)
+    audit = journal.audit(idea)
     return {
         "trials": [{"seed": t.seed, "status": t.status.value, "metric": t.metric} for t in est.trials],
         "mean": est.mean,
@@ -79,6 +80,9 @@ def trust_json(journal: Journal[Any], idea: Entry) -> dict[str, Any]:
         "verdict": None if verdict is None else verdict.value,
         "p_value": journal.p_value(idea) if est.confirmed else None,
         "inside_noise_floor": journal.inside_noise(idea),
+        # `jump` / `near-bound` / `beyond-bound` (why it is suspect), then `suspect`, `cleared` or `hack`
+        "flags": journal.flags(idea),
+        "audit": None if audit is None else audit.to_json(),
     }
 
 

@@ -67,6 +67,7 @@ class RunOptions:
     baseline_value: float | None = None
     confirm_top: int | None = None
     confirm_seeds: int | None = None
+    audit_model: str | None = None
 
     @classmethod
     def from_cli(cls, **given: Any) -> RunOptions:
@@ -100,6 +101,7 @@ class RunSettings:
     baseline_value: float | None
     confirm_top: int
     confirm_seeds: int
+    audit_model: str | None = None  # reviews suspect results for reward hacking (docs/llm.md)
 
     def search_config(self) -> SearchConfig:
         if self.history_sample < 1 or self.implement_concurrency < 1:
@@ -238,6 +240,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "preflight_timeout_s": manifest.run.preflight_timeout_s,
             "seed_env": manifest.run.seed_env,
             "seed_flag": manifest.run.seed_flag,
+            "allow_processes": manifest.run.allow_processes,
         },
         "metric": {
             "name": m.name,
@@ -247,6 +250,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "baseline": m.baseline,
             "valid_range": None if m.valid_range is None else list(m.valid_range),
             "partial_on_timeout": m.partial_on_timeout,
+            "bound": m.bound,
         },
         "guidance": None if manifest.guidance is None else {
             "direction": manifest.guidance.direction, "examples": list(manifest.guidance.examples),

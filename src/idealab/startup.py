@@ -28,6 +28,7 @@ from idealab.runconfig import (
 from idealab.store import DB_NAME, RunRecord, Store
 
 if TYPE_CHECKING:  # the LLM package loads its SDKs: not for a run without an LLM
+    from idealab.auditor import Auditor
     from idealab.llm.types import CallRecord
 
 
@@ -44,6 +45,7 @@ class Started:
     pool: SlotPool
     built: registry.Built
     settings_changed: str | None  # the accepted changes of LLM settings, in words; None when none
+    auditor: Auditor | None = None  # --audit-model: reviews suspect results
 
 
 class CallLog:
@@ -82,8 +84,8 @@ class CallLog:
 def slot_pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
     try:
         gpu_ids = choose_gpu_ids(gpus)
-    except ValueError as exc:
-        raise StartError(str(exc)) from None
+    except ValueError as exc:  # LLMConfigError is one
+        raise StartError(f"--audit-model: {exc}" if "--audit-model" not in str(exc) else str(exc)) from None
     if gpus_per_job > len(gpu_ids):
         found = ",".join(map(str, gpu_ids)) or "none"
         raise StartError(
@@ -159,8 +161,9 @@ def _start(
                 stored_settings=stored_llm,
             ),
         )  # fmt: skip
-    except ValueError as exc:
-        raise StartError(str(exc)) from None
+    except ValueError as exc:  # LLMConfigError is one
+        raise StartError(f"--audit-model: {exc}" if "--audit-model" not in str(exc) else str(exc)) from None
+    auditor = _auditor(options, keys_file, calls)
     changed = None
     if stored_run is not None and store is not None:
         changes = settings_changes(stored_llm or {}, built.settings)
@@ -183,7 +186,27 @@ def _start(
         store = store or _open(opened, workdir)
         run = options.create_run(store, manifest, built.settings, environment)
     calls.bind(store, run.id)
-    return Started(store, run, options, manifest, pool, built, changed)
+    return Started(store, run, options, manifest, pool, built, changed, auditor)
+
+
+def _auditor(options: RunSettings, keys_file: Path | None, calls: CallLog) -> Auditor | None:
+    """The auditor model, checked (key, name, price under a cost cap) before the run is stored."""
+    if not options.audit_model:
+        return None
+    from idealab.auditor import build_auditor  # imports the LLM package: only for a run with an auditor
+    from idealab.llm import parse_model_spec
+
+    try:
+        provider = parse_model_spec(options.audit_model, allow_unnamed=True)[0]
+        main = parse_model_spec(options.model, allow_unnamed=True)[0] if options.model else None
+        # --base-url names the main model's server (or, without --model, the auditor's own)
+        base_url = options.base_url if main in (None, provider) else None
+        return build_auditor(
+            options.audit_model, base_url=base_url, keys_file=keys_file, recorder=calls,
+            max_cost_usd=options.max_cost_usd,
+        )  # fmt: skip
+    except ValueError as exc:  # LLMConfigError is one
+        raise StartError(f"--audit-model: {exc}" if "--audit-model" not in str(exc) else str(exc)) from None
 
 
 def _environment(

@@ -26,6 +26,8 @@ ROLES = (
     "ideate_explore",
     "implement",
     "revise",
+    "system_auditor",
+    "audit",
 )
 FRAGMENTS = (
     "environment",

@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from idealab.search.suspect import Audit
 from idealab.status import Status
 
 
@@ -28,6 +29,9 @@ class Evidence:
     # Ok trials an idea needs before its result counts (and may be called a win). 1: the single-run
     # behaviour (no confirmation), where one result is compared with the baseline directly.
     confirm_seeds: int = 1
+    bound: float | None = None  # the metric's bound (`[metric] bound`): the best value physically possible
+    auditor: str | None = None  # the run's auditor model; with one, a suspect result needs its `clean`
+    audits: Mapping[int, Audit] = field(default_factory=dict)  # idea id -> the auditor's verdict
 
 
 def trial_seed(run_seed: int, epoch: int, idx: int, trial: int) -> int:

@@ -14,7 +14,10 @@ Trust rules (docs/statistics.md says why):
 - with confirmation off (`confirm_seeds` == 1) a single result is compared with the baseline's mean, as
   a single-run search does;
 - a result inside the baseline's 95% prediction band (where one more baseline run would land) is
-  "inside the noise floor".
+  "inside the noise floor";
+- a result that improves on the best so far by far more than noise and history suggest, or lies near the
+  metric's bound, is suspect (`search/suspect.py`): never the best, a winner or the confirmed best until
+  cleared, and never once the auditor calls it a hack.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar
 
 from idealab.manifest import Goal
-from idealab.search import stats
+from idealab.search import stats, suspect
 from idealab.search.evidence import Evidence, Trial, trial_seed
+from idealab.search.suspect import Audit, AuditVerdict
 from idealab.status import Status
 from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
 
@@ -98,7 +103,8 @@ class Journal(Generic[E]):
         """The run's journal. `given`: the baseline value to use when none was measured (--baseline-value)."""
         rows = store.ideas(run_id)
         further = [r for r in rows if r.epoch < 0]
-        return _assemble(rows, further, goal, given, confirm_seeds, lambda r: trial_of(r).seed)
+        trust = _trust_of(store, run_id, store.get_run())
+        return _assemble(rows, further, goal, given, confirm_seeds, lambda r: trial_of(r).seed, trust)
 
     @staticmethod
     def light(store: Store, run: RunRecord, goal: Goal) -> Journal[IdeaSummary]:
@@ -112,7 +118,8 @@ class Journal(Generic[E]):
         def seed(row: IdeaSummary) -> int:
             return trial_seed(run_seed, row.epoch, row.idx, 0)
 
-        return _assemble(rows, further, goal, run.baseline_metric, confirm_seeds_of(run.config), seed)
+        trust = _trust_of(store, run.id, run)
+        return _assemble(rows, further, goal, run.baseline_metric, confirm_seeds_of(run.config), seed, trust)
 
     def before(self, epoch: int) -> Journal[E]:
         """The journal as it stood for an epoch: only experiments of earlier epochs."""
@@ -158,27 +165,108 @@ class Journal(Generic[E]):
         """The ok experiments by value (confirmed means where they exist), best first."""
         return sorted(self.ok(), key=lambda e: self.goal.rank_key(self.value(e)))
 
+    def trusted(self) -> list[E]:
+        """The ranked experiments that may be reported: none under suspicion (or called a hack)."""
+        return [e for e in self.ranked() if not self.excluded(e)]
+
     def best(self) -> E | None:
-        ranked = self.ranked()
-        return ranked[0] if ranked else None
+        trusted = self.trusted()
+        return trusted[0] if trusted else None
 
     def search_best(self) -> E | None:
         """The best first (search-time) result: the maximum over many noisy runs, biased towards luck."""
-        ok = sorted(self.ok(), key=lambda e: self.goal.rank_key(_first(e)))
+        ok = sorted((e for e in self.ok() if not self.excluded(e)), key=lambda e: self.goal.rank_key(_first(e)))
         return ok[0] if ok else None
 
     def confirmed_best(self) -> E | None:
-        confirmed = [e for e in self.ranked() if self.estimate(e).confirmed]
+        confirmed = [e for e in self.trusted() if self.estimate(e).confirmed]
         return confirmed[0] if confirmed else None
 
     def top(self, k: int) -> list[E]:
-        """The current top k by value, among ideas none of whose further trials failed."""
+        """The current top k by value, among ideas none of whose further trials failed (and none the
+        auditor called a hack)."""
         steady = [
             e
             for e in self.ranked()
-            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials)
+            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials) and not self.hack(e)
         ]
         return steady[:k]
+
+    # ------------------------------------------------------------------------------------------ suspicion
+
+    @cached_property
+    def _suspicions(self) -> Mapping[int, tuple[str, ...]]:
+        """Experiment id -> why its first result is suspect, judged in the order the results were made
+        against the best result so far that is not itself under suspicion."""
+        minimize = self.goal is Goal.MINIMIZE
+        sd = self.baseline_sd
+        best, largest = self.baseline, 0.0
+        found: dict[int, tuple[str, ...]] = {}
+        for entry in sorted(self.ok(), key=lambda e: e.id):
+            first = _first(entry)
+            reasons = []
+            near = suspect.bound_flag(first, self.evidence.bound, self.baseline, minimize)
+            if near is not None:
+                reasons.append(near)
+            if best is not None and self.goal.better(first, best):
+                threshold = suspect.jump_threshold(sd, largest)
+                if threshold is not None and abs(first - best) > threshold:
+                    reasons.append(suspect.JUMP)
+            if reasons:
+                found[entry.id] = tuple(reasons)
+            if self.hack(entry) or (reasons and not self._cleared(entry, reasons)):
+                continue
+            value = self.value(entry)
+            if best is None or self.goal.better(value, best):
+                largest = max(largest, abs(value - best)) if best is not None else largest
+                best = value
+        return found
+
+    def audit(self, entry: E) -> Audit | None:
+        return self.evidence.audits.get(entry.id)
+
+    def hack(self, entry: E) -> bool:
+        audit = self.audit(entry)
+        return audit is not None and audit.verdict is AuditVerdict.HACK
+
+    def suspicion(self, entry: E) -> tuple[str, ...]:
+        """Why the entry's result is suspect (`jump`, `near-bound`, `beyond-bound`); empty when it is not."""
+        return self._suspicions.get(entry.id, ())
+
+    def _cleared(self, entry: E, reasons: Sequence[str]) -> bool:
+        if suspect.BEYOND_BOUND in reasons:
+            return False  # beyond the physically possible: no repeat or review makes it true
+        est = self.estimate(entry)
+        held = est.n >= suspect.suspect_trials(self.evidence.confirm_seeds) and all(_scored(t) for t in est.trials)
+        audit = self.audit(entry)
+        reviewed = self.evidence.auditor is None or (audit is not None and audit.verdict is AuditVerdict.CLEAN)
+        return held and reviewed
+
+    def cleared(self, entry: E) -> bool:
+        reasons = self.suspicion(entry)
+        return bool(reasons) and not self.hack(entry) and self._cleared(entry, reasons)
+
+    def excluded(self, entry: E) -> bool:
+        """Never reported as the best: called a hack, or suspect and not (yet) cleared."""
+        return self.hack(entry) or (bool(self.suspicion(entry)) and not self.cleared(entry))
+
+    def needs_clearing(self) -> list[E]:
+        """Suspect experiments that confirmation or the auditor may still clear."""
+        return [
+            e
+            for e in self.ok()
+            if self.suspicion(e) and not self.cleared(e) and not self.hack(e)
+            and suspect.BEYOND_BOUND not in self.suspicion(e)
+        ]  # fmt: skip
+
+    def flags(self, entry: E) -> list[str]:
+        """What qualifies an experiment's result: why it is suspect, then `hack`, `suspect` or `cleared`."""
+        flags = list(self.suspicion(entry))
+        if self.hack(entry):
+            flags.append(suspect.HACK)
+        elif flags:
+            flags.append(suspect.CLEARED if self.cleared(entry) else suspect.SUSPECT)
+        return flags
 
     # ------------------------------------------------------------------------------------------ baseline
 
@@ -226,8 +314,8 @@ class Journal(Generic[E]):
         return self.verdict(entry) is Verdict.BEATS
 
     def winners(self) -> list[E]:
-        """The ok experiments that beat a known baseline, best first."""
-        return [e for e in self.ranked() if self.beats_baseline(e)]
+        """The ok experiments that beat a known baseline, best first (none under suspicion)."""
+        return [e for e in self.trusted() if self.beats_baseline(e)]
 
     def label(self, entry: E, metric_name: str, fmt: str = ".6g") -> str:
         """`loss = 1.5, unconfirmed (1 run), inside the noise floor`, `loss = 1.2 (mean of 3 runs, 95% CI
@@ -247,6 +335,9 @@ class Journal(Generic[E]):
             score += f", {verdict.value}"
         if verdict is not Verdict.BEATS and self.inside_noise(entry):
             score += ", inside the noise floor"
+        flags = self.flags(entry)
+        if flags:
+            score += f" [{', '.join(flags)}]"
         return score
 
     def counts(self) -> dict[str, int]:
@@ -264,6 +355,7 @@ def _assemble(
     given: float | None,
     confirm_seeds: int,
     first_seed: Callable[[Any], int | None],
+    trust: Mapping[str, Any] | None = None,
 ) -> Journal[Any]:
     """A journal of `rows` with the evidence of `further` (the full baseline and confirmation rows)."""
     measured = tuple(
@@ -279,7 +371,21 @@ def _assemble(
             more: list[IdeaRecord] = sorted(by_idea.get(idea.id, []), key=lambda t: t.idx)
             trials[idea.id] = (Trial(first_seed(idea), idea.status, idea.metric), *(trial_of(t) for t in more))
     bar = stats.mean(measured) if measured else given
-    return Journal(tuple(rows), goal, bar, Evidence(measured, trials, confirm_seeds))
+    return Journal(tuple(rows), goal, bar, Evidence(measured, trials, confirm_seeds, **(trust or {})))
+
+
+def _trust_of(store: Store, run_id: int, run: RunRecord | None) -> dict[str, Any]:
+    """The suspect rule's inputs stored with the run: the metric's bound, the auditor and its verdicts."""
+    audits = {i: a for i, data in store.idea_audits(run_id).items() if (a := Audit.from_json(data)) is not None}
+    if run is None:
+        return {"audits": audits}
+    bound = (run.manifest.get("metric") or {}).get("bound")
+    auditor = run.config.get("audit_model")
+    return {
+        "bound": float(bound) if isinstance(bound, int | float) else None,
+        "auditor": auditor if isinstance(auditor, str) else None,
+        "audits": audits,
+    }
 
 
 def confirm_seeds_of(config: Mapping[str, Any]) -> int:

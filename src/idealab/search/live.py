@@ -59,6 +59,8 @@ class LiveDisplay:
             line.append(f"  {(event.text or '')[:90]}")
             self.console.print(line)
             self.progress.advance(self.task)
+        elif event.kind == "audit":
+            self.console.print(Text(f"#{event.idea_id} audit: {(event.text or '')[:200]}", style="magenta"))
         elif event.kind == "baseline":
             self.console.print(Text(event.text or "", style="bold"))
         elif event.kind == "stopping":

@@ -18,6 +18,7 @@ resume continues from the committed state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import random
@@ -27,6 +28,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from idealab.errors import RunFault, StopRun, storage_fault
 from idealab.executor.base import Backend, JobStart
@@ -50,6 +52,7 @@ from idealab.search.faults import check_free_space, copy_error, last_sign_of_lif
 from idealab.search.gate import HIGH, LOW, Claim, JobGate
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, Journal
 from idealab.search.schedule import ExploitSchedule
+from idealab.search.suspect import Audit, describe, suspect_trials
 from idealab.status import IN_FLIGHT, Status
 from idealab.store import IdeaRecord, JobEnd, Store
 
@@ -99,6 +102,15 @@ class SearchEvent:
 MAX_TRIALS = 99  # confirmation trials of idea i are stored at idx i * 100 + trial
 
 
+class Reviewer(Protocol):
+    """The auditor (`idealab.auditor.Auditor`): a verdict on the change behind a suspect result."""
+
+    model: str
+    max_cost_usd: float | None
+
+    async def review(self, manifest: Manifest, idea_id: int, idea: str, diff: str, result: str, why: str) -> Audit: ...
+
+
 def derive_seed(*parts: object) -> int:
     """A stable seed from the run seed and a position, so resumed work repeats its randomness."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
@@ -118,6 +130,7 @@ class Search:
         workdir: Path,
         on_event: Callable[[SearchEvent], None] | None = None,
         job_slots: int | None = None,
+        auditor: Reviewer | None = None,
     ) -> None:
         """`job_slots`: how many jobs the backend runs at once; with it the loop hands free slots to
         baseline and confirmation runs first (None: jobs go to the backend in the order they are ready)."""
@@ -130,6 +143,8 @@ class Search:
         self.config = config
         self.workdir = workdir
         self.on_event = on_event or (lambda event: None)
+        self.auditor = auditor
+        self._auditing: set[int] = set()  # ideas whose audit is in flight
         # The bar is always measured in this run (or given explicitly with baseline_runs = 0); the
         # manifest's baseline is only a reference shown beside it.
         self.baseline: float | None = config.baseline_value if config.baseline_runs == 0 else None
@@ -262,20 +277,58 @@ class Search:
         for trial in self.store.ideas(self.run_id, epoch=CONFIRM_EPOCH):
             self._schedule(trial)
         self._confirm_top()
+        self._audit_suspects()
 
     def _confirm_top(self) -> None:
-        """Give every idea in the current top k the further runs it lacks (stored first, then scheduled)."""
-        if self.config.confirm_top == 0:
-            return
+        """Give every idea in the current top k, and every suspect result, the further runs it lacks (stored
+        first, then scheduled)."""
         journal = self._journal()
-        for idea in journal.top(self.config.confirm_top):
-            for n in range(len(journal.estimate(idea).trials), self.config.confirm_seeds):
+        wanted = {i.id: (i, self.config.confirm_seeds) for i in journal.top(self.config.confirm_top)}
+        if self.config.confirm_top == 0:
+            wanted = {}
+        # a suspect result is re-run with further seeds whether or not it is in the top k (search/suspect.py)
+        for idea in journal.needs_clearing():
+            wanted[idea.id] = (idea, max(wanted.get(idea.id, (idea, 0))[1], suspect_trials(self.config.confirm_seeds)))
+        for idea, seeds in wanted.values():
+            for n in range(len(journal.estimate(idea).trials), seeds):
                 seed = trial_seed(self.config.seed, idea.epoch, idea.idx, n)
                 payload = {"confirms": idea.id, "trial": n, "seed": seed}
-                text = f"Confirmation run {n + 1} of {self.config.confirm_seeds} of experiment {idea.id}."
+                text = f"Confirmation run {n + 1} of {seeds} of experiment {idea.id}."
                 idx = idea.id * (MAX_TRIALS + 1) + n
                 trial = self.store.add_idea(self.run_id, CONFIRM_EPOCH, idx, CONFIRM_KIND, text, "confirm", payload)
                 self._schedule(trial)
+
+    def _audit_suspects(self) -> None:
+        """Ask the auditor, once each, about the suspect results it has not reviewed (search/suspect.py)."""
+        if self.auditor is None:
+            return
+        journal = self._journal()
+        for idea in journal.ok():
+            if journal.suspicion(idea) and journal.audit(idea) is None and idea.id not in self._auditing:
+                self._auditing.add(idea.id)
+                task = asyncio.create_task(self._audit(idea, journal.label(idea, self.manifest.metric.name)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(_forget, self._auditing, idea.id))
+
+    async def _audit(self, idea: IdeaRecord, result: str) -> None:
+        assert self.auditor is not None
+        cap = self.auditor.max_cost_usd
+        if cap is not None and self.store.total_cost(self.run_id) >= cap:
+            return  # no audit within the cost cap: the result stays suspect
+        journal = self._journal()
+        try:
+            audit = await self.auditor.review(
+                self.manifest, idea.id, idea.text, idea.final_diff or idea.applied_diff or "(no change)", result,
+                describe(journal.suspicion(idea)),
+            )
+            self.store.set_payload_entry(idea.id, "audit", audit.to_json())
+        except RunFault as fault:
+            self._fault(fault)
+            return
+        self.on_event(SearchEvent("audit", idea.epoch, idea.id, text=f"{audit.verdict.value}: {audit.reasoning}"))
+        async with self._changed:
+            self._changed.notify_all()
 
     # --------------------------------------------------------------------------------------- ideation
 
@@ -372,8 +425,8 @@ class Search:
         if kind is IdeaKind.EXPLOIT:
             pool = journal.winners()
             beat_baseline = bool(pool)
-            if not pool:  # nothing beat the baseline yet: refine the best that ran
-                pool = journal.ranked()[:10]
+            if not pool:  # nothing beat the baseline yet: refine the best that ran (none under suspicion)
+                pool = journal.trusted()[:10]
         else:
             pool = [i for i in journal.experiments if i.status.terminal]
         chosen = rng.sample(pool, k=min(self.config.history_sample, len(pool)))
@@ -586,6 +639,7 @@ class Search:
         self.on_event(SearchEvent("finished", idea.epoch, idea.id, outcome.status, outcome.metric, idea.text))
         if outcome.status is Status.OK or idea.epoch == CONFIRM_EPOCH:
             self._confirm_top()
+            self._audit_suspects()
 
     def _finish(self, idea: IdeaRecord, status: Status, metric: float | None, reason: str) -> None:
         self.store.finish_idea(idea.id, status, metric, reason, time.time())
@@ -596,6 +650,10 @@ class Search:
             return
         for idea in self.store.ideas(self.run_id, statuses=[Status.PROPOSED.value]):
             self._finish(idea, Status.CANCELLED, None, f"run stopped before this idea ran: {self._stop_reason}")
+
+
+def _forget(pending: set[int], idea_id: int, _: object) -> None:
+    pending.discard(idea_id)
 
 
 def _noise_text(journal: Journal[IdeaRecord]) -> str:

@@ -371,6 +371,21 @@ class Store:
             rows = conn.execute(query.where(table.run_id == run_id).order_by(table.epoch, table.idx))
             return [IdeaSummary._make(row)._replace(status=Status(row.status)) for row in rows]
 
+    def set_payload_entry(self, idea_id: int, key: str, value: Any) -> IdeaRecord:
+        """Set one key of an idea's payload (read and written in one transaction), e.g. its `audit`."""
+        with self._write() as s:
+            idea = _get(s, Idea, idea_id)
+            idea.payload = {**(idea.payload or {}), key: value}
+            s.flush()
+            return idea_record(idea)
+
+    def idea_audits(self, run_id: int) -> dict[int, dict[str, Any]]:
+        """Idea id -> the auditor's verdict stored in its payload (`audit`), for the ideas that have one."""
+        audit = func.json_extract(Idea.payload, "$.audit")
+        query = select(Idea.id, Idea.payload).where(Idea.run_id == run_id, audit.is_not(None))
+        with self._read() as s:
+            return {row.id: row.payload["audit"] for row in s.execute(query)}
+
     def idea_payloads(self, run_id: int) -> list[dict[str, Any]]:
         """Every idea's payload, in (epoch, idx) order, without loading the rest of the rows."""
         query = select(Idea.payload).where(Idea.run_id == run_id).order_by(Idea.epoch, Idea.idx)

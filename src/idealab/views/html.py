@@ -21,6 +21,7 @@ from pygments.lexers import DiffLexer
 
 import idealab
 from idealab.report import iso
+from idealab.search.journal import Journal
 from idealab.views.data import Experiment, RunSnapshot
 from idealab.views.summary import epoch_rows, totals
 
@@ -33,7 +34,8 @@ DATA_SCRIPT_ID = "idealab-data"
 
 def report_data(snap: RunSnapshot) -> dict[str, Any]:
     """Everything the page draws, as JSON-able values (the report embeds it; the dashboard serves it)."""
-    best = snap.best()
+    journal = snap.journal  # one journal: the suspect rule reads the whole run once
+    best = journal.best()
     base = snap.baseline
     return {
         "metric": {"name": snap.metric_name, "goal": snap.goal.value},
@@ -48,14 +50,15 @@ def report_data(snap: RunSnapshot) -> dict[str, Any]:
         "best_id": None if best is None else best.id,
         "ideas_per_epoch": int(snap.run.config.get("ideas_per_epoch") or 1),
         "epochs": [asdict(row) for row in epoch_rows(snap)],
-        "experiments": [_experiment_json(snap, e) for e in snap.experiments],
+        "experiments": [_experiment_json(snap, journal, e) for e in snap.experiments],
         "totals": totals(snap),
         "meta": run_metadata(snap),
     }
 
 
-def _experiment_json(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:
+def _experiment_json(snap: RunSnapshot, journal: Journal[Experiment], e: Experiment) -> dict[str, Any]:
     time = e.finished_at or e.started_at or e.created_at
+    audit = journal.audit(e)
     return {
         "id": e.id,
         "epoch": e.epoch,
@@ -65,7 +68,9 @@ def _experiment_json(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:
         "metric": e.metric,
         "low": e.measured.low,
         "high": e.measured.high,
-        "beats_baseline": snap.beats_baseline(e),
+        "beats_baseline": journal.beats_baseline(e),
+        "flags": journal.flags(e),  # why a result is suspect, then suspect / cleared / hack
+        "audit": None if audit is None else audit.to_json(),
         "idea": e.idea,
         "reason": e.reason,
         "parents": list(e.parents),

@@ -166,6 +166,8 @@
       `<h4>Lineage</h4><div class="lineage">parents: ${e.parents.map(link).join(" ") || "none"}` +
       ` · children: ${children.map(link).join(" ") || "none"}` + (e.strategy ? ` · ${esc(e.strategy)}` : "") + `</div>`];
     if (e.reason) parts.push(`<h4>Reason</h4><pre>${esc(e.reason)}</pre>`);
+    if (e.flags.length) parts.push(`<h4>Flags</h4><p>${esc(e.flags.join(", "))}</p>`);
+    if (e.audit) parts.push(`<h4>Audit (${esc(e.audit.model)}): ${esc(e.audit.verdict)}</h4><pre>${esc(e.audit.reasoning)}</pre>`);
     // diff_html is produced by Pygments on the server side: already escaped.
     parts.push(`<h4>Diff</h4>` + (e.diff_html ? `<pre class="diff">${e.diff_html}</pre>` : `<p class="muted">no code change</p>`));
     if (e.log_tail) parts.push(`<h4>Log tail</h4><pre>${esc(e.log_tail)}</pre>`);
@@ -181,7 +183,8 @@
       const open = state.open.has(e.id);
       html.push(`<tr class="row${open ? " open" : ""}" id="exp-${e.id}" data-id="${e.id}"><td class="num">${e.id}</td>` +
         `<td class="num">${e.epoch}</td><td>${esc(e.kind)}</td>` +
-        `<td><span class="status" style="background:${STATUS_COLORS[e.status] || "#333"}">${esc(e.status)}</span></td>` +
+        `<td><span class="status" style="background:${STATUS_COLORS[e.status] || "#333"}">${esc(e.status)}</span>` +
+        (e.flags.length ? ` <span class="flags">${esc(e.flags.join(", "))}</span>` : "") + `</td>` +
         `<td class="num">${fmt(e.metric, 6)}</td><td class="num">${e.duration_s === null ? "" : e.duration_s.toFixed(1)}</td>` +
         `<td class="num">${e.llm_cost_usd ? e.llm_cost_usd.toFixed(4) : ""}</td><td class="idea" title="${esc(e.idea)}">${esc(e.idea)}</td></tr>`);
       if (open) html.push(`<tr class="detail"><td colspan="8">${detailHtml(d, e)}</td></tr>`);
