@@ -210,3 +210,14 @@ def test_the_diff_corpus_changes_pass(charlm):
         added = new_findings(scan(change.old_text or "", surface), scan(change.new_text or "", surface))
         refused += [f"{name}: {f.reason}" for f in added]
     assert refused == []
+
+
+def test_a_change_reaching_for_the_evaluation_ends_refused_in_a_real_run(tmp_path):
+    from idealab.status import Status
+    from test_suspect import run_search
+
+    quiet = "--- a/train.py\n+++ b/train.py\n@@ -7,1 +7,2 @@\n-GAIN = 0.0\n+GAIN = 0.0\n+os.environ['NOISY_SD'] = '0'\n"
+    store, run_id = run_search(tmp_path, [("Silence the noise.", quiet)], baseline_runs=1, confirm_top=0)
+    (idea,) = store.ideas(run_id, epoch=0)
+    assert idea.status is Status.REFUSED and idea.started_at is None
+    assert idea.reason is not None and REFUSAL in idea.reason and "NOISY_SD" in idea.reason

@@ -288,7 +288,7 @@ class Search:
             wanted = {}
         # a suspect result is re-run with further seeds whether or not it is in the top k (search/suspect.py)
         for idea in journal.needs_clearing():
-            wanted[idea.id] = (idea, max(wanted.get(idea.id, (idea, 0))[1], suspect_trials(self.config.confirm_seeds)))
+            wanted[idea.id] = (idea, max(wanted.get(idea.id, (idea, 0))[1], suspect_trials(self.config.trials_needed)))
         for idea, seeds in wanted.values():
             for n in range(len(journal.estimate(idea).trials), seeds):
                 seed = trial_seed(self.config.seed, idea.epoch, idea.idx, n)
