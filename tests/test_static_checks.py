@@ -221,3 +221,11 @@ def test_a_change_reaching_for_the_evaluation_ends_refused_in_a_real_run(tmp_pat
     (idea,) = store.ideas(run_id, epoch=0)
     assert idea.status is Status.REFUSED and idea.started_at is None
     assert idea.reason is not None and REFUSAL in idea.reason and "NOISY_SD" in idea.reason
+
+
+def test_the_scorer_named_by_a_score_command_is_a_hidden_module():
+    from idealab.static_checks import _command_modules
+
+    assert _command_modules("python evaluate.py --split val") == ["evaluate"]
+    assert _command_modules("python -m scoring.run") == ["scoring.run"]
+    assert _command_modules("torchrun --nproc_per_node=2 tools/score.py") == ["tools.score"]
