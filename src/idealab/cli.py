@@ -347,6 +347,9 @@ def _print_summary(store: Store) -> None:
             else:
                 out.print(f"confirmed best: experiment {confirmed.id}: {journal.label(confirmed, unit)}")
                 out.print(f"confirmed best idea: {confirmed.text}")
+    flagged = [e for e in journal.ok() if journal.flags(e)]
+    if flagged:  # too good to take on trust (docs/reward_hacking.md): never the best until cleared
+        out.print("flagged: " + "; ".join(f"#{e.id} {', '.join(journal.flags(e))}" for e in flagged))
     counts = journal.counts()
     out.print("experiments: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     compute = compute_used(store)

@@ -335,9 +335,6 @@ class Journal(Generic[E]):
             score += f", {verdict.value}"
         if verdict is not Verdict.BEATS and self.inside_noise(entry):
             score += ", inside the noise floor"
-        flags = self.flags(entry)
-        if flags:
-            score += f" [{', '.join(flags)}]"
         return score
 
     def counts(self) -> dict[str, int]:

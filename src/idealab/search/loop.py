@@ -91,7 +91,8 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SearchEvent:
-    kind: str  # "idea" | "started" | "finished" | "epoch" | "stopping" | "baseline" (all its runs ended)
+    # "idea" | "started" | "finished" | "epoch" | "stopping" | "baseline" (all its runs ended) | "audit"
+    kind: str
     epoch: int
     idea_id: int | None = None
     status: Status | None = None
@@ -325,6 +326,10 @@ class Search:
             self.store.set_payload_entry(idea.id, "audit", audit.to_json())
         except RunFault as fault:
             self._fault(fault)
+            return
+        except Exception as exc:  # a bug: recorded and reported at the end; the result stays suspect
+            detail = "".join(traceback.format_exception(exc))[-2000:]
+            self.internal_errors.append(f"audit of idea {idea.id}: {detail}")
             return
         self.on_event(SearchEvent("audit", idea.epoch, idea.id, text=f"{audit.verdict.value}: {audit.reasoning}"))
         async with self._changed:
