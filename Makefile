@@ -64,6 +64,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/utilisation.py
 	$(BIN)/python benchmarks/apply_rate.py
+	$(BIN)/python benchmarks/static_checks.py
 	$(BIN)/python benchmarks/sandbox_overhead.py
 
 # The report and dashboard screenshots in docs/, taken by the browser tests.

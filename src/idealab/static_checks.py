@@ -16,6 +16,7 @@ the suspect flags and the auditor.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import shlex
 from collections import Counter
@@ -57,7 +58,8 @@ def check_static(manifest: Manifest, changes: Sequence[FileChange]) -> list[str]
         if change.new_text is None:
             continue
         scan = scan_python if change.path.endswith(".py") else scan_text
-        added = new_findings(scan(change.old_text or "", surface), scan(change.new_text, surface))
+        old = _scan_original(change.path, change.old_text or "", surface)
+        added = new_findings(old, scan(change.new_text, surface))
         for text in dict.fromkeys(f"{change.path} line {f.line}: {f.reason}" for f in added):
             problems.append(text)
     return problems
@@ -73,6 +75,11 @@ def new_findings(old: Iterable[Finding], new: Iterable[Finding]) -> list[Finding
         else:
             added.append(finding)
     return added
+
+
+@functools.lru_cache(maxsize=64)  # the original files: scanned once for every candidate change of them
+def _scan_original(path: str, source: str, surface: Surface) -> tuple[Finding, ...]:
+    return tuple((scan_python if path.endswith(".py") else scan_text)(source, surface))
 
 
 def scan_python(source: str, surface: Surface) -> list[Finding]:
