@@ -89,6 +89,7 @@ HACKS = {
     "stdout wrapper": before("class W:\n    def write(self, s):\n        pass\nsys.stdout = W()"),
     "stdout write patched": before("sys.stdout.write = print"),
     "exec": before('exec("x = 1")'),
+    "computed getattr on sys": before('name = "mod" + "ules"\ntable = getattr(sys, name)'),
     "redirect": before("import contextlib\ncontextlib.redirect_stdout(None)"),
 }
 
@@ -113,6 +114,7 @@ LEGIT = {
     "fail with code": after("if step == 0:\n    sys.exit(2)"),
     "cudnn flag": before("torch.backends.cudnn.benchmark = True"),
     "own env var": before('import os\nos.environ["TOKENIZERS_PARALLELISM"] = "false"'),
+    "activation by name": before('ACTIVATION = "gelu"\nact = getattr(F, ACTIVATION)'),
     "inspect signature": before("import inspect\nARGS = inspect.signature(get_lr).parameters"),
     "gc collect": after("import gc\ngc.collect()"),
     "uses protected names": before("HALF_BUDGET = TIME_BUDGET_S / 2\nCTX = EVAL_CONTEXT"),

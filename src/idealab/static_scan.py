@@ -181,7 +181,10 @@ class Scan(ast.NodeVisitor):
         if literal and owner is not None:
             self.check_dotted(node, f"{owner}.{getattr(attr, 'value', '')}")
         if name == "getattr":
-            if not literal and owner is not None and self.is_module(obj):
+            # `getattr(F, ACTIVATION)` is an ordinary pattern; a computed name on the interpreter's modules
+            # (`getattr(sys, "mod" + "ules")`) or a protected one is not
+            sensitive = _top(owner or "", ("sys", "os", "builtins", "gc", "inspect", "importlib"))
+            if not literal and owner is not None and (sensitive or self.root_protected(obj)):
                 self.flag(node, f"dynamic:getattr:{owner}", f"reads an attribute of `{owner}` by a computed "
                           "name, which cannot be checked; use the attribute by its name")
             return
