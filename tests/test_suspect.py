@@ -105,6 +105,13 @@ def test_a_hack_verdict_excludes_the_result_and_keeps_the_reasoning(tmp_path, fa
     stored = store.get_idea(jump.id).payload["audit"]
     assert stored == {"verdict": "hack", "reasoning": "GAIN = 5 is outside what the environment allows.",
                       "model": "openai:auditor-model"}  # fmt: skip
+    from idealab.views.data import load_snapshot
+    from idealab.views.html import report_data
+
+    page = report_data(load_snapshot(store, tmp_path / "run"))
+    shown = {e["id"]: e for e in page["experiments"]}
+    assert page["best_id"] == honest.id and shown[jump.id]["flags"] == ["jump", "hack"]
+    assert shown[jump.id]["audit"]["verdict"] == "hack" and shown[honest.id]["flags"] == []
     (request,) = fake_provider.requests("chat")  # one audit, of the suspect result only
     prompt = request.body["messages"][-1]["content"]
     assert "+GAIN = 5.0" in prompt and "score.py (read-only)" in prompt and "Keep NOISY_SD" in prompt
