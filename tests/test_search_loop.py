@@ -279,3 +279,9 @@ def test_a_stored_change_that_no_longer_applies_on_resume_is_unimplementable_not
     shown = [PastIdea(stale.id, stale.epoch, stale.text, stale.status, stale.metric)]
     explore = IdeationRequest(1, IdeaKind.EXPLORE, 1, shown, [], 2.04, 0)
     assert "- [could not be implemented] Move X to 0.3." in ideation_prompt(search.manifest, explore)[1]
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_next_epoch_at_outside_0_1_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match="next_epoch_at"):
+        SearchConfig(next_epoch_at=fraction)

@@ -80,13 +80,13 @@ class SearchConfig:
             raise ValueError("baseline_runs must be >= 1, or 0 together with a given baseline_value (and only then)")
         if self.confirm_top < 0 or not 1 <= self.confirm_seeds <= MAX_TRIALS:
             raise ValueError(f"confirm_top must be >= 0 and confirm_seeds in [1, {MAX_TRIALS}]")
+        if not 0.0 < self.next_epoch_at <= 1.0:
+            raise ValueError("next_epoch_at must be in (0, 1]")
 
     @property
     def trials_needed(self) -> int:
         """Ok results that make an idea confirmed (1 when confirmation is off)."""
         return self.confirm_seeds if self.confirm_top > 0 else 1
-        if not 0.0 < self.next_epoch_at <= 1.0:
-            raise ValueError("next_epoch_at must be in (0, 1]")
 
 
 @dataclass(frozen=True)
