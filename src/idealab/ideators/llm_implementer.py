@@ -75,8 +75,15 @@ class LLMImplementer:
     ) -> None:
         self.service = service
         self.settings = settings or ImplementerSettings()
+        # until `use_backend`: a pool of its own (for tests and tools that run no search)
         self.backend = backend or LocalBackend(SlotPool.cpu_only(self.settings.preflight_slots))
+        self.scratch: Path | None = None  # where preflight copies go (None: the system's temporary directory)
         self._job_numbers = itertools.count(1)
+
+    def use_backend(self, backend: Backend, scratch: Path) -> None:
+        """Run preflight checks as jobs of the run's `backend` (its slots, its sandbox and concealment), with
+        their copies under `scratch` (in the workdir, so that a cluster's nodes see them)."""
+        self.backend, self.scratch = backend, scratch
 
     async def implement(
         self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path
@@ -174,7 +181,9 @@ class LLMImplementer:
         command = manifest.run.preflight
         assert command is not None
         job_id = f"preflight-i{idea_id}-{next(self._job_numbers)}"
-        with tempfile.TemporaryDirectory(prefix="idealab-preflight-") as tmp:
+        if self.scratch is not None:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="idealab-preflight-", dir=self.scratch) as tmp:
             code = copy_environment(workspace, Path(tmp) / "code")
             write_changes(code, result.changes)
             spec = JobSpec(
