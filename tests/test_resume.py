@@ -5,6 +5,7 @@ running and collects those that ended (the backend's `reattach`), so none of the
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -129,4 +130,48 @@ def test_killed_then_resumed(tmp_path, kill_after_results, sig, resume_after_job
     if sig in (signal.SIGINT, signal.SIGTERM):
         assert proc.returncode == 128 + sig and in_flight == []  # stopped cleanly: nothing left running
         assert "abandoned" in jobs.values()
+    assert job_processes(workdir) == []
+
+
+def slow_quad(tmp_path: Path, sleep_s: float) -> Path:
+    """The quad environment whose `slow` preset sleeps `sleep_s` per job."""
+    env = tmp_path / "quad"
+    shutil.copytree(QUAD, env)
+    manifest = env / "idealab.toml"
+    manifest.write_text(manifest.read_text().replace('QUAD_SLEEP_S = "1.5"', f'QUAD_SLEEP_S = "{sleep_s}"'))
+    return env
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_resume_waits_for_the_running_job(tmp_path):
+    env, workdir = slow_quad(tmp_path, 8), tmp_path / "run"
+    db = workdir / "idealab.db"
+    run = [
+        sys.executable, "-m", "idealab", "run", "--env", str(env), "--preset", "slow", "--epochs", "1",
+        "--ideas-per-epoch", "2", "--slots", "2", "--baseline-runs", "1", "--confirm-top", "0",
+        "--workdir", str(workdir), "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not started_jobs(db):
+        assert time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=60)
+    with sqlite3.connect(db) as conn:
+        query = "SELECT job_key, handle FROM jobs WHERE finished_at IS NULL AND handle IS NOT NULL"
+        in_flight = dict(conn.execute(query))
+    supervisors = [int(handle.split(":")[1]) for handle in in_flight.values()]
+    assert supervisors and all(Path(f"/proc/{pid}").exists() for pid in supervisors)  # still running
+
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        jobs = {k: (h, s) for k, h, s in conn.execute("SELECT job_key, handle, status FROM jobs")}
+        statuses = {s for (s,) in conn.execute("SELECT status FROM ideas")}
+    for key, handle in in_flight.items():  # waited for under the same supervisor, not run again
+        assert jobs[key] == (handle, "ok"), jobs
+    for key in in_flight:  # its idea has no other job
+        assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
+    assert statuses == {"ok"}
     assert job_processes(workdir) == []
