@@ -232,6 +232,11 @@ class Search:
                 if job.finished_at is not None:
                     continue
                 handle = None
+                if job.backend is not None and job.backend != self.backend.name:
+                    raise RunFault(
+                        f"job {job.job_key} was started on the {job.backend} backend and may still run there; "
+                        f"resume with --backend {job.backend}"
+                    )
                 if job.handle is not None:  # it started (the idea may not say so yet: a second write)
                     seed = _seed(idea, self.config.seed)
                     spec = job_spec(self.manifest, job.workspace, job.job_key, job.stdout_path.parent, seed)
