@@ -291,16 +291,16 @@ def _backend_choice(
     cpus_per_job: int | None,
     poll_s: float,
 ) -> BackendChoice:
-    choice = BackendChoice(name, SlurmOptions(partition, account, qos, cpus_per_job, tuple(options), poll_s))
     slurm_given = [*(v is not None for v in (partition, account, qos, cpus_per_job)), bool(options)]
     if name != "slurm" and (any(slurm_given) or poll_s != DEFAULT_POLL_S):
         raise ValueError("the --slurm-* options are for --backend slurm")
-    if not choice.local and gpus is not None:
+    if name != "local" and gpus is not None:
         raise ValueError(f"--gpus picks GPUs of this machine; with --backend {name} the cluster assigns them")
     if cpus_per_job is not None and cpus_per_job < 1:
         raise ValueError(f"--slurm-cpus-per-job must be at least 1, got {cpus_per_job}")
     if poll_s <= 0:
         raise ValueError(f"--slurm-poll-s must be positive, got {poll_s}")
+    choice = BackendChoice(name, SlurmOptions(partition, account, qos, cpus_per_job, tuple(options), poll_s))
     return choice
 
 

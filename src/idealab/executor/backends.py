@@ -9,7 +9,7 @@ from pathlib import Path
 from idealab.executor.base import Backend
 from idealab.executor.local import LocalBackend
 from idealab.executor.slots import SlotPool
-from idealab.executor.slurm import SlurmBackend, SlurmOptions
+from idealab.executor.slurm import SlurmBackend, SlurmOptions, missing_commands
 
 BACKEND_NAMES = ("local", "slurm")
 
@@ -22,6 +22,9 @@ class BackendChoice:
     def __post_init__(self) -> None:
         if self.name not in BACKEND_NAMES:
             raise ValueError(f"--backend: expected one of {', '.join(BACKEND_NAMES)}, got {self.name!r}")
+        missing = missing_commands() if self.name == "slurm" else []
+        if missing:
+            raise ValueError(f"--backend slurm: {', '.join(missing)} not found here; run on a Slurm submit host")
 
     @property
     def local(self) -> bool:

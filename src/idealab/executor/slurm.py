@@ -26,12 +26,14 @@ import logging
 import math
 import re
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from idealab.errors import RunFault
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
 from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
@@ -62,8 +64,9 @@ ACTIVE_STATES = frozenset(
 _GPU_INDEX = re.compile(r"IDX:([0-9,\-]+)")
 
 
-class SlurmError(RuntimeError):
-    """A Slurm command failed in a way that is not about one job (no sbatch, controller unreachable)."""
+class SlurmError(RunFault):
+    """Slurm cannot be used (no client commands here, the controller does not answer): the machine's fault,
+    not an idea's, so the run stops (a resume continues). A job that sbatch refuses is that job's failure."""
 
 
 @dataclass(frozen=True)
@@ -221,10 +224,10 @@ class SlurmBackend:
             return self._result(job, error=f"could not prepare the Slurm job: {exc}")
         if isinstance(script, str):
             return self._result(job, error=script)
-        try:
-            job.slurm_id = await _sbatch(self._sbatch_argv(job.spec, script))
-        except SlurmError as exc:
-            return self._result(job, error=str(exc))
+        slurm_id = await _sbatch(self._sbatch_argv(job.spec, script))
+        if not slurm_id.isdigit():  # refused: why
+            return self._result(job, error=slurm_id)
+        job.slurm_id = slurm_id
         if job.on_start is not None:  # accepted: its handle is stored now, before it runs
             job.on_start(self._start(job, time.time()))
         return await self._follow(job)
@@ -366,7 +369,7 @@ class SlurmBackend:
         if code != 0:
             if "Invalid job id" in err:  # every one of them is long gone
                 return {}
-            raise SlurmError(f"squeue failed (exit {code}): {err.strip()}")
+            raise SlurmError(f"squeue failed (exit {code}): {err.strip()}; is the Slurm controller up?")
         states = {}
         for line in out.splitlines():
             words = line.split()
@@ -385,6 +388,11 @@ def batch_script(job_id: str, job_dir: Path) -> str:
         f"# idealab job {job_id}: its supervisor enforces the time limit and writes exit.json\n"
         f"exec /usr/bin/env PYTHONPATH={shlex.quote(src)} {shlex.join(argv)}\n"
     )
+
+
+def missing_commands() -> list[str]:
+    """The Slurm client commands this backend uses that are not on PATH here."""
+    return [name for name in ("sbatch", "squeue", "scontrol", "scancel") if shutil.which(name) is None]
 
 
 def parse_handle(handle: str) -> str:
@@ -406,13 +414,12 @@ async def _command(*argv: str) -> tuple[int, str, str]:
 
 
 async def _sbatch(argv: list[str]) -> str:
+    """The job id sbatch answered, or why it refused the job."""
     code, out, err = await _command(*argv)
     if code != 0:
-        raise SlurmError(f"sbatch refused the job (exit {code}): {err.strip() or out.strip()}")
+        return f"sbatch refused the job (exit {code}): {err.strip() or out.strip()}"
     slurm_id = out.strip().split(";")[0]
-    if not slurm_id.isdigit():
-        raise SlurmError(f"sbatch answered {out.strip()!r}, not a job id")
-    return slurm_id
+    return slurm_id if slurm_id.isdigit() else f"sbatch answered {out.strip()!r}, not a job id"
 
 
 async def _scancel(slurm_id: str, *flags: str) -> None:

@@ -53,7 +53,7 @@ class ImplementerSettings:
     temperature: float | None = 1.0
     thinking_budget: int | None = None  # Anthropic extended thinking (set by the builder per provider)
     reasoning_effort: str | None = None  # OpenAI reasoning models
-    preflight_slots: int = 2  # preflight commands run at once (CPU slots of the implementer's backend)
+    preflight_slots: int = 2  # preflight commands run at once, at most (each a CPU job of the backend)
     prompt_cache: bool = True  # mark the codebase prefix for the provider's prompt cache (Anthropic)
 
     def __post_init__(self) -> None:
@@ -78,6 +78,7 @@ class LLMImplementer:
         # until `use_backend`: a pool of its own (for tests and tools that run no search)
         self.backend = backend or LocalBackend(SlotPool.cpu_only(self.settings.preflight_slots))
         self.scratch: Path | None = None  # where preflight copies go (None: the system's temporary directory)
+        self._preflights = asyncio.Semaphore(self.settings.preflight_slots)  # not all of a run's slots
         self._job_numbers = itertools.count(1)
 
     def use_backend(self, backend: Backend, scratch: Path) -> None:
@@ -196,12 +197,13 @@ class LLMImplementer:
                 log_dir=Path(tmp) / "logs",
                 sandbox=sandbox_policy(manifest),  # the same sandbox as the real job's
             )
-            handle = await self.backend.submit(spec)
-            try:
-                done = await self.backend.wait(handle)
-            except asyncio.CancelledError:
-                await self.backend.cancel(handle)
-                raise
+            async with self._preflights:
+                handle = await self.backend.submit(spec)
+                try:
+                    done = await self.backend.wait(handle)
+                except asyncio.CancelledError:
+                    await self.backend.cancel(handle)
+                    raise
             return _preflight_failure(command, manifest.run.preflight_timeout_s, done)
 
 
