@@ -264,6 +264,7 @@ class Search:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: self._scheduled.discard(idea.id))
+        self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
     async def _wait_adopted(self, idea: IdeaRecord, job: JobRecord, handle: str, claim: Claim) -> None:
         async with claim:
