@@ -7,6 +7,7 @@ import signal
 import sys
 import tempfile
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from rich.text import Text
 from idealab import startup
 from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
-from idealab.executor.backends import BackendChoice, make_backend
+from idealab.executor.backends import BackendChoice, RayOptions, make_backend
 from idealab.executor.base import Backend
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
@@ -155,7 +156,7 @@ def run(
         int | None, typer.Option(help="Processes and threads of a job at once (needs a pids cgroup).")
     ] = None,
     backend_name: Annotated[
-        str, typer.Option("--backend", help="Where jobs run: local (this machine) or slurm (docs/clusters.md).")
+        str, typer.Option("--backend", help="Where jobs run: local (this machine), slurm or ray (docs/clusters.md).")
     ] = "local",
     slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition of the jobs.")] = None,
     slurm_account: Annotated[str | None, typer.Option(help="Slurm account charged for the jobs.")] = None,
@@ -165,6 +166,15 @@ def run(
     ] = None,
     slurm_cpus_per_job: Annotated[int | None, typer.Option(help="CPUs of each Slurm job (--cpus-per-task).")] = None,
     slurm_poll_s: Annotated[float, typer.Option(help="Seconds between squeue calls about the jobs.")] = DEFAULT_POLL_S,
+    ray_address: Annotated[
+        str | None, typer.Option(help="--backend ray: the cluster's dashboard address, e.g. http://head:8265.")
+    ] = None,
+    ray_num_cpus: Annotated[
+        float | None, typer.Option(help="--backend ray: CPUs Ray reserves per job (default 1).")
+    ] = None,
+    ray_memory_mb: Annotated[
+        int | None, typer.Option(help="--backend ray: memory Ray reserves per job (MiB; for scheduling only).")
+    ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
@@ -175,6 +185,8 @@ def run(
             backend_name, gpus, slurm_partition, slurm_account, slurm_qos, slurm_option or [], slurm_cpus_per_job,
             slurm_poll_s,
         )  # fmt: skip
+        choice = _with_ray_options(choice, ray_address, ray_num_cpus, ray_memory_mb)
+        choice.check_reachable()
     except ValueError as exc:
         raise _fail(str(exc)) from None
     suggested: dict[str, Any] = {}  # the new run's environment's search defaults
@@ -302,6 +314,22 @@ def _backend_choice(
         raise ValueError(f"--slurm-poll-s must be positive, got {poll_s}")
     choice = BackendChoice(name, SlurmOptions(partition, account, qos, cpus_per_job, tuple(options), poll_s))
     return choice
+
+
+def _with_ray_options(
+    choice: BackendChoice, address: str | None, num_cpus: float | None, memory_mb: int | None
+) -> BackendChoice:
+    if choice.name != "ray":
+        if address is not None or num_cpus is not None or memory_mb is not None:
+            raise ValueError("the --ray-* options are for --backend ray")
+        return choice
+    if not address:
+        raise ValueError("--backend ray needs --ray-address (the cluster's dashboard, e.g. http://head:8265)")
+    if num_cpus is not None and num_cpus < 0:
+        raise ValueError(f"--ray-num-cpus must be non-negative, got {num_cpus}")
+    if memory_mb is not None and memory_mb < 1:
+        raise ValueError(f"--ray-memory-mb must be at least 1, got {memory_mb}")
+    return replace(choice, ray=RayOptions(address, 1.0 if num_cpus is None else num_cpus, memory_mb))
 
 
 def _describe_cluster(choice: BackendChoice, pool: SlotPool) -> str:

@@ -11,13 +11,21 @@ from idealab.executor.local import LocalBackend
 from idealab.executor.slots import SlotPool
 from idealab.executor.slurm import SlurmBackend, SlurmOptions, missing_commands
 
-BACKEND_NAMES = ("local", "slurm")
+BACKEND_NAMES = ("local", "slurm", "ray")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # the cluster's dashboard, where the Jobs API is served (http://HOST:8265)
+    num_cpus: float = 1.0  # CPUs Ray reserves per job
+    memory_mb: int | None = None  # memory Ray reserves per job (scheduling only)
 
 
 @dataclass(frozen=True)
 class BackendChoice:
     name: str = "local"
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
 
     def __post_init__(self) -> None:
         if self.name not in BACKEND_NAMES:
@@ -25,6 +33,17 @@ class BackendChoice:
         missing = missing_commands() if self.name == "slurm" else []
         if missing:
             raise ValueError(f"--backend slurm: {', '.join(missing)} not found here; run on a Slurm submit host")
+
+    def check_reachable(self) -> None:
+        """Fail (ValueError) before anything is created when the chosen cluster cannot be used at all."""
+        if self.name == "ray":
+            from idealab.executor.ray_backend import RayUnavailable, connect  # ray is an optional extra
+
+            assert self.ray.address is not None  # checked with the options
+            try:
+                connect(self.ray.address)
+            except RayUnavailable as exc:
+                raise ValueError(str(exc)) from None
 
     @property
     def local(self) -> bool:
@@ -40,4 +59,15 @@ def make_backend(
     if choice.name == "slurm":
         options = replace(choice.slurm, extra=(*manifest_slurm_options, *choice.slurm.extra))
         return SlurmBackend(options, log_cap_bytes=log_cap_bytes, conceal=[workdir])
+    if choice.name == "ray":
+        from idealab.executor.ray_backend import RayBackend, RayUnavailable
+
+        assert choice.ray.address is not None  # checked with the options
+        try:
+            return RayBackend(
+                choice.ray.address, log_cap_bytes=log_cap_bytes, num_cpus=choice.ray.num_cpus,
+                memory_mb=choice.ray.memory_mb,
+            )  # fmt: skip
+        except RayUnavailable as exc:
+            raise ValueError(str(exc)) from None
     return LocalBackend(pool, log_cap_bytes=log_cap_bytes, conceal=[workdir])

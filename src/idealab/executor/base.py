@@ -3,7 +3,7 @@
 A backend runs a shell command in a prepared directory with a hard time limit and reports how the
 process ended. It knows nothing of ideas, judging or the store (it may only be told which metric to pick
 out of stdout as it streams); the search loop knows nothing of processes. The local backend lives in
-`local.py`, the Slurm backend in `slurm.py`; a Ray backend implements the same protocol.
+`local.py`, the Slurm backend in `slurm.py`, the Ray backend in `ray_backend.py`.
 
 Every started job has a durable `handle` (told in `JobStart`, stored by the loop), so that an orchestrator
 that restarts after a crash can `reattach` to a job its predecessor submitted instead of running it again.
