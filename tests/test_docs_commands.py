@@ -28,7 +28,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 QUAD = ROOT / "tests" / "envs" / "quad"
 # Programs the docs show that are not this project's (servers a user starts); only their presence is allowed.
-EXTERNAL = {"vllm", "ollama", "llama-server", "pip"}  # other projects' programs: not checked here
+EXTERNAL = {"vllm", "ollama", "llama-server", "pip", "ray"}  # other projects' programs: not checked here
 EXTERNAL_MODULES = {"llama_cpp.server"}  # `python -m` of another project
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 

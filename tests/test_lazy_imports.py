@@ -61,3 +61,7 @@ def test_the_llm_ideator_module_loads_no_sdk_until_a_client_is_made() -> None:
 def test_a_client_loads_only_the_sdk_of_its_wire() -> None:
     make = "from idealab.llm import make_client\nmake_client('vllm:some-model', base_url='http://127.0.0.1:9/v1')"
     assert imported_after(make, *SDKS) == {"openai"}
+
+
+def test_ray_is_imported_only_for_the_ray_backend() -> None:
+    assert imported_after("import idealab.cli, idealab.executor.ray_worker", "ray") == set()
