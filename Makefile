@@ -7,8 +7,9 @@ SHARED_DATA ?= ../shared/data
 SHARED_FLAG := $(if $(wildcard $(SHARED_DATA)),--shared-data $(SHARED_DATA),)
 
 LLAMACPP_STAMP := $(VENV)/.llamacpp-installed
+RAY_STAMP := $(VENV)/.ray-installed
 
-.PHONY: setup data browser llamacpp sandbox slurm demo test test-fast lint bench screenshots clean
+.PHONY: setup data browser llamacpp ray sandbox slurm demo test test-fast lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -35,6 +36,15 @@ $(LLAMACPP_STAMP): requirements-llamacpp.txt | $(STAMP)
 		-r requirements-llamacpp.txt > $(VENV)/llamacpp-build.log 2>&1 && touch $@ \
 		|| echo "llama-cpp-python could not be built (see $(VENV)/llamacpp-build.log): the real-server test will skip"
 
+# The Ray backend's extra (requirements-ray.txt: ray[default] and what it pulls in, pinned): tests/test_ray_backend.py
+# starts a real local Ray cluster with it. Where it cannot be installed, those tests skip with the reason (in CI,
+# where IDEALAB_REQUIRE_CLUSTERS=1, they fail instead).
+ray: $(RAY_STAMP)
+
+$(RAY_STAMP): requirements-ray.txt | $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-ray.txt > $(VENV)/ray-install.log 2>&1 \
+		&& touch $@ || echo "ray could not be installed (see $(VENV)/ray-install.log): the Ray backend's tests will skip"
+
 # The demo prepares only what it runs.
 demo: $(STAMP) sandbox
 	$(BIN)/idealab env prepare charlm --preset demo
@@ -56,7 +66,7 @@ sandbox:
 slurm:
 	bash tests/slurm/setup.sh
 
-test: data browser llamacpp sandbox slurm
+test: data browser llamacpp ray sandbox slurm
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) sandbox
