@@ -1,6 +1,6 @@
 """Submit-to-start latency and orchestrator overhead per job, for each backend side by side in one run.
 
-    python benchmarks/backends.py [--jobs 20] [--slots 2] [--slurm-poll-s 5 0.5]
+    python benchmarks/backends.py [--jobs 20] [--slots 2] [--slurm-poll-s 5 0.5] [--ray-address URL]
 
 Each backend runs `--jobs` jobs of `true`, `--slots` at a time, the way a run does (sandbox "auto",
 each job under its supervisor). Per job it reports:
@@ -14,8 +14,12 @@ each job under its supervisor). Per job it reports:
   supervisors' (for the local backend those are children too, so they are left out).
 
 Slurm runs where `sbatch` reaches a cluster (SLURM_CONF; `../shared/tools/slurm-single-node.sh start`
-sets one up); otherwise its rows say why they were skipped. The work directory is a temporary directory,
-which the single-node cluster shares. The 10,000-experiment scale figures are `benchmarks/status_scale.py`.
+sets one up); otherwise its rows say why they were skipped. Ray runs against `--ray-address`, else against a
+throwaway local Ray cluster started here (2 CPUs, as tests/raycluster.py starts it) where ray is installed
+(`pip install -r requirements-ray.txt`); its latency includes Ray's set-up of the job's runtime environment
+(the working directory and idealab's package, unpacked once per content on the node). The work directory
+is a temporary directory, which the single-node cluster shares. The 10,000-experiment scale figures are
+`benchmarks/status_scale.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -104,11 +109,33 @@ def slurm_problem() -> str | None:
     return None
 
 
+def measure_ray(address: str | None, jobs: int, slots: int) -> tuple[Figures | None, str]:
+    """The Ray row, against `address` or a local cluster started (and stopped) here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from raycluster import start_cluster  # the tests' throwaway cluster: stops only what it started
+
+    cluster = None
+    if address is None:
+        cluster, problem = start_cluster()
+        if cluster is None:
+            return None, problem
+        address = cluster.address
+    try:
+        from idealab.executor.ray_backend import RayBackend
+
+        # 0.5 CPU each: `slots` jobs fit at once on the 2-CPU local cluster
+        return measure("ray", lambda: RayBackend(address, num_cpus=0.5), jobs, slots, False), ""
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--slurm-poll-s", type=float, nargs="+", default=[5.0, 0.5])
+    parser.add_argument("--ray-address", help="a Ray cluster's dashboard (default: start a local one here)")
     args = parser.parse_args()
 
     rows = [measure("local", lambda: LocalBackend(SlotPool.cpu_only(args.slots)), args.jobs, args.slots, False)]
@@ -124,6 +151,11 @@ def main() -> None:
             return SlurmBackend(SlurmOptions(poll_s=poll))
 
         rows.append(measure(name, make, args.jobs, args.slots, True))
+    ray_row, ray_problem = measure_ray(args.ray_address, args.jobs, args.slots)
+    if ray_row is not None:
+        rows.append(ray_row)
+    else:
+        skipped.append(f"ray: skipped, {ray_problem}")
 
     print(f"{args.jobs} jobs of `true`, {args.slots} at a time, per job:")
     print(f"{'backend':<22} {'start latency median':>21} {'p90':>8} {'wall/job':>9} {'orch. CPU/job':>14}")
