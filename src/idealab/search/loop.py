@@ -47,7 +47,7 @@ from idealab.ideators.base import (
 )
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
-from idealab.search.evidence import trial_seed
+from idealab.search.evidence import ReusedBaseline, trial_seed
 from idealab.search.faults import check_free_space, copy_error, last_sign_of_life
 from idealab.search.gate import HIGH, LOW, Claim, JobGate
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, Journal
@@ -72,6 +72,8 @@ class SearchConfig:
     baseline_value: float | None = None  # the bar when baseline_runs is 0 (nothing measured)
     confirm_top: int = 3  # ideas in the current top k are confirmed; 0: single-run behaviour
     confirm_seeds: int = 3  # results (seeds) a confirmed idea has, its first run included
+    # an earlier run's measured repeats (--reuse-baseline): the first baseline runs, stored as reused
+    reused_baseline: ReusedBaseline | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.ideas_per_epoch < 1 or self.batch_size < 1:
@@ -264,14 +266,37 @@ class Search:
             if run is not None and run.baseline_metric is None:
                 self.store.set_baseline(self.run_id, self.baseline, "given", "given with --baseline-value")
             return
+        reused = self.config.reused_baseline
+        n_reused = 0 if reused is None else min(len(reused.metrics), self.config.baseline_runs)
         for k in range(self.config.baseline_runs):
+            if reused is not None and k < n_reused:
+                self._store_reused(k, reused)
+                continue
             seed = trial_seed(self.config.seed, BASELINE_EPOCH, k, 0)
             text = f"Baseline: the unmodified environment (run {k + 1} of {self.config.baseline_runs})."
             idea = self.store.add_idea(
                 self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", {"seed": seed}
             )
             self._schedule(idea)
-        self.baseline = self._journal().baseline
+        journal = self._journal()
+        self.baseline = journal.baseline
+        if reused is not None and n_reused:
+            measured = len(journal.evidence.baseline_values)
+            reason = f"mean of {measured} measured runs ({n_reused} reused from {reused.source})"
+            self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, reason)
+            if self._baseline_settled():
+                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal, reused.source)))
+
+    def _store_reused(self, k: int, reused: ReusedBaseline) -> None:
+        """Repeat k of the baseline, taken from an earlier run: an ok trial marked reused (idempotent: a
+        resume finds it stored, or finishes storing it)."""
+        source_id = reused.source_ids[k]
+        text = f"Baseline: the unmodified environment, reused from {reused.source} (its experiment {source_id})."
+        payload = {"seed": reused.seeds[k], "reused_from": reused.source, "source_experiment": source_id}
+        idea = self.store.add_idea(self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", payload)
+        if not idea.status.terminal:
+            reason = f"reused from {reused.source} (experiment {source_id} there): no job ran in this run"
+            self.store.finish_idea(idea.id, Status.OK, reused.metrics[k], reason, time.time(), baseline=True)
 
     def _resume_confirmations(self) -> None:
         """Confirmation runs stored before a restart, and any the top ideas still lack."""
@@ -637,10 +662,13 @@ class Search:
             journal = self._journal()
             self.baseline = journal.baseline
             n = len(journal.evidence.baseline_values)
+            reused = self.config.reused_baseline
+            source = None if reused is None else reused.source
             if n:  # derived from the repeats (recomputed by every reader): the run's bar is their mean
-                self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, f"mean of {n} measured runs")
+                reason = f"mean of {n} measured runs" + ("" if source is None else f" (some reused from {source})")
+                self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, reason)
             if self._baseline_settled():
-                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal)))
+                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal, source)))
         self.on_event(SearchEvent("finished", idea.epoch, idea.id, outcome.status, outcome.metric, idea.text))
         if outcome.status is Status.OK or idea.epoch == CONFIRM_EPOCH:
             self._confirm_top()
@@ -661,11 +689,13 @@ def _forget(pending: set[int], idea_id: int, _: object) -> None:
     pending.discard(idea_id)
 
 
-def _noise_text(journal: Journal[IdeaRecord]) -> str:
+def _noise_text(journal: Journal[IdeaRecord], reused_from: str | None = None) -> str:
     values = journal.evidence.baseline_values
     if not values:
         return "baseline: no run of the unmodified environment finished ok; nothing can be called a win"
     text = f"baseline measured: mean {journal.baseline:.6g} over {len(values)} run(s)"
+    if reused_from is not None:
+        text += f" (reused from {reused_from})"
     band = journal.noise_band
     if band is not None and journal.baseline_sd is not None:
         text += f", sd {journal.baseline_sd:.3g}, noise floor [{band[0]:.6g}, {band[1]:.6g}]"
