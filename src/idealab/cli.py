@@ -158,6 +158,9 @@ def run(
     max_processes: Annotated[
         int | None, typer.Option(help="Processes and threads of a job at once (needs a pids cgroup).")
     ] = None,
+    max_disk_mb: Annotated[
+        int | None, typer.Option(help="Disk a job may write, all its files together (MB); over it, it is stopped.")
+    ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
@@ -209,7 +212,7 @@ def run(
             # the command line's sandbox settings, for the jobs and the preflights (the implementer gets
             # this manifest from the search)
             manifest = with_sandbox_options(
-                manifest, sandbox, memory_mb, max_open_files, max_file_mb, max_processes
+                manifest, sandbox, memory_mb, max_open_files, max_file_mb, max_processes, max_disk_mb
             )
             if started.settings_changed:
                 console.print("LLM settings changed (recorded with the run):", style="yellow")
