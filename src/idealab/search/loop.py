@@ -536,16 +536,31 @@ class Search:
                 self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
                 return
             workspace = rebuilt
-        if idea.final_diff is not None and not copy_matches_diff(self.manifest, workspace, idea.final_diff):
-            # something wrote the copy after its change was accepted (another job, before the sandbox):
-            # rebuild it from the stored change, so that what runs is exactly what the run records
-            rebuilt = self._rebuild_workspace(idea)
-            if isinstance(rebuilt, str) or not copy_matches_diff(self.manifest, rebuilt, idea.final_diff):
-                why = rebuilt if isinstance(rebuilt, str) else "its copy does not match its stored diff"
-                self._finish(idea, Status.UNIMPLEMENTABLE, None, why)
-                return
-            workspace = rebuilt
         await self._execute(idea, workspace, claim or self._gate.claim(LOW))
+
+    def _verified_copy(self, idea: IdeaRecord, workspace: Path) -> Path | None:
+        """The copy to run, checked against the stored change once the job holds its slot (while it
+        waited, something may have written it: another job without the sandbox, a person). A copy that
+        differs is rebuilt from the stored change, so what runs is exactly what the run records; None
+        (the idea finished as unimplementable) when even the rebuilt copy does not match."""
+        expected = self._expected_diff(idea)
+        if expected is None or copy_matches_diff(self.manifest, workspace, expected):
+            return workspace
+        rebuilt = self._rebuild_workspace(idea)
+        if isinstance(rebuilt, str) or not copy_matches_diff(self.manifest, rebuilt, expected):
+            why = rebuilt if isinstance(rebuilt, str) else "its copy does not match its stored diff"
+            self._finish(idea, Status.UNIMPLEMENTABLE, None, why)
+            return None
+        return rebuilt
+
+    def _expected_diff(self, idea: IdeaRecord) -> str | None:
+        """The diff a run's copy must show against the environment: none for the baseline, the confirmed
+        idea's for a confirmation run (None: not recorded, e.g. an idea stored before final diffs)."""
+        if idea.epoch == BASELINE_EPOCH:
+            return ""
+        if idea.epoch == CONFIRM_EPOCH:
+            return self.store.get_idea(int(idea.payload["confirms"])).final_diff
+        return idea.final_diff
 
     def _change_of(self, idea: IdeaRecord) -> str | None:
         """The accepted change a run applies: a confirmation run uses its idea's."""
@@ -606,11 +621,14 @@ class Search:
             if self._shut_down:  # the slot came free because the run is stopping: run it on resume
                 return
             # a task holding a slot records its job's end on shutdown; one waiting for a slot is cancelled
+            verified = self._verified_copy(idea, workspace)  # now: the slot is held, nothing else runs first
+            if verified is None:
+                return
             task = asyncio.current_task()
             assert task is not None
             self._executing.add(task)
             try:
-                await self._execute_holding(idea, workspace)
+                await self._execute_holding(idea, verified)
             finally:
                 self._executing.discard(task)
 
