@@ -125,3 +125,16 @@ def test_other_hardware_is_refused_naming_each_part(earlier):
         load_reusable_baseline(source, None, identity, {"cpu_model": "Other CPU", "cpu_threads": 512})
     assert "hardware cpu_model:" in str(refused.value) and "'Other CPU' here" in str(refused.value)
     assert "hardware cpu_threads:" in str(refused.value)
+
+
+def test_baseline_runs_beyond_the_reused_ones_are_measured_here(earlier, tmp_path):
+    env, source = earlier
+    workdir = tmp_path / "more"
+    done = search(env, workdir, "--reuse-baseline", source, "--baseline-runs", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    header = done.stdout + done.stderr  # (the header goes to the console's stream)
+    assert "3 run(s) reused from" in header and "1 measured here" in header
+    with Store.open_readonly(workdir) as store:
+        rows = store.ideas(1, epoch=BASELINE_EPOCH)
+        assert [bool(store.jobs(idea_id=r.id)) for r in rows] == [False, False, False, True]
+    assert status(workdir)["baseline"]["n"] == 4

@@ -247,7 +247,7 @@ def run(
                     f"{_describe(pool)}, workdir {workdir}",
                 )
             )
-            console.print(_trust_header(options, manifest.metric.baseline, store))
+            console.print(_trust_header(options, manifest.metric.baseline, store, n_reused))
             terminated: list[signal.Signals] = []
             with display:
                 try:
@@ -318,13 +318,17 @@ def _job_slots(pool: SlotPool, gpus_per_job: int) -> int:
     return max(1, len(pool.gpu_ids) // gpus_per_job) if gpus_per_job else pool.cpu_slots
 
 
-def _trust_header(options: RunSettings, reference: float | None, store: Store) -> str:
+def _trust_header(options: RunSettings, reference: float | None, store: Store, reused: int = 0) -> str:
+    """The bar and how ideas are confirmed; `reused`: baseline repeats taken from an earlier run."""
     if options.baseline_runs == 0:
         bar = f"baseline given: {options.baseline_value} (not measured, no noise floor)"
     else:
         bar = f"baseline: measured {options.baseline_runs} times with different seeds"
-        if options.reuse_baseline is not None:
-            bar += f", reused from {options.reuse_baseline} where measured there"
+        if options.reuse_baseline is not None and reused:
+            more = options.baseline_runs - reused
+            bar = f"baseline: {reused} run(s) reused from {options.reuse_baseline}" + (
+                f", {more} measured here with different seeds" if more > 0 else ""
+            )
         try:
             measured = baseline_line(load_view(store))  # a resumed run knows its noise floor already
         except LookupError:
