@@ -136,6 +136,13 @@ def run(
         int | None, typer.Option(help="Confirm ideas entering the top K with more seeds (default 3; 0: off).")
     ] = None,
     confirm_seeds: Annotated[int | None, typer.Option(help="Results a confirmed idea has (default 3).")] = None,
+    reuse_baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reuse the measured baseline repeats of the run in this work directory (same environment "
+            "content, preset and hardware; it is only read)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display; one line per finished experiment.")] = False,
     track: Annotated[
         str | None, typer.Option(help="Also log each finished experiment to wandb or trackio (offline-safe).")
@@ -174,6 +181,9 @@ def run(
     ] = None,
     ray_memory_mb: Annotated[
         int | None, typer.Option(help="--backend ray: memory Ray reserves per job (MiB; for scheduling only).")
+    ] = None,
+    max_disk_mb: Annotated[
+        int | None, typer.Option(help="Disk a job may write, all its files together (MB); over it, it is stopped.")
     ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
@@ -218,6 +228,7 @@ def run(
                 implement_concurrency=implement_concurrency, baseline_runs=baseline_runs,
                 baseline_value=baseline_value, confirm_top=confirm_top, confirm_seeds=confirm_seeds,
                 audit_model=audit_model,
+                reuse_baseline=None if reuse_baseline is None else str(reuse_baseline),
             )  # fmt: skip
             try:  # builds and checks everything; a new run is stored only when all of it is sound
                 started = startup.start(
@@ -232,12 +243,14 @@ def run(
             # the command line's sandbox settings, for the jobs and the preflights (the implementer gets
             # this manifest from the search)
             manifest = with_sandbox_options(
-                manifest, sandbox, memory_mb, max_open_files, max_file_mb, max_processes
+                manifest, sandbox, memory_mb, max_open_files, max_file_mb, max_processes, max_disk_mb
             )
             if started.settings_changed:
                 console.print("LLM settings changed (recorded with the run):", style="yellow")
                 console.print(started.settings_changed)
-            total = options.epochs * options.ideas_per_epoch + options.baseline_runs
+            reused = started.reused_baseline
+            n_reused = 0 if reused is None else min(len(reused.metrics), options.baseline_runs)
+            total = options.epochs * options.ideas_per_epoch + options.baseline_runs - n_reused
             display = LiveDisplay(console, manifest.metric, total, quiet=quiet)
             sink = _tracker_sink(track, store, started.run, manifest, workdir)
             if sink is not None:
@@ -258,7 +271,7 @@ def run(
 
             search = Search(
                 manifest, store, started.run.id, backend, started.built.ideator, started.built.implementer,
-                options.search_config(), workdir, on_event=on_event,
+                options.search_config(reused), workdir, on_event=on_event,
                 job_slots=_job_slots(pool, manifest.run.gpus) if choice.local else pool.cpu_slots,
                 auditor=started.auditor,
             )
@@ -270,7 +283,7 @@ def run(
                     f"{_describe(pool) if choice.local else _describe_cluster(choice, pool)}, workdir {workdir}",
                 )
             )
-            console.print(_trust_header(options, manifest.metric.baseline, store))
+            console.print(_trust_header(options, manifest.metric.baseline, store, n_reused))
             terminated: list[signal.Signals] = []
             with display:
                 try:
@@ -384,11 +397,17 @@ def _job_slots(pool: SlotPool, gpus_per_job: int) -> int:
     return max(1, len(pool.gpu_ids) // gpus_per_job) if gpus_per_job else pool.cpu_slots
 
 
-def _trust_header(options: RunSettings, reference: float | None, store: Store) -> str:
+def _trust_header(options: RunSettings, reference: float | None, store: Store, reused: int = 0) -> str:
+    """The bar and how ideas are confirmed; `reused`: baseline repeats taken from an earlier run."""
     if options.baseline_runs == 0:
         bar = f"baseline given: {options.baseline_value} (not measured, no noise floor)"
     else:
         bar = f"baseline: measured {options.baseline_runs} times with different seeds"
+        if options.reuse_baseline is not None and reused:
+            more = options.baseline_runs - reused
+            bar = f"baseline: {reused} run(s) reused from {options.reuse_baseline}" + (
+                f", {more} measured here with different seeds" if more > 0 else ""
+            )
         try:
             measured = baseline_line(load_view(store))  # a resumed run knows its noise floor already
         except LookupError:
@@ -520,7 +539,8 @@ def _baseline_text(b: dict[str, Any], name: str) -> str:
     noise = (
         f", sd {b['sd']:.3g}, noise floor [{b['noise_low']:.6g}, {b['noise_high']:.6g}]" if b["sd"] is not None else ""
     )
-    return f"baseline {name}: {b['mean']:.6g} measured over {b['n']} run(s){noise}{ref}"
+    reused = f" ({b['reused']} reused from {b['reused_from']})" if b.get("reused_from") else ""
+    return f"baseline {name}: {b['mean']:.6g} measured over {b['n']} run(s){reused}{noise}{ref}"
 
 
 def baseline_line(view: RunView) -> str | None:

@@ -68,6 +68,7 @@ class RunSpec:
     max_open_files: int | None = None
     max_file_mb: int | None = None  # the largest file a job may write
     max_processes: int | None = None  # processes and threads of a job at once (a pids cgroup)
+    max_disk_mb: int | None = None  # all files a job writes together (measured by its supervisor)
     # the editable code may start processes and threads (workers): without it the static checks refuse
     # a change that imports subprocess / multiprocessing / threading or forks (docs/reward_hacking.md)
     allow_processes: bool = False
@@ -180,7 +181,7 @@ _TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", 
 _RUN_KEYS = {
     "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
     "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb", "max_processes",
-    "allow_processes", "slurm",
+    "allow_processes", "max_disk_mb", "slurm",
 }  # fmt: skip
 _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout", "bound"}
 _GUIDANCE_KEYS = {"direction", "examples"}
@@ -309,7 +310,7 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
     if sandbox is not None and sandbox not in ("auto", "require", "off"):
         raise r.fail("run.sandbox", '"auto", "require" or "off"', sandbox)
     limits = {}
-    for key in ("memory_mb", "max_open_files", "max_file_mb", "max_processes"):
+    for key in ("memory_mb", "max_open_files", "max_file_mb", "max_processes", "max_disk_mb"):
         value = run.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise r.fail(f"run.{key}", "a positive integer", value)

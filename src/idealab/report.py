@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from idealab.baseline_reuse import REUSE_KEY
 from idealab.manifest import Goal
 from idealab.search import stats
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, Entry, Journal, confirm_seeds_of
@@ -49,6 +50,7 @@ def baseline_json(journal: Journal[Any], run: RunRecord) -> dict[str, Any]:
     """The bar and its noise floor: the measured repeats, their mean, sd and intervals, and the manifest's
     reference value (shown beside the measured one, never used as the bar)."""
     values = list(journal.evidence.baseline_values)
+    reused = run.config.get(REUSE_KEY)
     interval = stats.mean_interval(values)
     band = journal.noise_band
     return {
@@ -62,6 +64,9 @@ def baseline_json(journal: Journal[Any], run: RunRecord) -> dict[str, Any]:
         "noise_high": None if band is None else band[1],
         "source": "measured" if values else ("given" if journal.baseline is not None else "unknown"),
         "reference": run.manifest.get("metric", {}).get("baseline"),
+        # repeats taken from an earlier run (--reuse-baseline): their number and its work directory
+        "reused": len(reused["metrics"]) if reused else 0,
+        "reused_from": reused["workdir"] if reused else None,
     }
 
 

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from idealab.baseline_reuse import HARDWARE_KEY, REUSE_KEY, reuse_record
 from idealab.identity import ENVIRONMENT_KEY
 from idealab.manifest import Manifest
+from idealab.search.evidence import ReusedBaseline
 from idealab.search.loop import SearchConfig
 from idealab.search.schedule import ExploitSchedule
 from idealab.store import RunRecord, Store
@@ -68,6 +70,7 @@ class RunOptions:
     confirm_top: int | None = None
     confirm_seeds: int | None = None
     audit_model: str | None = None
+    reuse_baseline: str | None = None  # an earlier run's work directory whose measured baseline is reused
 
     @classmethod
     def from_cli(cls, **given: Any) -> RunOptions:
@@ -102,8 +105,9 @@ class RunSettings:
     confirm_top: int
     confirm_seeds: int
     audit_model: str | None = None  # reviews suspect results for reward hacking (docs/llm.md)
+    reuse_baseline: str | None = None
 
-    def search_config(self) -> SearchConfig:
+    def search_config(self, reused: ReusedBaseline | None = None) -> SearchConfig:
         if self.history_sample < 1 or self.implement_concurrency < 1:
             raise ValueError("history_sample and implement_concurrency must be >= 1")
         schedule = ExploitSchedule(
@@ -123,16 +127,28 @@ class RunSettings:
             baseline_value=self.baseline_value,
             confirm_top=self.confirm_top,
             confirm_seeds=self.confirm_seeds,
+            reused_baseline=reused,
         )
 
     def create_run(
-        self, store: Store, manifest: Manifest, llm: Mapping[str, Any], environment: Mapping[str, Any] | None = None
+        self,
+        store: Store,
+        manifest: Manifest,
+        llm: Mapping[str, Any],
+        environment: Mapping[str, Any] | None = None,
+        hardware: Mapping[str, Any] | None = None,
+        reused: ReusedBaseline | None = None,
     ) -> RunRecord:
         """Store a new run: its options, its LLM settings (`llm`, never a key), the host and versions (for
-        reports), its environment's identity (`identity.py`) and its manifest."""
+        reports), its environment's identity (`identity.py`), its jobs' hardware, the baseline repeats it
+        reuses from an earlier run (stored with the run, in one transaction) and its manifest."""
         config = {**asdict(self), "llm": dict(llm), "system": system_info()}
         if environment is not None:
             config[ENVIRONMENT_KEY] = dict(environment)
+        if hardware is not None:
+            config[HARDWARE_KEY] = dict(hardware)
+        if reused is not None:
+            config[REUSE_KEY] = reuse_record(reused)
         return store.create_run(manifest.name, str(manifest.root), self.preset, config, manifest_to_dict(manifest))
 
 

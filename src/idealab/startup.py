@@ -6,10 +6,11 @@ settings is refused, naming each difference, unless it is explicitly allowed (th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from idealab.baseline_reuse import REUSE_KEY, ReuseError, load_reusable_baseline, reused_from_record
 from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
@@ -25,7 +26,9 @@ from idealab.runconfig import (
     settings_changes,
     stored_llm_settings,
 )
+from idealab.search.evidence import ReusedBaseline
 from idealab.store import DB_NAME, RunRecord, Store
+from idealab.sysinfo import hardware_identity
 
 if TYPE_CHECKING:  # the LLM package loads its SDKs: not for a run without an LLM
     from idealab.auditor import Auditor
@@ -46,6 +49,7 @@ class Started:
     built: registry.Built
     settings_changed: str | None  # the accepted changes of LLM settings, in words; None when none
     auditor: Auditor | None = None  # --audit-model: reviews suspect results
+    reused_baseline: ReusedBaseline | None = None  # baseline repeats taken from an earlier run
 
 
 class CallLog:
@@ -156,6 +160,11 @@ def _start(
     except (ManifestError, ValueError) as exc:
         raise StartError(str(exc)) from None
     pool = slot_pool(slots, gpus, manifest.run.gpus, local)
+    hardware = hardware_identity(pool.gpu_ids, manifest.run.gpus)
+    if stored_run is None:
+        options, reused = _reuse(given, options, manifest, environment, hardware)
+    else:
+        reused = _check_resumed_reuse(stored_run, given)
     calls = CallLog()
     stored_llm = stored_llm_settings(stored_run) if stored_run is not None else None
     try:
@@ -192,9 +201,9 @@ def _start(
     else:
         # Everything is checked: only now does the work directory get its database and the run.
         store = store or _open(opened, workdir)
-        run = options.create_run(store, manifest, built.settings, environment)
+        run = options.create_run(store, manifest, built.settings, environment, hardware, reused)
     calls.bind(store, run.id)
-    return Started(store, run, options, manifest, pool, built, changed, auditor)
+    return Started(store, run, options, manifest, pool, built, changed, auditor, reused)
 
 
 def _auditor(options: RunSettings, keys_file: Path | None, calls: CallLog) -> Auditor | None:
@@ -215,6 +224,39 @@ def _auditor(options: RunSettings, keys_file: Path | None, calls: CallLog) -> Au
         )  # fmt: skip
     except ValueError as exc:  # LLMConfigError is one
         raise StartError(f"--audit-model: {exc}" if "--audit-model" not in str(exc) else str(exc)) from None
+
+
+def _reuse(
+    given: RunOptions, options: RunSettings, manifest: Manifest, environment: Mapping[str, Any],
+    hardware: Mapping[str, Any],
+) -> tuple[RunSettings, ReusedBaseline | None]:
+    """A new run's --reuse-baseline: the earlier run's repeats, checked to be of this experiment. Without
+    --baseline-runs the run takes all of them; with it, K repeats in all (any beyond the reused ones are
+    measured)."""
+    if given.reuse_baseline is None:
+        return options, None
+    if options.baseline_runs == 0 or options.baseline_value is not None:
+        raise StartError("--reuse-baseline reuses measured repeats: it excludes --baseline-runs 0 and --baseline-value")
+    try:
+        reused = load_reusable_baseline(Path(given.reuse_baseline), manifest.preset, environment, hardware)
+    except ReuseError as exc:
+        raise StartError(str(exc)) from None
+    runs = given.baseline_runs if given.baseline_runs is not None else len(reused.metrics)
+    return replace(options, baseline_runs=runs, reuse_baseline=reused.source), reused
+
+
+def _check_resumed_reuse(run: RunRecord, given: RunOptions) -> ReusedBaseline | None:
+    """A resume keeps the run's own baseline: --reuse-baseline may only repeat the one it started with."""
+    reused = reused_from_record(run.config.get(REUSE_KEY))
+    if given.reuse_baseline is not None:
+        asked = str(Path(given.reuse_baseline).resolve())
+        if reused is None or reused.source != asked:
+            had = "measures its own baseline" if reused is None else f"reused the baseline of {reused.source}"
+            raise StartError(
+                f"--reuse-baseline {asked}: this work directory's run already exists and {had}; "
+                "--reuse-baseline applies to a new run (leave it out to resume, or use another --workdir)"
+            )
+    return reused
 
 
 def _environment(

@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
@@ -28,6 +29,30 @@ def gpu_names(timeout_s: float = 20.0) -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []  # a broken driver: the report says no GPU was seen, the run itself decides what it needs
     return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo; elsewhere what the platform reports)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass  # not Linux: the platform's word for it
+    return platform.processor() or platform.machine()
+
+
+def hardware_identity(gpu_ids: Sequence[int], gpus_per_job: int) -> dict[str, Any]:
+    """What sets a job's speed, and so its result under a fixed time budget: the model and number of the
+    GPUs a job gets, or for a job without GPUs the CPU model and the threads it may use. Two runs whose
+    identities are equal may share a measured baseline (`idealab run --reuse-baseline`)."""
+    if gpus_per_job > 0:
+        listed = {int(i): name for i, name, *_ in (line.split(", ") for line in gpu_names()) if i.isdigit()}
+        models = sorted({listed.get(i, "unknown") for i in gpu_ids})
+        return {"gpu_models": models, "gpus_per_job": gpus_per_job}
+    return {"cpu_model": cpu_model(), "cpu_threads": len(os.sched_getaffinity(0))}
 
 
 def package_versions() -> dict[str, str]:

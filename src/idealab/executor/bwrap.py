@@ -84,6 +84,7 @@ class Limits:
     open_files: int | None = None  # RLIMIT_NOFILE
     file_size_mb: int | None = None  # the largest file a job may write (RLIMIT_FSIZE)
     processes: int | None = None  # tasks (processes and threads) at once: a pids cgroup, by the supervisor
+    disk_mb: int | None = None  # all files a job writes together: measured by the supervisor (disk_quota.py)
 
     def merged(self, other: Limits) -> Limits:
         """The stricter of each limit (a CLI limit tightens a manifest's, never loosens it)."""
@@ -96,6 +97,7 @@ class Limits:
             pick(self.open_files, other.open_files),
             pick(self.file_size_mb, other.file_size_mb),
             pick(self.processes, other.processes),
+            pick(self.disk_mb, other.disk_mb),
         )
 
     def prlimit_argv(self) -> list[str]:
@@ -201,8 +203,9 @@ def bwrap_argv(
     if not policy.network:
         argv.append("--unshare-net")
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for tmp in TMPFS_DIRS:
-        argv += ["--tmpfs", str(tmp)]
+    for tmp in TMPFS_DIRS:  # with a disk cap, each of its size (bwrap --size)
+        size = [] if policy.limits.disk_mb is None else ["--size", str(policy.limits.disk_mb * 2**20)]
+        argv += [*size, "--tmpfs", str(tmp)]
     if gpu_ids:  # the card's device files; CUDA_VISIBLE_DEVICES picks the leased ones among them
         for dev in sorted(glob.glob("/dev/nvidia*")):
             argv += ["--dev-bind", dev, dev]

@@ -259,7 +259,8 @@ class LocalBackend:
             home = job_home(job_dir, sandboxed)
             env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env, policy.allow_env, home)
             wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, lease.gpu_ids, sandboxed)
-            self._supervisor_spec(spec, wrapper, sandboxed, policy.limits.processes).write(job_dir)
+            disk = _disk_watch(policy.limits.disk_mb, spec.workspace, job_dir, sandboxed)
+            self._supervisor_spec(spec, wrapper, sandboxed, policy.limits.processes, disk).write(job_dir)
             with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -346,7 +347,12 @@ class LocalBackend:
                 lease.release()
 
     def _supervisor_spec(
-        self, spec: JobSpec, wrapper: list[str], sandboxed: bool, max_processes: int | None
+        self,
+        spec: JobSpec,
+        wrapper: list[str],
+        sandboxed: bool,
+        max_processes: int | None,
+        disk: tuple[int | None, list[str]] = (None, []),
     ) -> SupervisorSpec:
         return SupervisorSpec(
             job_id=spec.job_id,
@@ -361,6 +367,8 @@ class LocalBackend:
             wrapper=wrapper,
             sandboxed=sandboxed,
             max_processes=max_processes,
+            max_disk_mb=disk[0],
+            disk_paths=disk[1],
         )
 
     async def _stop_supervisor(
@@ -413,6 +421,15 @@ def _started_at(job_dir: Path) -> float:
 
 async def _ready(result: JobResult) -> JobResult:
     return result
+
+
+def _disk_watch(limit_mb: int | None, workspace: Path, job_dir: Path, sandboxed: bool) -> tuple[int | None, list[str]]:
+    """The disk cap and the directories it covers: the job's copy, and its HOME outside the sandbox (inside,
+    HOME is in the private /tmp, a tmpfs of the cap's size)."""
+    if limit_mb is None:
+        return None, []
+    paths = [str(workspace)] if sandboxed else [str(workspace), job_home(job_dir, sandboxed)]
+    return limit_mb, paths
 
 
 def result_from_record(

@@ -121,7 +121,12 @@ def _supervised(request: dict[str, object], policy: SandboxPolicy, workspace: Pa
     env_extra = request["env"]
     assert isinstance(env_extra, dict)
     base = {k: v for k, v in os.environ.items() if k != REQUEST_VAR}
-    env = job_environment(env_extra, gpu_ids, job_id, base, policy.allow_env, job_home(job_dir, sandboxed))
+    home = job_home(job_dir, sandboxed)
+    env = job_environment(env_extra, gpu_ids, job_id, base, policy.allow_env, home)
+    # the disk cap covers the job's copy, and its HOME outside the sandbox (inside, the private /tmp is a
+    # tmpfs of the cap's size), as for a local job
+    disk_mb = policy.limits.disk_mb
+    disk_paths = [] if disk_mb is None else [str(workspace)] if sandboxed else [str(workspace), home]
     wrapper = sandbox_wrapper(policy, workspace, job_dir, gpu_ids, sandboxed)
     SupervisorSpec(
         job_id=job_id,
@@ -136,6 +141,8 @@ def _supervised(request: dict[str, object], policy: SandboxPolicy, workspace: Pa
         wrapper=wrapper,
         sandboxed=sandboxed,
         max_processes=policy.limits.processes,
+        max_disk_mb=disk_mb,
+        disk_paths=disk_paths,
     ).write(job_dir)
     # the supervisor hands its own environment to the job, as the local backend's does
     os.environ.clear()

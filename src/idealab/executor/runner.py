@@ -60,7 +60,7 @@ def sandbox_policy(manifest: Manifest) -> SandboxPolicy:
         allow_env=run.allow_env,
         readonly=manifest.files.protected,
         conceal=(manifest.root,),
-        limits=Limits(run.memory_mb, run.max_open_files, run.max_file_mb, run.max_processes),
+        limits=Limits(run.memory_mb, run.max_open_files, run.max_file_mb, run.max_processes, run.max_disk_mb),
         mode=run.sandbox,
     )
 
@@ -72,17 +72,18 @@ def with_sandbox_options(
     max_open_files: int | None = None,
     max_file_mb: int | None = None,
     max_processes: int | None = None,
+    max_disk_mb: int | None = None,
 ) -> Manifest:
     """The manifest with the command line's sandbox settings: `require` from either side wins, else the
     command line's mode, else the manifest's; each limit is the stricter of the two."""
     run = manifest.run
     mode = "require" if "require" in (sandbox, run.sandbox) else sandbox or run.sandbox
-    limits = Limits(run.memory_mb, run.max_open_files, run.max_file_mb, run.max_processes).merged(
-        Limits(memory_mb, max_open_files, max_file_mb, max_processes)
+    limits = Limits(run.memory_mb, run.max_open_files, run.max_file_mb, run.max_processes, run.max_disk_mb).merged(
+        Limits(memory_mb, max_open_files, max_file_mb, max_processes, max_disk_mb)
     )
     new_run = replace(
         run, sandbox=mode, memory_mb=limits.memory_mb, max_open_files=limits.open_files,
-        max_file_mb=limits.file_size_mb, max_processes=limits.processes,
+        max_file_mb=limits.file_size_mb, max_processes=limits.processes, max_disk_mb=limits.disk_mb,
     )  # fmt: skip
     return replace(manifest, run=new_run)
 
@@ -148,7 +149,8 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
     if result.exit_code != 0:
         tail = _tail(result.stderr_path) or _tail(result.stdout_path)
         hit = f"{result.limit_hit}: " if result.limit_hit else limit_reason(result.exit_code, tail, manifest)
-        reason = hit + describe_exit(result.exit_code)
+        stopped = result.exit_code is None and result.limit_hit  # stopped by its supervisor (disk cap)
+        reason = hit + ("the job was stopped" if stopped else describe_exit(result.exit_code))
         reason += f"\n{tail}" if tail else ""
         return Outcome(Status.FAILED, None, reason, values, result)
     verdict = judge(values, manifest.metric)

@@ -31,6 +31,7 @@ import sys
 import time
 
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, CappedLog
+from idealab.executor.disk_quota import DiskWatch
 from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES, MetricStream
 
 SPEC_NAME = "job.json"
@@ -75,6 +76,8 @@ class SupervisorSpec:
         wrapper: list[str] | None = None,  # argv put in front of the command: prlimit, bwrap (see bwrap.py)
         sandboxed: bool = False,  # the wrapper ends in bwrap: its processes are the namespace's init side
         max_processes: int | None = None,  # tasks (processes and threads) of the job, through a pids cgroup
+        max_disk_mb: int | None = None,  # what the job may write in `disk_paths`, all files together
+        disk_paths: list[str] | None = None,
     ) -> None:
         self.job_id = job_id
         self.command = command
@@ -88,6 +91,8 @@ class SupervisorSpec:
         self.wrapper = wrapper or []
         self.sandboxed = sandboxed
         self.max_processes = max_processes
+        self.max_disk_mb = max_disk_mb
+        self.disk_paths = disk_paths or []
 
     def write(self, job_dir: PathLike) -> None:
         _write_atomic(os.path.join(job_dir, SPEC_NAME), json.dumps(vars(self)))
@@ -107,7 +112,8 @@ class ExitRecord:
         started_at: float,
         finished_at: float,
         returncode: int | None,  # the main process's; negative: killed by that signal; None: never started
-        ended: str,  # "exited" (by itself), "timeout", "stopped" (on request) or "error" (could not start)
+        ended: str,  # "exited" (by itself), "timeout", "stopped" (on request), "limit" (over its disk cap)
+        # or "error" (could not start)
         error: str | None = None,
         stdout_bytes: int = 0,
         stdout_dropped: int = 0,
@@ -300,6 +306,7 @@ class _Supervision:
         self.kill_at: float | None = None  # monotonic time of the SIGKILL once termination began
         self.cgroup: _PidsCgroup | None = None
         self.limit_hit: str | None = None
+        self.disk: DiskWatch | None = None
 
     def run(self) -> ExitRecord:
         started_at = time.time()
@@ -312,6 +319,8 @@ class _Supervision:
         err_r, err_w = os.pipe()
         try:
             os.chdir(self.spec.cwd)  # where the job starts (posix_spawn has no portable chdir)
+            if self.spec.max_disk_mb is not None:  # measured before the job writes anything
+                self.disk = DiskWatch(self.spec.disk_paths, self.spec.max_disk_mb)
             self._enter_cgroup()
             try:
                 pid = self._spawn(self._argv(), out_w, err_w)
@@ -381,7 +390,9 @@ class _Supervision:
         main_exited = False
         while not self._done(main_exited, pid):
             wake_at = deadline if self.kill_at is None else self.kill_at
-            for key, _ in self.selector.select(max(0.0, wake_at - time.monotonic())):
+            checks_disk = self.disk is not None and self.kill_at is None
+            select_until = min(wake_at, self.disk.next_at) if self.disk is not None and checks_disk else wake_at
+            for key, _ in self.selector.select(max(0.0, select_until - time.monotonic())):
                 if key.data == "exit":
                     main_exited = True
                     self.selector.unregister(pidfd)
@@ -390,6 +401,8 @@ class _Supervision:
                     self._terminate(pid, "stopped")
                 else:
                     self._pump(key.data)
+            if self.disk is not None and checks_disk and time.monotonic() >= self.disk.next_at:
+                self._check_disk(pid)
             if time.monotonic() >= wake_at:
                 if self.kill_at is None:
                     self._terminate(pid, "timeout")
@@ -409,6 +422,14 @@ class _Supervision:
         if self.spec.sandboxed and code > 128:  # bwrap words a job killed by signal N as exit 128 + N
             code = 128 - code
         return code
+
+    def _check_disk(self, pgid: int) -> None:
+        """Stop the job once it wrote more than its disk cap (ended "limit": it did not end by itself)."""
+        assert self.disk is not None
+        hit = self.disk.exceeded()
+        if hit is not None and self.kill_at is None:
+            self.limit_hit = hit
+            self._terminate(pgid, "limit")
 
     def _pipes_open(self) -> bool:
         return any(isinstance(k.data, _Pipe) for k in self.selector.get_map().values())

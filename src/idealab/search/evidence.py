@@ -39,3 +39,14 @@ def trial_seed(run_seed: int, epoch: int, idx: int, trial: int) -> int:
     framework's seeding accepts it; stable, so a resumed job gets the seed its first attempt got."""
     digest = hashlib.sha256("/".join(map(str, (run_seed, "job-seed", epoch, idx, trial))).encode()).digest()
     return int.from_bytes(digest[:8], "big") % 2**31
+
+
+@dataclass(frozen=True)
+class ReusedBaseline:
+    """Baseline repeats measured by an earlier run (`--reuse-baseline`): stored in the new run as ok
+    baseline trials marked reused, so its database holds its own evidence."""
+
+    source: str  # the earlier run's work directory
+    metrics: tuple[float, ...]  # the ok repeats' metrics, in the earlier run's order
+    seeds: tuple[int | None, ...]  # the seeds they ran with
+    source_ids: tuple[int, ...]  # their experiment ids in the earlier run

@@ -45,7 +45,7 @@ from idealab.ideators.base import (
 )
 from idealab.manifest import Manifest
 from idealab.patching import apply_edit, diff_trees, write_changes
-from idealab.search.evidence import trial_seed
+from idealab.search.evidence import ReusedBaseline, trial_seed
 from idealab.search.faults import check_free_space, copy_error, last_sign_of_life
 from idealab.search.gate import HIGH, LOW, Claim, JobGate
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, Journal
@@ -70,6 +70,8 @@ class SearchConfig:
     baseline_value: float | None = None  # the bar when baseline_runs is 0 (nothing measured)
     confirm_top: int = 3  # ideas in the current top k are confirmed; 0: single-run behaviour
     confirm_seeds: int = 3  # results (seeds) a confirmed idea has, its first run included
+    # an earlier run's measured repeats (--reuse-baseline): the first baseline runs, stored as reused
+    reused_baseline: ReusedBaseline | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.ideas_per_epoch < 1 or self.batch_size < 1:
@@ -286,14 +288,37 @@ class Search:
             if run is not None and run.baseline_metric is None:
                 self.store.set_baseline(self.run_id, self.baseline, "given", "given with --baseline-value")
             return
+        reused = self.config.reused_baseline
+        n_reused = 0 if reused is None else min(len(reused.metrics), self.config.baseline_runs)
         for k in range(self.config.baseline_runs):
+            if reused is not None and k < n_reused:
+                self._store_reused(k, reused)
+                continue
             seed = trial_seed(self.config.seed, BASELINE_EPOCH, k, 0)
             text = f"Baseline: the unmodified environment (run {k + 1} of {self.config.baseline_runs})."
             idea = self.store.add_idea(
                 self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", {"seed": seed}
             )
             self._schedule(idea)
-        self.baseline = self._journal().baseline
+        journal = self._journal()
+        self.baseline = journal.baseline
+        if reused is not None and n_reused:
+            measured = len(journal.evidence.baseline_values)
+            reason = f"mean of {measured} measured runs ({n_reused} reused from {reused.source})"
+            self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, reason)
+            if self._baseline_settled():
+                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal, reused.source)))
+
+    def _store_reused(self, k: int, reused: ReusedBaseline) -> None:
+        """Repeat k of the baseline, taken from an earlier run: an ok trial marked reused (idempotent: a
+        resume finds it stored, or finishes storing it)."""
+        source_id = reused.source_ids[k]
+        text = f"Baseline: the unmodified environment, reused from {reused.source} (its experiment {source_id})."
+        payload = {"seed": reused.seeds[k], "reused_from": reused.source, "source_experiment": source_id}
+        idea = self.store.add_idea(self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", payload)
+        if not idea.status.terminal:
+            reason = f"reused from {reused.source} (experiment {source_id} there): no job ran in this run"
+            self.store.finish_idea(idea.id, Status.OK, reused.metrics[k], reason, time.time(), baseline=True)
 
     def _resume_confirmations(self) -> None:
         """Confirmation runs stored before a restart, and any the top ideas still lack."""
@@ -534,16 +559,31 @@ class Search:
                 self._finish(idea, Status.UNIMPLEMENTABLE, None, rebuilt)
                 return
             workspace = rebuilt
-        if idea.final_diff is not None and not copy_matches_diff(self.manifest, workspace, idea.final_diff):
-            # something wrote the copy after its change was accepted (another job, before the sandbox):
-            # rebuild it from the stored change, so that what runs is exactly what the run records
-            rebuilt = self._rebuild_workspace(idea)
-            if isinstance(rebuilt, str) or not copy_matches_diff(self.manifest, rebuilt, idea.final_diff):
-                why = rebuilt if isinstance(rebuilt, str) else "its copy does not match its stored diff"
-                self._finish(idea, Status.UNIMPLEMENTABLE, None, why)
-                return
-            workspace = rebuilt
         await self._execute(idea, workspace, claim or self._gate.claim(LOW))
+
+    def _verified_copy(self, idea: IdeaRecord, workspace: Path) -> Path | None:
+        """The copy to run, checked against the stored change once the job holds its slot (while it
+        waited, something may have written it: another job without the sandbox, a person). A copy that
+        differs is rebuilt from the stored change, so what runs is exactly what the run records; None
+        (the idea finished as unimplementable) when even the rebuilt copy does not match."""
+        expected = self._expected_diff(idea)
+        if expected is None or copy_matches_diff(self.manifest, workspace, expected):
+            return workspace
+        rebuilt = self._rebuild_workspace(idea)
+        if isinstance(rebuilt, str) or not copy_matches_diff(self.manifest, rebuilt, expected):
+            why = rebuilt if isinstance(rebuilt, str) else "its copy does not match its stored diff"
+            self._finish(idea, Status.UNIMPLEMENTABLE, None, why)
+            return None
+        return rebuilt
+
+    def _expected_diff(self, idea: IdeaRecord) -> str | None:
+        """The diff a run's copy must show against the environment: none for the baseline, the confirmed
+        idea's for a confirmation run (None: not recorded, e.g. an idea stored before final diffs)."""
+        if idea.epoch == BASELINE_EPOCH:
+            return ""
+        if idea.epoch == CONFIRM_EPOCH:
+            return self.store.get_idea(int(idea.payload["confirms"])).final_diff
+        return idea.final_diff
 
     def _change_of(self, idea: IdeaRecord) -> str | None:
         """The accepted change a run applies: a confirmation run uses its idea's."""
@@ -604,11 +644,14 @@ class Search:
             if self._shut_down:  # the slot came free because the run is stopping: run it on resume
                 return
             # a task holding a slot records its job's end on shutdown; one waiting for a slot is cancelled
+            verified = self._verified_copy(idea, workspace)  # now: the slot is held, nothing else runs first
+            if verified is None:
+                return
             task = asyncio.current_task()
             assert task is not None
             self._executing.add(task)
             try:
-                await self._execute_holding(idea, workspace)
+                await self._execute_holding(idea, verified)
             finally:
                 self._executing.discard(task)
 
@@ -674,10 +717,13 @@ class Search:
             journal = self._journal()
             self.baseline = journal.baseline
             n = len(journal.evidence.baseline_values)
+            reused = self.config.reused_baseline
+            source = None if reused is None else reused.source
             if n:  # derived from the repeats (recomputed by every reader): the run's bar is their mean
-                self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, f"mean of {n} measured runs")
+                reason = f"mean of {n} measured runs" + ("" if source is None else f" (some reused from {source})")
+                self.store.set_baseline(self.run_id, self.baseline, Status.OK.value, reason)
             if self._baseline_settled():
-                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal)))
+                self.on_event(SearchEvent("baseline", BASELINE_EPOCH, text=_noise_text(journal, source)))
         self.on_event(SearchEvent("finished", idea.epoch, idea.id, outcome.status, outcome.metric, idea.text))
         if outcome.status is Status.OK or idea.epoch == CONFIRM_EPOCH:
             self._confirm_top()
@@ -704,11 +750,13 @@ def _seed(idea: IdeaRecord, run_seed: int) -> int:
     return seed if isinstance(seed, int) else trial_seed(run_seed, idea.epoch, idea.idx, 0)
 
 
-def _noise_text(journal: Journal[IdeaRecord]) -> str:
+def _noise_text(journal: Journal[IdeaRecord], reused_from: str | None = None) -> str:
     values = journal.evidence.baseline_values
     if not values:
         return "baseline: no run of the unmodified environment finished ok; nothing can be called a win"
     text = f"baseline measured: mean {journal.baseline:.6g} over {len(values)} run(s)"
+    if reused_from is not None:
+        text += f" (reused from {reused_from})"
     band = journal.noise_band
     if band is not None and journal.baseline_sd is not None:
         text += f", sd {journal.baseline_sd:.3g}, noise floor [{band[0]:.6g}, {band[1]:.6g}]"

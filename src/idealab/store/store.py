@@ -125,7 +125,9 @@ class Store:
         return store
 
     @classmethod
-    def open_readonly(cls, workdir: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Store:
+    def open_readonly(
+        cls, workdir: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, leave_untouched: bool = False
+    ) -> Store:
         """Open an existing database for reading only: nothing is migrated or written (idealab.db keeps
         its bytes and mtime). The schema must be the one this idealab writes, or an older one it reads as
         it is (`READABLE_OLDER`: what it lacks reads as None); any other is refused, an older one with the
@@ -133,12 +135,17 @@ class Store:
 
         WAL: a read-only connection needs the -shm index. SQLite creates it (and an empty -wal) when the
         directory is writable; on a read-only disk without them the database is opened as immutable,
-        which is exact because no writer can exist there and no WAL holds unread commits."""
+        which is exact because no writer can exist there and no WAL holds unread commits.
+
+        `leave_untouched`: create no file in the workdir either (another run's, read for its baseline):
+        without a -wal file no writer has the database open and no commit is unread, so it is opened as
+        immutable; with one, the -shm exists already and the plain read-only open adds nothing."""
         path = workdir / DB_NAME
         if not path.is_file():
             raise StoreError(f"{workdir}: no idealab run here (no {DB_NAME})")
         _refuse_empty(path)
-        immutable = _needs_immutable(path)
+        without_wal = not path.with_name(path.name + "-wal").exists()
+        immutable = (leave_untouched and without_wal) or _needs_immutable(path)
         store = cls(make_readonly_engine(path, busy_timeout_s, immutable), path, busy_timeout_s, 1)
         try:
             with store._engine.connect() as conn:
