@@ -8,7 +8,7 @@ SHARED_FLAG := $(if $(wildcard $(SHARED_DATA)),--shared-data $(SHARED_DATA),)
 
 LLAMACPP_STAMP := $(VENV)/.llamacpp-installed
 
-.PHONY: setup data browser llamacpp sandbox demo test test-fast lint bench screenshots clean
+.PHONY: setup data browser llamacpp sandbox slurm demo test test-fast lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -51,7 +51,12 @@ browser:
 sandbox:
 	bash tests/sandbox/setup.sh
 
-test: data browser llamacpp sandbox
+# Debian's slurm-wlm and munge: tests/test_slurm.py starts a real single-node cluster with them
+# (../shared/tools/slurm-single-node.sh; skipped, with the reason, where that is absent or cannot run).
+slurm:
+	bash tests/slurm/setup.sh
+
+test: data browser llamacpp sandbox slurm
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) sandbox

@@ -26,6 +26,10 @@ class SimBackend:
     started: list[tuple[str, float]] = field(default_factory=list)
     intervals: list[tuple[float, float]] = field(default_factory=list)
     _tasks: dict[str, asyncio.Task[JobResult]] = field(default_factory=dict)
+    name = "sim"
+
+    async def reattach(self, spec: JobSpec, handle: str) -> str | None:
+        return None  # its jobs are tasks of the process that ran them: gone after a restart
 
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
         self._tasks[spec.job_id] = asyncio.create_task(self._run(spec, on_start))

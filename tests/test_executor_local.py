@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import pytest
 
 from idealab.executor.base import JobResult, JobSpec, JobStart
-from idealab.executor.local import LocalBackend, kill_stale_job
+from idealab.executor.local import LocalBackend
+from idealab.executor.procs import kill_stale_job
 from idealab.executor.sandbox import (
     MISSING_FILE_HASH,
     copy_environment,

@@ -7,12 +7,17 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fakeprovider import FakeProvider, Reply
 from idealab.errors import StopRun
+from idealab.executor.base import JobSpec, OnStart
+from idealab.executor.bwrap import bwrap_problem
+from idealab.executor.local import LocalBackend
 from idealab.executor.sandbox import copy_environment
+from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
 from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, Implementation
 from idealab.ideators.llm import LLMSettings
@@ -225,3 +230,37 @@ def test_two_models_use_their_own_endpoints_share_the_cap_and_are_recorded(tmp_p
         ("ideator", "openai", None),
     ]
     store.close()
+
+
+class RecordingBackend(LocalBackend):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.submitted: list[JobSpec] = []
+
+    async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
+        self.submitted.append(spec)
+        return await super().submit(spec, on_start)
+
+
+@pytest.mark.skipif(bwrap_problem() is not None, reason=f"no bubblewrap sandbox here: {bwrap_problem()}")
+def test_the_preflight_is_a_job_of_the_runs_backend_and_cannot_see_the_workdir(tmp_path, fake_provider):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "secret.txt").write_text("the run's database and the other jobs' copies")
+    manifest, workspace = env_copy(tmp_path, preflight="python peek.py")
+    peek = f"import pathlib, sys\nsys.exit(pathlib.Path({str(workdir / 'secret.txt')!r}).exists())\n"
+    (workspace / "peek.py").write_text(peek)  # exits 1 where it sees the workdir's file
+    fake_provider.add("chat", Reply.answer(SET_X))
+    backend = RecordingBackend(SlotPool.cpu_only(1), sandbox="require", conceal=[workdir])
+
+    async def go() -> Implementation:
+        client = make_client("openai:some-model", base_url=fake_provider.openai_base_url, max_retries=0, timeout_s=20)
+        implementer = LLMImplementer(LLMService(client), ImplementerSettings(samples=1, revisions=0))
+        implementer.use_backend(backend, workdir / "preflight")
+        return await implementer.implement(manifest, 7, IDEA, workspace)
+
+    impl = asyncio.run(go())
+    assert impl.ok, impl.reason  # the preflight passed: the workdir was concealed from it
+    (preflight,) = backend.submitted
+    assert preflight.workspace.is_relative_to(workdir / "preflight")  # on the workdir: a cluster's nodes see it
+    assert list((workdir / "preflight").iterdir()) == []  # its copy is removed afterwards

@@ -185,3 +185,12 @@ def test_resolve_env_by_path_and_unknown_name(tmp_path: Path) -> None:
         resolve_env(str(tmp_path))
     with pytest.raises(ManifestError, match="unknown environment 'no-such-env'"):
         resolve_env("no-such-env")
+
+
+def test_slurm_options_of_the_run(tmp_path: Path) -> None:
+    with_slurm = GOOD.replace("[metric]", '[run.slurm]\noptions = ["--constraint=h100", "--exclusive"]\n\n[metric]')
+    assert load_manifest(write_env(tmp_path, with_slurm)).run.slurm_options == ("--constraint=h100", "--exclusive")
+    assert load_manifest(write_env(tmp_path)).run.slurm_options == ()
+    bad = GOOD.replace("[metric]", '[run.slurm]\noption = ["--exclusive"]\n\n[metric]')
+    with pytest.raises(ManifestError, match="run.slurm.option"):
+        load_manifest(write_env(tmp_path, bad))

@@ -1,7 +1,11 @@
-"""Kill the orchestrator mid-run (SIGKILL or Ctrl-C), run the same command again: nothing lost, nothing duplicated."""
+"""Kill the orchestrator mid-run (SIGKILL or Ctrl-C), run the same command again: nothing lost, nothing duplicated.
+
+After a SIGKILL the jobs that ran go on without the orchestrator; the resumed run waits for those still
+running and collects those that ended (the backend's `reattach`), so none of them runs a second time."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -41,6 +45,18 @@ def terminal_rows(db: Path) -> dict[int, tuple[str, float | None]]:
 
 
 
+def started_jobs(db: Path) -> list[str]:
+    """Jobs recorded as started that have not ended (so the run knows their handles)."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        try:
+            query = "SELECT job_key FROM jobs WHERE started_at IS NOT NULL AND finished_at IS NULL"
+            return [r[0] for r in conn.execute(query)]
+        except sqlite3.OperationalError:  # schema not created yet
+            return []
+
+
 def exit_records_written(db: Path, job_keys: list[str]) -> bool:
     """Whether every one of these jobs' supervisors has written its exit record."""
     with sqlite3.connect(db) as conn:
@@ -68,7 +84,7 @@ def test_killed_then_resumed(tmp_path, kill_after_results, sig, resume_after_job
     deadline = time.time() + 60
     while time.time() < deadline:
         rows = terminal_rows(db)
-        if len(rows) >= kill_after_results and job_processes(workdir):  # jobs are running right now
+        if len(rows) >= kill_after_results and started_jobs(db) and job_processes(workdir):  # jobs run now
             break
         time.sleep(0.05)
     else:
@@ -104,11 +120,58 @@ def test_killed_then_resumed(tmp_path, kill_after_results, sig, resume_after_job
     assert len({(e, i) for e, i, _ in ideas}) == len(ideas)
     assert all(s == "ok" for _, _, s in ideas), ideas
     assert all(count == 1 for _, count in results_per_idea)  # nothing ran twice to a result
-    # the killed run's in-flight jobs: re-queued, or, where they ended without it, their result collected
+    # the killed run's in-flight jobs: those that waited for a slot re-queued; those that had started were
+    # waited for (still running) or collected (ended without it): not run again
     assert all(jobs[key] in ("abandoned", "ok") for key in in_flight)
-    if resume_after_jobs_ended:
-        assert running and all(jobs[key] == "ok" for key in running)  # collected, not run again
+    if sig == signal.SIGKILL:
+        running = [key for key in in_flight if key in started]
+        assert running and all(jobs[key] == "ok" for key in running), (running, jobs)
+        assert all(sum(k.startswith(key.split("-")[0] + "-") for k in jobs) == 1 for key in running), jobs
     if sig in (signal.SIGINT, signal.SIGTERM):
         assert proc.returncode == 128 + sig and in_flight == []  # stopped cleanly: nothing left running
         assert "abandoned" in jobs.values()
+    assert job_processes(workdir) == []
+
+
+def slow_quad(tmp_path: Path, sleep_s: float) -> Path:
+    """The quad environment whose `slow` preset sleeps `sleep_s` per job."""
+    env = tmp_path / "quad"
+    shutil.copytree(QUAD, env)
+    manifest = env / "idealab.toml"
+    manifest.write_text(manifest.read_text().replace('QUAD_SLEEP_S = "1.5"', f'QUAD_SLEEP_S = "{sleep_s}"'))
+    return env
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_resume_waits_for_the_running_job(tmp_path):
+    env, workdir = slow_quad(tmp_path, 8), tmp_path / "run"
+    db = workdir / "idealab.db"
+    run = [
+        sys.executable, "-m", "idealab", "run", "--env", str(env), "--preset", "slow", "--epochs", "1",
+        "--ideas-per-epoch", "2", "--slots", "2", "--baseline-runs", "1", "--confirm-top", "0",
+        "--workdir", str(workdir), "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not started_jobs(db):
+        assert time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=60)
+    with sqlite3.connect(db) as conn:
+        query = "SELECT job_key, handle FROM jobs WHERE finished_at IS NULL AND handle IS NOT NULL"
+        in_flight = dict(conn.execute(query))
+    supervisors = [int(handle.split(":")[1]) for handle in in_flight.values()]
+    assert supervisors and all(Path(f"/proc/{pid}").exists() for pid in supervisors)  # still running
+
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        jobs = {k: (h, s) for k, h, s in conn.execute("SELECT job_key, handle, status FROM jobs")}
+        statuses = {s for (s,) in conn.execute("SELECT status FROM ideas")}
+    for key, handle in in_flight.items():  # waited for under the same supervisor, not run again
+        assert jobs[key] == (handle, "ok"), jobs
+    for key in in_flight:  # its idea has no other job
+        assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
+    assert statuses == {"ok"}
     assert job_processes(workdir) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from idealab.errors import RunFault
 from idealab.executor.base import JobSpec
 from idealab.executor.slots import SlotPool
 from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, PastIdea
@@ -285,3 +286,15 @@ def test_a_stored_change_that_no_longer_applies_on_resume_is_unimplementable_not
 def test_next_epoch_at_outside_0_1_is_refused(fraction: float) -> None:
     with pytest.raises(ValueError, match="next_epoch_at"):
         SearchConfig(next_epoch_at=fraction)
+
+
+def test_a_job_in_flight_on_another_backend_is_not_taken_for_gone(tmp_path):
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=1, ideas_per_epoch=2, seed=1))
+    idea = store.add_idea(run.id, 0, 0, "initial", "an idea", "test", {})
+    store.update_idea(idea.id, status=Status.RUNNING)
+    store.add_job(idea.id, "i1-a1", "python train.py", "ws", "logs/stdout.log", "logs/stderr.log")
+    store.job_started("i1-a1", 1.0, (), None, "slurm:42", "slurm")
+    with pytest.raises(RunFault, match="resume with --backend slurm"):
+        asyncio.run(search.run())
+    (job,) = store.jobs(idea_id=idea.id)
+    assert job.finished_at is None and store.get_idea(idea.id).status is Status.RUNNING  # left as it was

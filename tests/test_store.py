@@ -42,10 +42,40 @@ def _sqlite(store: Store) -> closing[sqlite3.Connection]:
 
 
 def test_migrations_create_the_schema_and_record_a_version(store: Store) -> None:
-    assert store.schema_version() == "0001"
+    assert store.schema_version() == "0002"
     with _sqlite(store) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "ideas", "code_changes", "jobs", "metric_values", "llm_calls", "alembic_version"} <= names
+
+
+def _as_schema_0001(store: Store, run: RunRecord) -> str:
+    """A database as idealab wrote it at schema 0001, with one job running; its job key."""
+    idea = store.add_idea(run.id, 0, 0, "initial", "idea", "test", {})
+    job = store.add_job(idea.id, "i1-a1", "python train.py", "ws", "logs/stdout.log", "logs/stderr.log")
+    store.job_started(job.job_key, 1.0, (0, 1), 4242)
+    with _sqlite(store) as db:
+        db.execute("ALTER TABLE jobs DROP COLUMN handle")
+        db.execute("ALTER TABLE jobs DROP COLUMN backend")
+        db.execute("UPDATE alembic_version SET version_num = '0001'")
+    return job.job_key
+
+
+def test_a_0001_database_is_read_as_it_is_without_handles(store: Store, run: RunRecord) -> None:
+    key = _as_schema_0001(store, run)
+    store.close()
+    with Store.open_readonly(store.path.parent) as readonly:
+        (job,) = readonly.jobs()
+        assert (job.job_key, job.pid, job.handle, job.backend) == (key, 4242, None, None)
+        assert readonly.schema_version() == "0001"  # nothing migrated
+
+
+def test_migrating_0001_gives_running_local_jobs_their_handle(store: Store, run: RunRecord) -> None:
+    _as_schema_0001(store, run)
+    store.close()
+    with Store.open(store.path.parent) as migrated:
+        (job,) = migrated.jobs()
+        assert migrated.schema_version() == "0002"
+        assert (job.handle, job.backend) == ("local:4242:0,1", "local")
 
 
 def test_migrations_match_the_models(store: Store) -> None:

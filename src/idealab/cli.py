@@ -18,12 +18,15 @@ from rich.text import Text
 from idealab import startup
 from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
+from idealab.executor.backends import BackendChoice, make_backend
+from idealab.executor.base import Backend
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
 from idealab.executor.runner import Outcome, run_job, with_sandbox_options
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
+from idealab.executor.slurm import DEFAULT_POLL_S, SlurmOptions
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import RunView, baseline_json, compute_used, ideation_counts, load_view, status_json, write_json
 from idealab.runconfig import RunOptions, RunSettings, env_defaults
@@ -61,9 +64,9 @@ def _fault(fault: RunFault, hint: str | None = None) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
+def _pool(slots: int | None, gpus: str | None, gpus_per_job: int, local: bool = True) -> SlotPool:
     try:
-        return startup.slot_pool(slots, gpus, gpus_per_job)
+        return startup.slot_pool(slots, gpus, gpus_per_job, local)
     except startup.StartError as exc:
         raise _fail(str(exc)) from None
 
@@ -161,12 +164,27 @@ def run(
     max_disk_mb: Annotated[
         int | None, typer.Option(help="Disk a job may write, all its files together (MB); over it, it is stopped.")
     ] = None,
+    backend_name: Annotated[
+        str, typer.Option("--backend", help="Where jobs run: local (this machine) or slurm (docs/clusters.md).")
+    ] = "local",
+    slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition of the jobs.")] = None,
+    slurm_account: Annotated[str | None, typer.Option(help="Slurm account charged for the jobs.")] = None,
+    slurm_qos: Annotated[str | None, typer.Option(help="Slurm QoS of the jobs.")] = None,
+    slurm_option: Annotated[
+        list[str] | None, typer.Option(help="Further sbatch option, repeatable (e.g. --slurm-option=--exclusive).")
+    ] = None,
+    slurm_cpus_per_job: Annotated[int | None, typer.Option(help="CPUs of each Slurm job (--cpus-per-task).")] = None,
+    slurm_poll_s: Annotated[float, typer.Option(help="Seconds between squeue calls about the jobs.")] = DEFAULT_POLL_S,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
     workdir = workdir.resolve()
     try:
         check_tracker(track)
         _check_sandbox_option(sandbox)
+        choice = _backend_choice(
+            backend_name, gpus, slurm_partition, slurm_account, slurm_qos, slurm_option or [], slurm_cpus_per_job,
+            slurm_poll_s,
+        )  # fmt: skip
     except ValueError as exc:
         raise _fail(str(exc)) from None
     suggested: dict[str, Any] = {}  # the new run's environment's search defaults
@@ -182,7 +200,7 @@ def run(
             new_manifest = load_manifest(resolve_env(env), preset)
         except ManifestError as exc:
             raise _fail(str(exc)) from None
-        _pool(slots, gpus, new_manifest.run.gpus)
+        _pool(slots, gpus, new_manifest.run.gpus, choice.local)
         suggested = env_defaults(new_manifest)
     # The lock comes before the database is opened (a migration writes) and long before the search's
     # recovery, which kills the jobs that a crashed orchestrator left: a live one's jobs are never hit.
@@ -204,6 +222,7 @@ def run(
                 started = startup.start(
                     workdir, given, slots=slots, gpus=gpus, keys_file=keys_file, llm_options=llm_option or [],
                     allow_changed_settings=allow_changed_settings, environment_defaults=suggested,
+                    local=choice.local,
                 )  # fmt: skip
             except startup.StartError as exc:
                 raise _fail(str(exc)) from None
@@ -225,9 +244,13 @@ def run(
             if sink is not None:
                 held.callback(sink.close)
             try:
-                backend = LocalBackend(pool, log_cap_bytes=int(log_cap_mb * 2**20), conceal=[workdir])
+                backend = make_backend(
+                    choice, pool, workdir, int(log_cap_mb * 2**20), manifest.run.slurm_options
+                )
             except ValueError as exc:
-                raise _fail(f"--log-cap-mb: {exc}") from None
+                raise _fail(str(exc)) from None
+            # preflight checks are jobs of the run: its slots, its sandbox, its concealment of the workdir
+            started.built.implementer.use_backend(backend, workdir / "preflight")
 
             def on_event(event: SearchEvent) -> None:
                 display.on_event(event)
@@ -237,14 +260,15 @@ def run(
             search = Search(
                 manifest, store, started.run.id, backend, started.built.ideator, started.built.implementer,
                 options.search_config(reused), workdir, on_event=on_event,
-                job_slots=_job_slots(pool, manifest.run.gpus), auditor=started.auditor,
+                job_slots=_job_slots(pool, manifest.run.gpus) if choice.local else pool.cpu_slots,
+                auditor=started.auditor,
             )
             console.print(
                 Text.assemble(
                     ("idealab", "bold"),
                     f" {manifest.name}{f' ({manifest.preset})' if manifest.preset else ''}: "
                     f"{options.epochs} epochs x {options.ideas_per_epoch} ideas, ideator {options.ideator}, "
-                    f"{_describe(pool)}, workdir {workdir}",
+                    f"{_describe(pool) if choice.local else _describe_cluster(choice, pool)}, workdir {workdir}",
                 )
             )
             console.print(_trust_header(options, manifest.metric.baseline, store, n_reused))
@@ -270,6 +294,33 @@ def run(
         raise _fault(exc) from None
 
 
+def _backend_choice(
+    name: str,
+    gpus: str | None,
+    partition: str | None,
+    account: str | None,
+    qos: str | None,
+    options: list[str],
+    cpus_per_job: int | None,
+    poll_s: float,
+) -> BackendChoice:
+    slurm_given = [*(v is not None for v in (partition, account, qos, cpus_per_job)), bool(options)]
+    if name != "slurm" and (any(slurm_given) or poll_s != DEFAULT_POLL_S):
+        raise ValueError("the --slurm-* options are for --backend slurm")
+    if name != "local" and gpus is not None:
+        raise ValueError(f"--gpus picks GPUs of this machine; with --backend {name} the cluster assigns them")
+    if cpus_per_job is not None and cpus_per_job < 1:
+        raise ValueError(f"--slurm-cpus-per-job must be at least 1, got {cpus_per_job}")
+    if poll_s <= 0:
+        raise ValueError(f"--slurm-poll-s must be positive, got {poll_s}")
+    choice = BackendChoice(name, SlurmOptions(partition, account, qos, cpus_per_job, tuple(options), poll_s))
+    return choice
+
+
+def _describe_cluster(choice: BackendChoice, pool: SlotPool) -> str:
+    return f"backend {choice.name}, {pool.cpu_slots} job(s) at once"
+
+
 def _check_sandbox_option(sandbox: str | None) -> None:
     if sandbox is not None and sandbox not in SANDBOX_MODES:
         raise ValueError(f"--sandbox: expected one of {', '.join(SANDBOX_MODES)}, got {sandbox!r}")
@@ -286,7 +337,7 @@ def _tracker_sink(
         raise _fail(str(exc)) from None
 
 
-async def _run_search(search: Search, backend: LocalBackend, terminated: list[signal.Signals]) -> None:
+async def _run_search(search: Search, backend: Backend, terminated: list[signal.Signals]) -> None:
     """Run the search; SIGTERM and SIGINT (Ctrl-C) stop it cleanly.
 
     A stop cancels the search: no new work starts, running jobs get SIGTERM and their grace period

@@ -72,6 +72,7 @@ class RunSpec:
     # the editable code may start processes and threads (workers): without it the static checks refuse
     # a change that imports subprocess / multiprocessing / threading or forks (docs/reward_hacking.md)
     allow_processes: bool = False
+    slurm_options: tuple[str, ...] = ()  # `[run.slurm] options`: sbatch options the jobs need on a cluster
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ _TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", 
 _RUN_KEYS = {
     "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
     "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb", "max_processes",
-    "allow_processes", "max_disk_mb",
+    "allow_processes", "max_disk_mb", "slurm",
 }  # fmt: skip
 _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "partial_on_timeout", "bound"}
 _GUIDANCE_KEYS = {"direction", "examples"}
@@ -314,6 +315,8 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise r.fail(f"run.{key}", "a positive integer", value)
         limits[key] = value
+    slurm = r.table(run, "slurm", "run.", required=False)
+    r.no_unknown(slurm, {"options"}, "run.slurm.")
     return RunSpec(
         command=r.string(run, "command", "run."),
         timeout_s=timeout_s,
@@ -328,6 +331,7 @@ def _parse_run(r: _Reader, raw: dict[str, Any]) -> RunSpec:
         allow_env=r.string_list(run, "allow_env", "run."),
         sandbox=sandbox,
         allow_processes=r.boolean(run, "allow_processes", "run.", default=False),
+        slurm_options=r.string_list(slurm, "options", "run.slurm."),
         **limits,
     )
 

@@ -85,7 +85,11 @@ class CallLog:
         self._record(call)
 
 
-def slot_pool(slots: int | None, gpus: str | None, gpus_per_job: int) -> SlotPool:
+def slot_pool(slots: int | None, gpus: str | None, gpus_per_job: int, local: bool = True) -> SlotPool:
+    """The run's slots. `local`: jobs run on this machine, on its GPUs; else on a cluster, whose scheduler
+    assigns the GPUs: the pool is then only how many jobs run at once (`slots`, default 1)."""
+    if not local:
+        return SlotPool.cpu_only(slots if slots is not None else 1)
     try:
         gpu_ids = choose_gpu_ids(gpus)
     except ValueError as exc:  # LLMConfigError is one
@@ -118,13 +122,16 @@ def start(
     llm_options: list[str],
     allow_changed_settings: bool,
     environment_defaults: Mapping[str, Any] | None = None,
+    local: bool = True,
 ) -> Started:
-    """The checked parts of a run, its store open. Raises StartError (nothing created) when it cannot."""
+    """The checked parts of a run, its store open. Raises StartError (nothing created) when it cannot.
+    `local`: the jobs run on this machine (else on a cluster: see `slot_pool`)."""
     opened: list[Store] = []  # closed again when the start fails
     try:
         return _start(
-            opened, workdir, given, slots, gpus, keys_file, llm_options, allow_changed_settings, environment_defaults
-        )
+            opened, workdir, given, slots, gpus, keys_file, llm_options, allow_changed_settings, environment_defaults,
+            local,
+        )  # fmt: skip
     except BaseException:
         for store in opened:
             store.close()
@@ -141,6 +148,7 @@ def _start(
     llm_options: list[str],
     allow_changed_settings: bool,
     environment_defaults: Mapping[str, Any] | None,
+    local: bool,
 ) -> Started:
     store = _open(opened, workdir) if (workdir / DB_NAME).exists() else None
     stored_run = store.get_run() if store is not None else None
@@ -151,7 +159,7 @@ def _start(
         manifest, environment = _environment(stored_run, given.env, options, workdir)
     except (ManifestError, ValueError) as exc:
         raise StartError(str(exc)) from None
-    pool = slot_pool(slots, gpus, manifest.run.gpus)
+    pool = slot_pool(slots, gpus, manifest.run.gpus, local)
     hardware = hardware_identity(pool.gpu_ids, manifest.run.gpus)
     if stored_run is None:
         options, reused = _reuse(given, options, manifest, environment, hardware)

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
     from idealab.executor.base import Backend, JobResult, JobSpec, JobStart, OnStart
     from idealab.executor.gpus import choose_gpu_ids, detect_gpu_ids, parse_gpu_list
-    from idealab.executor.local import LocalBackend, kill_stale_job
+    from idealab.executor.local import LocalBackend
+    from idealab.executor.procs import kill_stale_job
     from idealab.executor.runner import Outcome, classify, job_spec, protected_hashes, run_job
     from idealab.executor.sandbox import copy_environment, hash_files, job_environment, scrubbed_environ
     from idealab.executor.slots import Lease, SlotPool
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 _HOMES = {
     "base": ("Backend", "JobResult", "JobSpec", "JobStart", "OnStart"),
     "gpus": ("choose_gpu_ids", "detect_gpu_ids", "parse_gpu_list"),
-    "local": ("LocalBackend", "kill_stale_job"),
+    "local": ("LocalBackend",),
+    "procs": ("kill_stale_job",),
     "runner": ("Outcome", "classify", "job_spec", "protected_hashes", "run_job"),
     "sandbox": ("copy_environment", "hash_files", "job_environment", "scrubbed_environ"),
     "slots": ("Lease", "SlotPool"),

@@ -3,7 +3,10 @@
 A backend runs a shell command in a prepared directory with a hard time limit and reports how the
 process ended. It knows nothing of ideas, judging or the store (it may only be told which metric to pick
 out of stdout as it streams); the search loop knows nothing of processes. The local backend lives in
-`local.py`; Ray and Slurm backends implement the same protocol.
+`local.py`, the Slurm backend in `slurm.py`; a Ray backend implements the same protocol.
+
+Every started job has a durable `handle` (told in `JobStart`, stored by the loop), so that an orchestrator
+that restarts after a crash can `reattach` to a job its predecessor submitted instead of running it again.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ class JobStart:
     job_id: str
     started_at: float  # epoch seconds
     gpu_ids: tuple[int, ...]
-    pid: int | None  # process (group) id where the backend has one; used to clean up after a crash
+    pid: int | None  # process (group) id where the backend has one (shown to the user; not for recovery)
     stdout_path: Path
     stderr_path: Path
+    handle: str | None = None  # durable id ("local:...", "slurm:<job id>", "ray:<submission id>") for reattach
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,26 @@ OnStart = Callable[[JobStart], None]
 
 
 class Backend(Protocol):
-    """Runs jobs. `submit` returns at once (the job waits for a slot inside the backend)."""
+    """Runs jobs. `submit` returns at once (the job waits for a slot inside the backend).
+
+    The handles `submit` and `reattach` return are for this process only (the job_id); what survives a
+    restart is `JobStart.handle`.
+    """
+
+    name: str  # as on the command line (`--backend NAME`), stored beside each job's handle
 
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
-        """Queue a job; returns its handle (the job_id). `on_start` fires when it starts running."""
+        """Queue a job; returns its handle (the job_id). `on_start` fires when it starts running; a backend
+        whose jobs wait in a scheduler's queue fires it once the scheduler accepted the job (so its handle
+        is stored at once) and again, with the real start time and devices, once it runs."""
+        ...
+
+    async def reattach(self, spec: JobSpec, handle: str) -> str | None:
+        """Take over a job that a previous orchestrator process started (`handle`: its `JobStart.handle`).
+
+        Returns a handle to `wait()` on when the job still runs (wait returns when it ends) or has already
+        ended (wait returns its collected result at once); None when the job is gone without a result (the
+        caller runs it again). Never stops a job that still runs."""
         ...
 
     async def wait(self, handle: str) -> JobResult:

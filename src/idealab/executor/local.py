@@ -7,37 +7,49 @@ process group, enforces the time limit (SIGTERM to the group, grace, SIGKILL), c
 metric values and writes what it saw to `exit.json`. So the orchestrator never reads a job's output while
 it runs, and a job stops at its limit even when the orchestrator has died. Nothing polls: the task waits
 on the supervisor's exit, a timer and an event.
+
+A job's handle is "local:<supervisor pid>:<GPU ids>". After an orchestrator restart, `reattach` collects
+the result of a job that ended meanwhile (its exit.json), and waits for one whose supervisor still runs
+(holding its GPUs in the pool again) instead of stopping it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
 from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
-from idealab.executor.sandbox import JOB_ID_VAR, job_environment
+from idealab.executor.procs import (
+    describe_returncode,
+    is_job_process,
+    kill_job,
+    kill_stale_job,
+    pid_exit,
+    read_pgid,
+    terminate,
+    wait_group_exit,
+)
+from idealab.executor.sandbox import job_environment
 from idealab.executor.slots import Lease, SlotPool
 from idealab.executor.supervisor import (
     DROP_PYTHONPATH_VAR,
     EXIT_NAME,
     JOB_PGID_NAME,
     METRICS_NAME,
+    SPEC_NAME,
     STDERR_NAME,
     STDOUT_NAME,
     SUPERVISOR_LOG_NAME,
     ExitRecord,
     SupervisorSpec,
-    group_members,
 )
 from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES
 
@@ -110,6 +122,8 @@ class LocalBackend:
         self._jobs: dict[str, _Job] = {}
         self._closed = False
 
+    name = "local"
+
     # ------------------------------------------------------------------------------ Backend protocol
 
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
@@ -120,6 +134,30 @@ class LocalBackend:
         if self._closed:
             job.stop.set()  # shutting down: it ends as cancelled without starting
         job.task = asyncio.create_task(self._run(job, on_start), name=f"idealab-job-{spec.job_id}")
+        self._jobs[spec.job_id] = job
+        return spec.job_id
+
+    async def reattach(self, spec: JobSpec, handle: str) -> str | None:
+        pid, gpu_ids = parse_handle(handle)
+        if spec.job_id in self._jobs:
+            raise ValueError(f"job id {spec.job_id!r} was already submitted to this backend")
+        log_dir = job_log_dir(spec)
+        job = _Job(spec, log_dir / STDOUT_NAME, log_dir / STDERR_NAME)
+        record = ExitRecord.read(log_dir)
+        if record is not None:  # it ended while no orchestrator waited for it
+            collected = result_from_record(record, gpu_ids, job.stdout_path, job.stderr_path, log_dir / METRICS_NAME)
+            job.task = asyncio.create_task(_ready(collected))
+        else:
+            exited = pid_exit(pid)
+            if exited is None or not is_job_process(pid, spec.job_id):  # its supervisor died without a result
+                if exited is not None:
+                    exited.cancel()
+                job_pgid = read_pgid(log_dir)
+                if job_pgid is not None and kill_stale_job(job_pgid, spec.job_id):
+                    await wait_group_exit(job_pgid, self.reap_timeout_s)
+                return None
+            lease = self.pool.take(gpu_ids)  # None: this pool lacks them now; the job runs on regardless
+            job.task = asyncio.create_task(self._adopt(job, pid, gpu_ids, exited, lease))
         self._jobs[spec.job_id] = job
         return spec.job_id
 
@@ -242,7 +280,10 @@ class LocalBackend:
         exited = asyncio.ensure_future(proc.wait())
         try:
             if on_start is not None:
-                on_start(JobStart(spec.job_id, started_at, lease.gpu_ids, proc.pid, job.stdout_path, job.stderr_path))
+                handle = format_handle(proc.pid, lease.gpu_ids)
+                on_start(
+                    JobStart(spec.job_id, started_at, lease.gpu_ids, proc.pid, job.stdout_path, job.stderr_path, handle)
+                )
             stopping = asyncio.ensure_future(job.stop.wait())
             try:
                 # the supervisor enforces the time limit; this is only the backstop should it hang
@@ -259,20 +300,51 @@ class LocalBackend:
             kill_job(proc.pid, spec.job_id, job_dir)  # on_start raised (a caller's bug): stop the job too
             await exited
             raise
+        return await self._collect(job, proc.pid, lease.gpu_ids, started_at, describe_returncode(proc.returncode))
+
+    async def _collect(
+        self, job: _Job, pid: int, gpu_ids: tuple[int, ...], started_at: float, how_it_ended: str
+    ) -> JobResult:
+        """The result once the supervisor `pid` has exited: its exit record, else an error."""
         # the supervisor waited for the job's whole group before it wrote exit.json: the lease is free now
+        job_dir = job.stdout_path.parent
         record = ExitRecord.read(job_dir)
-        if record is None:  # the supervisor died (killed, out of memory): its job must not run on alone
-            job_pgid = kill_job(proc.pid, spec.job_id, job_dir)
-            if job_pgid is not None:
-                await wait_group_exit(job_pgid, self.reap_timeout_s)
-            error = f"the job's supervisor ended without a result ({describe_returncode(proc.returncode)})"
-            if job.stop.is_set():
-                return self._unstarted(job, cancelled=True)
-            return JobResult(
-                spec.job_id, started_at, time.time(), None, False, lease.gpu_ids, job.stdout_path,
-                job.stderr_path, error=error + _supervisor_tail(job_dir),
-            )  # fmt: skip
-        return result_from_record(record, lease.gpu_ids, job.stdout_path, job.stderr_path, job_dir / METRICS_NAME)
+        if record is not None:
+            return result_from_record(record, gpu_ids, job.stdout_path, job.stderr_path, job_dir / METRICS_NAME)
+        # the supervisor died (killed, out of memory): its job must not run on alone
+        job_pgid = kill_job(pid, job.spec.job_id, job_dir)
+        if job_pgid is not None:
+            await wait_group_exit(job_pgid, self.reap_timeout_s)
+        if job.stop.is_set():
+            return self._unstarted(job, cancelled=True)
+        error = f"the job's supervisor ended without a result ({how_it_ended})"
+        return JobResult(
+            job.spec.job_id, started_at, time.time(), None, False, gpu_ids, job.stdout_path, job.stderr_path,
+            error=error + _supervisor_tail(job_dir),
+        )  # fmt: skip
+
+    async def _adopt(
+        self, job: _Job, pid: int, gpu_ids: tuple[int, ...], exited: asyncio.Future[None], lease: Lease | None
+    ) -> JobResult:
+        """Wait for a job an earlier orchestrator started, as `_execute` waits for its own (the supervisor
+        is not our child: its exit is watched on a pidfd)."""
+        spec = job.spec
+        try:
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(job.stop.wait())
+            try:
+                backstop_s = spec.timeout_s + self.grace_s + BACKSTOP_MARGIN_S  # counted from now: generous
+                await asyncio.wait({exited, stopping}, timeout=backstop_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            job_dir = job.stdout_path.parent
+            if not exited.done():
+                await self._stop_supervisor(pid, spec.job_id, job_dir, exited, forced=not job.stop.is_set())
+            started_at = _started_at(job_dir)
+            return await self._collect(job, pid, gpu_ids, started_at, "it was not this orchestrator's child")
+        finally:
+            exited.cancel()
+            if lease is not None:
+                lease.release()
 
     def _supervisor_spec(
         self,
@@ -300,14 +372,13 @@ class LocalBackend:
         )
 
     async def _stop_supervisor(
-        self, pid: int, job_id: str, job_dir: Path, exited: asyncio.Future[int], forced: bool
+        self, pid: int, job_id: str, job_dir: Path, exited: asyncio.Future[Any], forced: bool
     ) -> None:
         """Ask the supervisor to end the job (SIGTERM, grace, SIGKILL); kill both if it does not answer.
 
         `forced`: the supervisor outlived its own deadline (it hangs): no asking, kill at once."""
         if not forced:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+            terminate(pid)
             await asyncio.wait({exited}, timeout=self.grace_s + BACKSTOP_MARGIN_S)
         if not exited.done():
             job_pgid = kill_job(pid, job_id, job_dir)
@@ -333,6 +404,34 @@ def _disk_watch(limit_mb: int | None, workspace: Path, job_dir: Path, sandboxed:
     return limit_mb, paths
 
 
+def format_handle(supervisor_pid: int, gpu_ids: tuple[int, ...]) -> str:
+    return f"local:{supervisor_pid}:{','.join(str(g) for g in gpu_ids)}"
+
+
+def parse_handle(handle: str) -> tuple[int, tuple[int, ...]]:
+    """(supervisor pid, GPU ids) of a local handle; ValueError for anything else."""
+    kind, _, rest = handle.partition(":")
+    pid, _, gpus = rest.partition(":")
+    if kind != "local" or not pid.isdigit():
+        raise ValueError(f"not a local job handle: {handle!r}")
+    try:
+        return int(pid), tuple(int(g) for g in gpus.split(",") if g)
+    except ValueError:
+        raise ValueError(f"not a local job handle: {handle!r}") from None
+
+
+def _started_at(job_dir: Path) -> float:
+    """When a job an earlier orchestrator started began: its spec file was written just before."""
+    try:
+        return (job_dir / SPEC_NAME).stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+async def _ready(result: JobResult) -> JobResult:
+    return result
+
+
 def result_from_record(
     record: ExitRecord, gpu_ids: tuple[int, ...], stdout_path: Path, stderr_path: Path, metrics_path: Path
 ) -> JobResult:
@@ -353,142 +452,9 @@ def result_from_record(
     )
 
 
-def kill_job(supervisor_pid: int, job_id: str, job_dir: Path) -> int | None:
-    """SIGKILL a job's supervisor and the job's group, now; returns the job's pgid where it is known."""
-    kill_stale_job(supervisor_pid, job_id)
-    job_pgid = _read_pgid(job_dir)
-    if job_pgid is not None:
-        kill_stale_job(job_pgid, job_id)
-    return job_pgid
-
-
-def _read_pgid(job_dir: Path) -> int | None:
-    try:
-        return int((job_dir / JOB_PGID_NAME).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def _supervisor_tail(job_dir: Path) -> str:
     try:
         text = (job_dir / SUPERVISOR_LOG_NAME).read_text(errors="replace").strip()
     except FileNotFoundError:
         return ""
     return f"\n{text[-2000:]}" if text else ""
-
-
-def describe_returncode(returncode: int | None) -> str:
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send `sig` to process group `pgid`; False when the group no longer exists."""
-    if pgid <= 1:
-        raise ValueError(f"refusing to signal process group {pgid}")
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def wait_group_exit(pgid: int, timeout_s: float) -> bool:
-    """Wait until no process of group `pgid` is alive; False if some still are after `timeout_s`."""
-    if not hasattr(os, "pidfd_open") or not Path("/proc").is_dir():
-        return True  # not Linux: nothing to wait on
-    return await wait_pids_exit(group_members(pgid), timeout_s)
-
-
-async def wait_pids_exit(pids: list[int], timeout_s: float) -> bool:
-    """Wait until every process in `pids` has exited; False if some still run after `timeout_s`.
-
-    Waits on pidfds (readable once their process has exited), so nothing polls. Zombies count as exited.
-    """
-    loop = asyncio.get_running_loop()
-    fds: list[int] = []
-    exits: list[asyncio.Future[None]] = []
-    try:
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            fds.append(fd)
-            exit_future: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _resolve, exit_future)
-            exits.append(exit_future)
-        if not exits:
-            return True
-        _, pending = await asyncio.wait(exits, timeout=timeout_s)
-        return not pending
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)
-            os.close(fd)
-
-
-@dataclass(frozen=True)
-class StaleJob:
-    """What `settle_stale_job` found of a job a dead orchestrator had left running."""
-
-    record: ExitRecord | None  # how the job ended, where its supervisor saw it end
-    stopped_now: bool  # something of it still ran and was stopped (or killed) just now
-
-
-async def settle_stale_job(pid: int | None, job_id: str, job_dir: Path) -> StaleJob:
-    """After an orchestrator restart, for a job it had left running: how the job ended, if its supervisor
-    saw it end (by itself or at its limit, possibly while no orchestrator ran). A job still running is
-    stopped gracefully through its supervisor; what that or a dead supervisor leaves is killed. Without
-    a record (or with one that says `stopped`) the job has to run again.
-    """
-    record = ExitRecord.read(job_dir)
-    if record is not None or pid is None:
-        return StaleJob(record, stopped_now=False)
-    marker = f"{JOB_ID_VAR}={job_id}".encode()
-    if pid > 1 and marker in _environ_entries(pid):  # its supervisor still runs (a reused pid would not match)
-        try:
-            grace_s = SupervisorSpec.read(job_dir).grace_s
-        except (OSError, ValueError, TypeError):
-            grace_s = DEFAULT_GRACE_S
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        await wait_pids_exit([pid], grace_s + BACKSTOP_MARGIN_S)
-        record = ExitRecord.read(job_dir)
-        if record is not None:
-            return StaleJob(record, stopped_now=True)
-    killed = kill_stale_job(pid, job_id)  # also a job of an older idealab: pid is then its group
-    job_pgid = _read_pgid(job_dir)
-    if job_pgid is not None:
-        killed = kill_stale_job(job_pgid, job_id) or killed
-        await wait_group_exit(job_pgid, DEFAULT_REAP_TIMEOUT_S)
-    return StaleJob(None, stopped_now=killed)
-
-
-def _environ_entries(pid: int) -> set[bytes]:
-    try:
-        return set((Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0"))
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return set()  # gone, or not ours to inspect: then not our job either
-
-
-def kill_stale_job(pgid: int, job_id: str) -> bool:
-    """After an orchestrator crash: SIGKILL group `pgid` if one of its processes is still job `job_id`.
-
-    The job id in the process environment guards against the pgid having been reused by an unrelated
-    process. Linux only (reads /proc); returns whether a group was killed.
-    """
-    if pgid <= 1 or not Path("/proc").is_dir():
-        return False
-    marker = f"{JOB_ID_VAR}={job_id}".encode()
-    if not any(marker in _environ_entries(pid) for pid in group_members(pgid)):
-        return False
-    return signal_group(pgid, signal.SIGKILL)

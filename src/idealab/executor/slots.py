@@ -104,6 +104,18 @@ class SlotPool:
                 self._dispatch()  # the head may have changed; whoever is there now may fit
             raise
 
+    def take(self, gpu_ids: Sequence[int]) -> Lease | None:
+        """Hold exactly `gpu_ids` (none: one CPU slot) now, for a job that already runs on them (one an
+        earlier orchestrator started); None when they are not all free in this pool."""
+        wanted = set(gpu_ids)
+        if len(wanted) != len(gpu_ids) or not wanted <= self._free_gpus or (not wanted and self._free_cpu < 1):
+            return None
+        if wanted:
+            self._free_gpus.difference_update(wanted)
+        else:
+            self._free_cpu -= 1
+        return Lease(tuple(sorted(wanted)), self)
+
     def lease(self, gpus: int) -> _LeaseContext:
         """`async with pool.lease(k) as lease:` acquires and always releases."""
         return _LeaseContext(self, gpus)

@@ -39,6 +39,7 @@ EXIT_NAME = "exit.json"
 METRICS_NAME = "metrics.jsonl"
 JOB_PGID_NAME = "job.pgid"
 SUPERVISOR_LOG_NAME = "supervisor.log"
+ENVIRONMENT_NAME = "job.env.json"  # a cluster job's environment: {"env": {...}, "keep": [names from the node]}
 DROP_PYTHONPATH_VAR = "IDEALAB_SUPERVISOR_DROP_PYTHONPATH"  # PYTHONPATH was set for the supervisor only
 STDOUT_NAME = "stdout.log"
 STDERR_NAME = "stderr.log"
@@ -520,12 +521,25 @@ def supervise(job_dir: PathLike) -> ExitRecord:
     return record
 
 
+def use_environment(path: PathLike) -> None:
+    """Replace this process's environment (which the job inherits) by the one in `path`, keeping only the
+    listed variables of what the node gave (on a cluster node: the devices the scheduler assigned)."""
+    with open(path) as handle:
+        wanted = json.load(handle)
+    kept = {name: os.environ[name] for name in wanted["keep"] if name in os.environ}
+    os.environ.clear()
+    os.environ.update(wanted["env"])
+    os.environ.update(kept)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m idealab.executor.supervisor JOB_DIR", file=sys.stderr)
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--environment"):
+        print("usage: python -m idealab.executor.supervisor JOB_DIR [--environment ENV_JSON]", file=sys.stderr)
         return 2
     if os.environ.pop(DROP_PYTHONPATH_VAR, None) is not None:
         os.environ.pop("PYTHONPATH", None)  # imported already; the job must not see it
+    if len(argv) == 3:
+        use_environment(argv[2])
     supervise(argv[0])
     return 0
 

@@ -10,12 +10,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from idealab.manifest import Manifest
 from idealab.patching import FileChange
 from idealab.search.evidence import Evidence
 from idealab.status import Status
+
+if TYPE_CHECKING:
+    from idealab.executor.base import Backend
 
 
 class IdeaKind(StrEnum):
@@ -96,6 +99,10 @@ class Implementation:
 
 class Implementer(Protocol):
     name: str
+
+    def use_backend(self, backend: Backend, scratch: Path) -> None:
+        """Run any checks of a change (preflight) as jobs of the run's `backend`, their copies under `scratch`."""
+        ...
 
     async def implement(
         self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path

@@ -53,7 +53,7 @@ class ImplementerSettings:
     temperature: float | None = 1.0
     thinking_budget: int | None = None  # Anthropic extended thinking (set by the builder per provider)
     reasoning_effort: str | None = None  # OpenAI reasoning models
-    preflight_slots: int = 2  # preflight commands run at once (CPU slots of the implementer's backend)
+    preflight_slots: int = 2  # preflight commands run at once, at most (each a CPU job of the backend)
     prompt_cache: bool = True  # mark the codebase prefix for the provider's prompt cache (Anthropic)
 
     def __post_init__(self) -> None:
@@ -75,8 +75,16 @@ class LLMImplementer:
     ) -> None:
         self.service = service
         self.settings = settings or ImplementerSettings()
+        # until `use_backend`: a pool of its own (for tests and tools that run no search)
         self.backend = backend or LocalBackend(SlotPool.cpu_only(self.settings.preflight_slots))
+        self.scratch: Path | None = None  # where preflight copies go (None: the system's temporary directory)
+        self._preflights = asyncio.Semaphore(self.settings.preflight_slots)  # not all of a run's slots
         self._job_numbers = itertools.count(1)
+
+    def use_backend(self, backend: Backend, scratch: Path) -> None:
+        """Run preflight checks as jobs of the run's `backend` (its slots, its sandbox and concealment), with
+        their copies under `scratch` (in the workdir, so that a cluster's nodes see them)."""
+        self.backend, self.scratch = backend, scratch
 
     async def implement(
         self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path
@@ -174,7 +182,9 @@ class LLMImplementer:
         command = manifest.run.preflight
         assert command is not None
         job_id = f"preflight-i{idea_id}-{next(self._job_numbers)}"
-        with tempfile.TemporaryDirectory(prefix="idealab-preflight-") as tmp:
+        if self.scratch is not None:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="idealab-preflight-", dir=self.scratch) as tmp:
             code = copy_environment(workspace, Path(tmp) / "code")
             write_changes(code, result.changes)
             spec = JobSpec(
@@ -187,12 +197,13 @@ class LLMImplementer:
                 log_dir=Path(tmp) / "logs",
                 sandbox=sandbox_policy(manifest),  # the same sandbox as the real job's
             )
-            handle = await self.backend.submit(spec)
-            try:
-                done = await self.backend.wait(handle)
-            except asyncio.CancelledError:
-                await self.backend.cancel(handle)
-                raise
+            async with self._preflights:
+                handle = await self.backend.submit(spec)
+                try:
+                    done = await self.backend.wait(handle)
+                except asyncio.CancelledError:
+                    await self.backend.cancel(handle)
+                    raise
             return _preflight_failure(command, manifest.run.preflight_timeout_s, done)
 
 

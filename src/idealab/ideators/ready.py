@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from idealab.executor.base import Backend
 from idealab.guards import check_changes
 from idealab.ideators.base import Attempt, IdeaProposal, Implementation
 from idealab.manifest import Manifest
@@ -15,6 +16,9 @@ class ReadyDiffImplementer:
     """Applies the proposal's own diff through the same applier and guards as an LLM's change."""
 
     name = "ready-diff"
+
+    def use_backend(self, backend: Backend, scratch: Path) -> None:
+        """Nothing to run: a ready change has no preflight here."""
 
     async def implement(
         self, manifest: Manifest, idea_id: int, proposal: IdeaProposal, workspace: Path

@@ -25,17 +25,15 @@ import random
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from idealab.errors import RunFault, StopRun, storage_fault
-from idealab.executor.base import Backend, JobStart
-from idealab.executor.local import result_from_record, settle_stale_job
-from idealab.executor.runner import Outcome, classify, copy_matches_diff, protected_hashes, run_job
+from idealab.executor.base import Backend, JobResult, JobStart, OnStart
+from idealab.executor.runner import Outcome, classify, copy_matches_diff, job_spec, protected_hashes
 from idealab.executor.shared import POOL_DIR, SharedFiles
-from idealab.executor.supervisor import METRICS_NAME
 from idealab.guards import is_static_refusal
 from idealab.ideators.base import (
     IdeaKind,
@@ -54,7 +52,7 @@ from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, 
 from idealab.search.schedule import ExploitSchedule
 from idealab.search.suspect import Audit, describe, suspect_trials
 from idealab.status import IN_FLIGHT, Status
-from idealab.store import IdeaRecord, JobEnd, Store
+from idealab.store import IdeaRecord, JobEnd, JobRecord, Store
 
 
 @dataclass(frozen=True)
@@ -227,38 +225,62 @@ class Search:
             self._stop("the machine failed (the error follows)")
 
     async def _recover(self) -> None:
-        """Put ideas that were in flight when the orchestrator died back in a state they can restart from;
-        a job that finished meanwhile (its supervisor saw it end) keeps its result instead of running again."""
+        """Take over what was in flight when the orchestrator died: a job it had started is handed to the
+        backend's `reattach` (a job still running is waited for, one that ended meanwhile keeps its
+        result); a job gone without a result, and an idea that was being implemented, start again."""
         for idea in self.store.ideas(self.run_id, statuses=[s.value for s in IN_FLIGHT]):
-            collected = False
+            adopted = False
             for job in self.store.jobs(idea_id=idea.id):
                 if job.finished_at is not None:
                     continue
-                settled = await settle_stale_job(job.pid, job.job_key, job.stdout_path.parent)
-                record = settled.record
-                if record is not None and record.ended != "stopped" and idea.status is Status.RUNNING:
-                    metrics_path = job.stdout_path.parent / METRICS_NAME
-                    result = result_from_record(record, job.gpu_ids, job.stdout_path, job.stderr_path, metrics_path)
-                    expected = protected_hashes(self.manifest)
-                    outcome = await asyncio.to_thread(classify, result, self.manifest, job.workspace, expected)
-                    self._record_outcome(idea, job.job_key, outcome)
-                    collected = True
+                handle = None
+                if job.backend is not None and job.backend != self.backend.name:
+                    raise RunFault(
+                        f"job {job.job_key} was started on the {job.backend} backend and may still run there; "
+                        f"resume with --backend {job.backend}"
+                    )
+                if job.handle is not None:  # it started (the idea may not say so yet: a second write)
+                    seed = _seed(idea, self.config.seed)
+                    spec = job_spec(self.manifest, job.workspace, job.job_key, job.stdout_path.parent, seed)
+                    handle = await self.backend.reattach(spec, job.handle)
+                if handle is not None:
+                    self._adopt(idea, job, handle)
+                    adopted = True
                     continue
-                # A job found dead ended when its supervisor saw it end, else at its logs' last write, not
-                # now: the time the orchestrator was down (or hung on a full disk) is not compute.
-                if settled.stopped_now:
-                    ended = time.time()
-                elif record is not None:
-                    ended = record.finished_at
-                else:
-                    ended = last_sign_of_life(job)
+                # A job found gone ended at its logs' last write, not now: the time the orchestrator was
+                # down (or hung on a full disk) is not compute.
+                ended = last_sign_of_life(job)
                 self.store.job_finished(job.job_key, ended, None, False, "abandoned", "orchestrator restarted")
-            if collected:
+            if adopted:
                 continue
             if idea.status is Status.IMPLEMENTING:
                 self.store.update_idea(idea.id, status=Status.PROPOSED)
             elif idea.status is Status.RUNNING:
                 self.store.update_idea(idea.id, status=Status.READY, started_at=None)
+
+    def _adopt(self, idea: IdeaRecord, job: JobRecord, handle: str) -> None:
+        """Wait (in a task of the idea's own, holding a job slot) for a job an earlier orchestrator started."""
+        self._scheduled.add(idea.id)  # the epochs must not run it again meanwhile
+        claim = self._gate.claim(HIGH)  # claimed before any new work: the job holds its slot already
+        task = asyncio.create_task(self._process(idea, claim, lambda: self._wait_adopted(idea, job, handle, claim)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._scheduled.discard(idea.id))
+        self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
+
+    async def _wait_adopted(self, idea: IdeaRecord, job: JobRecord, handle: str, claim: Claim) -> None:
+        async with claim:
+            task = asyncio.current_task()
+            assert task is not None
+            self._executing.add(task)  # on shutdown it records its job's end like any running one
+            try:
+                result = await self.backend.wait(handle)
+                await self._judge(idea, job.job_key, job.workspace, result)
+            finally:
+                self._executing.discard(task)
+        idea = self.store.get_idea(idea.id)
+        if idea.status is Status.READY and not self._shut_down:  # stopped without a verdict: run it again
+            await self._process_unchecked(idea, None)
 
     def _start_baseline(self) -> None:
         run = self.store.get_run()
@@ -473,14 +495,15 @@ class Search:
         # Baseline and confirmation runs claim their slot now, before their task first runs, so a slot
         # freed meanwhile waits for them instead of going to a new idea.
         claim = self._gate.claim(HIGH) if idea.epoch < 0 else None
-        task = asyncio.create_task(self._process(idea, claim))
+        task = asyncio.create_task(self._process(idea, claim, lambda: self._process_unchecked(idea, claim)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: self._scheduled.discard(idea.id))
 
-    async def _process(self, idea: IdeaRecord, claim: Claim | None) -> None:
+    async def _process(self, idea: IdeaRecord, claim: Claim | None, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` (the idea's processing) so that a fault stops the run and a bug fails only the idea."""
         try:
-            await self._process_unchecked(idea, claim)
+            await work()
         except RunFault as fault:  # the machine, not the idea: leave the idea as it is for the resume
             self._fault(fault)
         except OSError as exc:
@@ -641,19 +664,33 @@ class Search:
             str(log_dir / "stdout.log"), str(log_dir / "stderr.log"),
         )
 
+        spec = job_spec(self.manifest, workspace, job_key, log_dir, _seed(idea, self.config.seed))
+        handle = await self.backend.submit(spec, self._on_start(idea, job_key))
+        await self._judge(idea, job_key, workspace, await self.backend.wait(handle))
+
+    def _on_start(self, idea: IdeaRecord, job_key: str) -> OnStart:
+        told = False
+
         def started(start: JobStart) -> None:
+            nonlocal told
             try:
-                self.store.job_started(job_key, start.started_at, start.gpu_ids, start.pid)
+                self.store.job_started(
+                    job_key, start.started_at, start.gpu_ids, start.pid, start.handle, self.backend.name
+                )
                 self.store.update_idea(idea.id, status=Status.RUNNING, started_at=start.started_at)
             except RunFault as fault:  # not raised into the backend: the run stops and its close ends the job
                 self._fault(fault)
                 return
-            self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
+            if not told:  # a cluster backend tells twice: accepted by its scheduler, then running
+                told = True
+                self.on_event(SearchEvent("started", idea.epoch, idea.id, Status.RUNNING, text=idea.text))
 
-        seed = idea.payload.get("seed")
-        if not isinstance(seed, int):  # an idea stored before jobs had seeds
-            seed = trial_seed(self.config.seed, idea.epoch, idea.idx, 0)
-        outcome = await run_job(self.backend, self.manifest, workspace, job_key, log_dir, on_start=started, seed=seed)
+        return started
+
+    async def _judge(self, idea: IdeaRecord, job_key: str, workspace: Path, result: JobResult) -> None:
+        """Classify a finished job (off the event loop: hashing files must not stall the others) and store it."""
+        expected = protected_hashes(self.manifest)
+        outcome = await asyncio.to_thread(classify, result, self.manifest, workspace, expected)
         shared_changed = self.copies.changed(workspace)
         if shared_changed and outcome.status is not Status.CANCELLED:
             reason = f"shared read-only file(s) changed during the run: {', '.join(shared_changed)}"
@@ -705,6 +742,12 @@ class Search:
 
 def _forget(pending: set[int], idea_id: int, _: object) -> None:
     pending.discard(idea_id)
+
+
+def _seed(idea: IdeaRecord, run_seed: int) -> int:
+    """The seed of an idea's job (derived again for an idea stored before jobs had seeds)."""
+    seed = idea.payload.get("seed")
+    return seed if isinstance(seed, int) else trial_seed(run_seed, idea.epoch, idea.idx, 0)
 
 
 def _noise_text(journal: Journal[IdeaRecord], reused_from: str | None = None) -> str:

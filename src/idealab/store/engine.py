@@ -146,10 +146,15 @@ def current_revision(conn: Connection) -> str | None:
     return revision
 
 
+# Older schemas a read-only command reads as they are (it cannot migrate them): what they lack, it does
+# without. 0001 has no jobs.handle / jobs.backend.
+READABLE_OLDER = ("0001",)
+
+
 def check_schema(revision: str | None, path: Path) -> None:
-    """For read-only use: the schema must be exactly what this idealab writes (it cannot migrate it)."""
+    """For read-only use: the schema must be what this idealab writes, or an older one it can read as it is."""
     scripts = _scripts()
-    if revision in scripts.get_heads():
+    if revision in scripts.get_heads() or revision in READABLE_OLDER:
         return
     if revision is None:
         raise StoreError(f"{path} has no idealab schema (not an idealab database, or never initialised)")

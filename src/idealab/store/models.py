@@ -143,7 +143,9 @@ class Job(Base):
     workspace: Mapped[str] = mapped_column(Text)
     stdout_path: Mapped[str] = mapped_column(Text)
     stderr_path: Mapped[str] = mapped_column(Text)
-    pid: Mapped[int | None] = mapped_column(Integer)  # process group id, to clean up after a crash
+    pid: Mapped[int | None] = mapped_column(Integer)  # the job's supervisor (local), for the user to see
+    handle: Mapped[str | None] = mapped_column(Text)  # the backend's durable id, to reattach after a restart
+    backend: Mapped[str | None] = mapped_column(String)  # the backend that ran it ("local", "slurm", ...)
     status: Mapped[str] = mapped_column(String)  # ready | running | how it ended
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
@@ -272,6 +274,8 @@ class JobRecord:
     exit_code: int | None
     timed_out: bool
     error: str | None
+    handle: str | None = None  # the backend's durable id (None: not started, or stored by an older idealab)
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,12 +330,14 @@ def code_change_record(c: CodeChange) -> CodeChangeRecord:
     )
 
 
-def job_record(j: Job) -> JobRecord:
+def job_record(j: Job, legacy: bool = False) -> JobRecord:
+    """`legacy`: read from a database of schema 0001 (no handle, no backend), which a read-only command
+    reads as it is."""
     gpu_ids = tuple(int(g) for g in j.gpu_ids.split(",") if g)
     return JobRecord(
         j.id, j.idea_id, j.job_key, j.command, gpu_ids, Path(j.workspace), Path(j.stdout_path),
         Path(j.stderr_path), j.pid, j.status, j.submitted_at, j.started_at, j.finished_at,
-        j.exit_code, j.timed_out, j.error,
+        j.exit_code, j.timed_out, j.error, None if legacy else j.handle, None if legacy else j.backend,
     )  # fmt: skip
 
 

@@ -23,12 +23,13 @@ from typing import Any, Final, TypeVar
 
 from sqlalchemy import Engine, case, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from idealab.metrics import MetricValue
 from idealab.status import Status
 from idealab.store.engine import (
     BEGIN_MODE,
+    READABLE_OLDER,
     StoreBusy,
     StoreError,
     check_schema,
@@ -93,6 +94,7 @@ class Store:
         self._writer = engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
         self._read_sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        self._legacy_jobs = False  # read-only, schema 0001: the jobs table has no handle / backend columns
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -127,8 +129,9 @@ class Store:
         cls, workdir: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, leave_untouched: bool = False
     ) -> Store:
         """Open an existing database for reading only: nothing is migrated or written (idealab.db keeps
-        its bytes and mtime). The schema must be the one this idealab writes; an older one is refused
-        with the advice to resume the run once (which migrates it).
+        its bytes and mtime). The schema must be the one this idealab writes, or an older one it reads as
+        it is (`READABLE_OLDER`: what it lacks reads as None); any other is refused, an older one with the
+        advice to resume the run once (which migrates it).
 
         WAL: a read-only connection needs the -shm index. SQLite creates it (and an empty -wal) when the
         directory is writable; on a read-only disk without them the database is opened as immutable,
@@ -151,6 +154,7 @@ class Store:
         except BaseException:
             store.close()
             raise
+        store._legacy_jobs = revision in READABLE_OLDER
         return store
 
     def close(self) -> None:
@@ -467,11 +471,21 @@ class Store:
         except IntegrityError as exc:
             raise ValueError(f"job key {job_key!r} is already used") from exc
 
-    def job_started(self, job_key: str, started_at: float, gpu_ids: tuple[int, ...], pid: int | None) -> None:
+    def job_started(
+        self,
+        job_key: str,
+        started_at: float,
+        gpu_ids: tuple[int, ...],
+        pid: int | None,
+        handle: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        """Record that a job started (again, with better figures, where its backend tells twice)."""
         with self._write() as s:
             job = _job(s, job_key)
             job.status, job.started_at, job.pid = Status.RUNNING.value, started_at, pid
             job.gpu_ids = ",".join(str(gpu) for gpu in gpu_ids)
+            job.handle, job.backend = handle, backend
 
     def job_finished(
         self,
@@ -492,8 +506,10 @@ class Store:
             query = query.where(Job.idea_id == idea_id)
         if statuses is not None:
             query = query.where(Job.status.in_([str(x) for x in statuses]))
+        if self._legacy_jobs:
+            query = query.options(defer(Job.handle), defer(Job.backend))
         with self._read() as s:
-            return [job_record(job) for job in s.scalars(query)]
+            return [job_record(job, self._legacy_jobs) for job in s.scalars(query)]
 
     def add_metric_values(self, job_key: str, values: Iterable[MetricValue]) -> None:
         with self._write() as s:
