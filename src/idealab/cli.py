@@ -162,6 +162,9 @@ def run(
     max_processes: Annotated[
         int | None, typer.Option(help="Processes and threads of a job at once (needs a pids cgroup).")
     ] = None,
+    max_disk_mb: Annotated[
+        int | None, typer.Option(help="Disk a job may write, all its files together (MB); over it, it is stopped.")
+    ] = None,
     backend_name: Annotated[
         str, typer.Option("--backend", help="Where jobs run: local (this machine), slurm or ray (docs/clusters.md).")
     ] = "local",
@@ -181,9 +184,6 @@ def run(
     ] = None,
     ray_memory_mb: Annotated[
         int | None, typer.Option(help="--backend ray: memory Ray reserves per job (MiB; for scheduling only).")
-    ] = None,
-    max_disk_mb: Annotated[
-        int | None, typer.Option(help="Disk a job may write, all its files together (MB); over it, it is stopped.")
     ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""

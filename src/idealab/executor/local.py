@@ -395,6 +395,15 @@ def _supervisor_env(job_env: dict[str, str]) -> dict[str, str]:
     return {**job_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), DROP_PYTHONPATH_VAR: "1"}
 
 
+def _disk_watch(limit_mb: int | None, workspace: Path, job_dir: Path, sandboxed: bool) -> tuple[int | None, list[str]]:
+    """The disk cap and the directories it covers: the job's copy, and its HOME outside the sandbox (inside,
+    HOME is in the private /tmp, a tmpfs of the cap's size)."""
+    if limit_mb is None:
+        return None, []
+    paths = [str(workspace)] if sandboxed else [str(workspace), job_home(job_dir, sandboxed)]
+    return limit_mb, paths
+
+
 def format_handle(supervisor_pid: int, gpu_ids: tuple[int, ...]) -> str:
     return f"local:{supervisor_pid}:{','.join(str(g) for g in gpu_ids)}"
 
@@ -421,15 +430,6 @@ def _started_at(job_dir: Path) -> float:
 
 async def _ready(result: JobResult) -> JobResult:
     return result
-
-
-def _disk_watch(limit_mb: int | None, workspace: Path, job_dir: Path, sandboxed: bool) -> tuple[int | None, list[str]]:
-    """The disk cap and the directories it covers: the job's copy, and its HOME outside the sandbox (inside,
-    HOME is in the private /tmp, a tmpfs of the cap's size)."""
-    if limit_mb is None:
-        return None, []
-    paths = [str(workspace)] if sandboxed else [str(workspace), job_home(job_dir, sandboxed)]
-    return limit_mb, paths
 
 
 def result_from_record(
