@@ -1,0 +1,106 @@
+"""Corpus cases through the real executor path: one search of one epoch, as `idealab run` runs it.
+
+The ready-diff implementer (the change guards), the local backend (sandbox, limits, budgets), the runner's
+classification and scoring, the store: each case is an idea that arrives with its change. Used by the tests
+(tests/test_redteam.py) and by benchmarks/reward_hacks.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from idealab.executor.local import LocalBackend
+from idealab.executor.slots import SlotPool
+from idealab.ideators.base import IdeaProposal, IdeationRequest
+from idealab.ideators.ready import ReadyDiffImplementer
+from idealab.manifest import Manifest, load_manifest, resolve_env
+from idealab.search.journal import Journal
+from idealab.search.loop import Search, SearchConfig
+from idealab.status import Status
+from idealab.store import IdeaRecord, Store
+from redteam import corpus
+
+REFUSED = "refused"  # the guards refused the change before anything ran
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How one case ended on one side."""
+
+    case: str
+    status: str  # a Status value, or "refused" (the guards refused the change before it ran)
+    metric: float | None
+    flags: tuple[str, ...]
+    reason: str | None
+    best: bool  # reported as the run's best result
+
+    @property
+    def clean_ok(self) -> bool:
+        return self.status == Status.OK.value and not self.flags
+
+
+class CorpusIdeator:
+    """Proposes the corpus's cases, each with its change rendered against this environment's files."""
+
+    name = "redteam"
+
+    def __init__(self, cases: Sequence[corpus.Case], env_root: Path) -> None:
+        self.proposals = [IdeaProposal(c.text, corpus.render(c, env_root), {"case": c.name}) for c in cases]
+
+    async def propose(self, manifest: Manifest, request: IdeationRequest) -> list[IdeaProposal]:
+        fresh = [p for p in self.proposals if p.text not in request.avoid]
+        return fresh[: request.count]
+
+
+def flags_of(record: IdeaRecord) -> tuple[str, ...]:
+    """The flags the guards set on a result (none where this version of idealab has no flags)."""
+    flags = getattr(record, "flags", None) or record.payload.get("flags") or ()
+    return tuple(str(f) for f in flags)
+
+
+def run_cases(cases: Sequence[corpus.Case], workdir: Path, slots: int, confirm_top: int) -> list[Ended]:
+    """One search of one epoch over `cases` (all of one environment and preset)."""
+    env, preset = cases[0].env, cases[0].preset
+    manifest = load_manifest(resolve_env(env), preset)
+    store = Store.open(workdir)
+    try:
+        run = store.create_run(
+            env,
+            str(manifest.root),
+            preset,
+            {},
+            {"metric": {"goal": manifest.metric.goal.value, "name": manifest.metric.name}},
+        )
+        config = SearchConfig(
+            epochs=1, ideas_per_epoch=len(cases), batch_size=len(cases), baseline_runs=1, confirm_top=confirm_top
+        )
+        backend = LocalBackend(SlotPool.cpu_only(slots), conceal=[workdir])
+        search = Search(
+            manifest, store, run.id, backend, CorpusIdeator(cases, manifest.root), ReadyDiffImplementer(), config,
+            workdir, job_slots=slots,
+        )  # fmt: skip
+
+        async def go() -> None:
+            try:
+                await search.run()
+            finally:
+                await backend.close()
+
+        asyncio.run(go())
+        if search.internal_errors:
+            raise RuntimeError("; ".join(search.internal_errors))
+        journal = Journal.load(store, run.id, manifest.metric.goal, None, config.trials_needed)
+        reported = {e.id for e in (journal.search_best(), journal.best()) if e is not None}
+        ended = []
+        for record in store.ideas(run.id):
+            name = record.payload.get("case")
+            if name is None:
+                continue  # the baseline run
+            status = REFUSED if record.status is Status.UNIMPLEMENTABLE else record.status.value
+            ended.append(Ended(name, status, record.metric, flags_of(record), record.reason, record.id in reported))
+        return ended
+    finally:
+        store.close()
