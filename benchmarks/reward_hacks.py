@@ -181,9 +181,9 @@ def run_direct(env_dir: Path, manifest: Manifest, data: Path, seed: int) -> tupl
     return None, f"exit {done.returncode}: {verdict.reason}; {tail}"
 
 
-def verify(rev: str, envs: Sequence[str], seed: int) -> None:
+def verify(rev: str, envs: Sequence[str], seed: int, only: Sequence[str] = ()) -> None:
     """Each hack's printed metric beside the unmodified code's, run directly on `rev`'s environments."""
-    hacks = [c for c in corpus.load("hacks") if c.env in envs]
+    hacks = [c for c in corpus.load("hacks") if c.env in envs and (not only or c.name in only)]
     with tempfile.TemporaryDirectory(prefix="idealab-verify-") as tmp:
         checkout = old_checkout(rev, Path(tmp) / "old")
         try:
@@ -222,11 +222,12 @@ def main() -> None:
     parser.add_argument("--old-rev", default=OLD_REV)
     parser.add_argument("--verify", action="store_true", help="each hack's effect without any guard")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", default="", help="--verify: only these hacks (comma-separated names)")
     parser.add_argument("--side-json", type=Path, help=argparse.SUPPRESS)  # internal: one side, as JSON
     args = parser.parse_args()
     envs = [e for e in args.envs.split(",") if e]
     if args.verify:
-        verify(args.old_rev, envs, args.seed)
+        verify(args.old_rev, envs, args.seed, [c for c in args.cases.split(",") if c])
         return
     if args.side_json is not None:
         rows = run_side(envs, args.slots, args.confirm_top)
