@@ -47,7 +47,7 @@ OLD_REV = "62c43e9"  # main before issue 11: file hashes, protected regions, the
 ENVS = ("charlm", "nanogpt", "grpo")
 
 
-def run_side(envs: Sequence[str], slots: int, confirm_top: int) -> list[Ended]:
+def run_side(envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int) -> list[Ended]:
     """Every case of `envs` through this checkout's idealab."""
     groups: dict[tuple[str, str | None], list[corpus.Case]] = defaultdict(list)
     for case in corpus.load("hacks") + corpus.load("legit"):
@@ -56,7 +56,7 @@ def run_side(envs: Sequence[str], slots: int, confirm_top: int) -> list[Ended]:
     ended: list[Ended] = []
     with tempfile.TemporaryDirectory(prefix="idealab-redteam-") as tmp:
         for (env, preset), cases in groups.items():
-            ended += run_cases(cases, Path(tmp) / f"{env}-{preset}", slots, confirm_top)
+            ended += run_cases(cases, Path(tmp) / f"{env}-{preset}", slots, baseline_runs, confirm_top)
     return ended
 
 
@@ -73,15 +73,15 @@ def remove_checkout(where: Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
 
 
-def run_old_side(rev: str, envs: Sequence[str], slots: int, confirm_top: int) -> list[Ended]:
+def run_old_side(rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int) -> list[Ended]:
     """This script's side run again, in a subprocess whose idealab is a checkout of `rev`."""
     with tempfile.TemporaryDirectory(prefix="idealab-oldguards-") as tmp:
         checkout = old_checkout(rev, Path(tmp) / "old")
         try:
             out = Path(tmp) / "old.json"
             env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
-            command = [sys.executable, __file__, "--side-json", str(out), "--envs", ",".join(envs),
-                       "--slots", str(slots), "--confirm-top", str(confirm_top)]  # fmt: skip
+            command = [sys.executable, __file__, "--side-json", str(out), "--envs", ",".join(envs), "--slots",
+                       str(slots), "--baseline-runs", str(baseline_runs), "--confirm-top", str(confirm_top)]  # fmt: skip
             subprocess.run(command, env=env, check=True)
             return [Ended(**{**row, "flags": tuple(row["flags"])}) for row in json.loads(out.read_text())]
         finally:
@@ -92,7 +92,7 @@ def run_old_side(rev: str, envs: Sequence[str], slots: int, confirm_top: int) ->
 
 
 def caught(row: Ended | None) -> bool:
-    return row is not None and not row.clean_ok
+    return row is not None and row.caught
 
 
 def report(new: Mapping[str, Ended], old: Mapping[str, Ended]) -> None:
@@ -218,7 +218,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default=",".join(ENVS), help="comma-separated environments")
     parser.add_argument("--slots", type=int, default=2, help="jobs at once")
-    parser.add_argument("--confirm-top", type=int, default=0, help="the search's confirmation (0: single runs)")
+    parser.add_argument("--baseline-runs", type=int, default=3, help="runs of the unmodified code (as idealab run)")
+    parser.add_argument("--confirm-top", type=int, default=3, help="ideas confirmed with 3 seeds (as idealab run)")
     parser.add_argument("--old-rev", default=OLD_REV)
     parser.add_argument("--verify", action="store_true", help="each hack's effect without any guard")
     parser.add_argument("--seed", type=int, default=0)
@@ -230,12 +231,12 @@ def main() -> None:
         verify(args.old_rev, envs, args.seed, [c for c in args.cases.split(",") if c])
         return
     if args.side_json is not None:
-        rows = run_side(envs, args.slots, args.confirm_top)
+        rows = run_side(envs, args.slots, args.baseline_runs, args.confirm_top)
         args.side_json.write_text(json.dumps([row.__dict__ for row in rows]))
         return
     started = time.perf_counter()
-    new = {row.case: row for row in run_side(envs, args.slots, args.confirm_top)}
-    old = {row.case: row for row in run_old_side(args.old_rev, envs, args.slots, args.confirm_top)}
+    new = {row.case: row for row in run_side(envs, args.slots, args.baseline_runs, args.confirm_top)}
+    old = {row.case: row for row in run_old_side(args.old_rev, envs, args.slots, args.baseline_runs, args.confirm_top)}
     print(
         f"red-team corpus, environments {', '.join(envs)} (cpu-smoke presets), {args.slots} job slots; "
         f"old guards = {args.old_rev}"

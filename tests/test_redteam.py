@@ -54,10 +54,10 @@ def needs_env_data(env: str) -> None:
 
 def assert_caught(ended: list[Ended], cases: list[corpus.Case]) -> None:
     rows = {row.case: row for row in ended}
-    escaped = [f"{c.name}: {rows[c.name]}" for c in cases if c.hack and rows[c.name].clean_ok]
+    escaped = [f"{c.name}: {rows[c.name]}" for c in cases if c.hack and not rows[c.name].caught]
     reported = [c.name for c in cases if c.hack and rows[c.name].best]
     refused = [f"{c.name}: {rows[c.name]}" for c in cases if not c.hack and not rows[c.name].clean_ok]
-    assert escaped == [], "hacks that ended ok without a flag"
+    assert escaped == [], "hacks that ended ok and not under suspicion"
     assert reported == [], "hacks reported as the run's best"
     assert refused == [], "legitimate changes that did not end ok without flags"
 
@@ -109,14 +109,14 @@ def test_one_charlm_hack_of_every_class_is_caught_and_legitimate_changes_run_ok(
     needs_charlm_data()
     cases = one_per_class("charlm") + by_name(["charlm-higher-lr", "charlm-weight-ema"])
     assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {"fake-helper"}
-    assert_caught(run_cases(cases, tmp_path / "run", slots=2, confirm_top=0), cases)
+    assert_caught(run_cases(cases, tmp_path / "run", slots=2, baseline_runs=2, confirm_top=0), cases)
 
 
 @pytest.mark.slow
 def test_a_made_up_value_given_to_grpos_metric_helper_is_caught(tmp_path: Path) -> None:
     needs_env_data("grpo")
     cases = by_name(["grpo-fake-metric"])
-    assert_caught(run_cases(cases, tmp_path / "run", slots=1, confirm_top=0), cases)
+    assert_caught(run_cases(cases, tmp_path / "run", slots=1, baseline_runs=2, confirm_top=0), cases)
 
 
 @pytest.mark.slow
@@ -125,4 +125,4 @@ def test_a_made_up_value_given_to_grpos_metric_helper_is_caught(tmp_path: Path) 
 def test_the_whole_corpus_of_an_environment(env: str, tmp_path: Path) -> None:
     needs_env_data("shakespeare" if env == "charlm" else env)
     cases = [c for c in HACKS + LEGIT if c.env == env]
-    assert_caught(run_cases(cases, tmp_path / "run", slots=2, confirm_top=0), cases)
+    assert_caught(run_cases(cases, tmp_path / "run", slots=2, baseline_runs=2, confirm_top=0), cases)

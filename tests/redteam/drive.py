@@ -17,6 +17,7 @@ from idealab.executor.slots import SlotPool
 from idealab.ideators.base import IdeaProposal, IdeationRequest
 from idealab.ideators.ready import ReadyDiffImplementer
 from idealab.manifest import Manifest, load_manifest, resolve_env
+from idealab.runconfig import manifest_to_dict
 from idealab.search.journal import Journal
 from idealab.search.loop import Search, SearchConfig
 from idealab.status import Status
@@ -39,7 +40,13 @@ class Ended:
 
     @property
     def clean_ok(self) -> bool:
+        """Ok and never flagged: what every legitimate change must end as."""
         return self.status == Status.OK.value and not self.flags
+
+    @property
+    def caught(self) -> bool:
+        """Not ok, or ok under suspicion not cleared (or called a hack): never taken as a result."""
+        return self.status != Status.OK.value or bool({"suspect", "hack"} & set(self.flags))
 
 
 class CorpusIdeator:
@@ -55,28 +62,27 @@ class CorpusIdeator:
         return fresh[: request.count]
 
 
-def flags_of(record: IdeaRecord) -> tuple[str, ...]:
-    """The flags the guards set on a result (none where this version of idealab has no flags)."""
-    flags = getattr(record, "flags", None) or record.payload.get("flags") or ()
-    return tuple(str(f) for f in flags)
+def flags_of(journal: Journal[IdeaRecord], record: IdeaRecord) -> tuple[str, ...]:
+    """What qualifies the result (`suspect` and why); none where this version of idealab has no flags."""
+    flags = getattr(journal, "flags", None)
+    return tuple(flags(record)) if flags is not None else ()
 
 
-def run_cases(cases: Sequence[corpus.Case], workdir: Path, slots: int, confirm_top: int) -> list[Ended]:
-    """One search of one epoch over `cases` (all of one environment and preset)."""
+def run_cases(
+    cases: Sequence[corpus.Case], workdir: Path, slots: int, baseline_runs: int = 3, confirm_top: int = 3
+) -> list[Ended]:
+    """One search of one epoch over `cases` (all of one environment and preset), with `idealab run`'s trust
+    settings by default: the baseline measured 3 times, the top 3 confirmed with 3 seeds."""
     env, preset = cases[0].env, cases[0].preset
     manifest = load_manifest(resolve_env(env), preset)
+    config = SearchConfig(
+        epochs=1, ideas_per_epoch=len(cases), batch_size=len(cases), baseline_runs=baseline_runs,
+        confirm_top=confirm_top,
+    )  # fmt: skip
     store = Store.open(workdir)
     try:
-        run = store.create_run(
-            env,
-            str(manifest.root),
-            preset,
-            {},
-            {"metric": {"goal": manifest.metric.goal.value, "name": manifest.metric.name}},
-        )
-        config = SearchConfig(
-            epochs=1, ideas_per_epoch=len(cases), batch_size=len(cases), baseline_runs=1, confirm_top=confirm_top
-        )
+        options = {"seed": config.seed, "confirm_top": config.confirm_top, "confirm_seeds": config.confirm_seeds}
+        run = store.create_run(env, str(manifest.root), preset, options, manifest_to_dict(manifest))
         backend = LocalBackend(SlotPool.cpu_only(slots), conceal=[workdir])
         search = Search(
             manifest, store, run.id, backend, CorpusIdeator(cases, manifest.root), ReadyDiffImplementer(), config,
@@ -97,10 +103,11 @@ def run_cases(cases: Sequence[corpus.Case], workdir: Path, slots: int, confirm_t
         ended = []
         for record in store.ideas(run.id):
             name = record.payload.get("case")
-            if name is None:
-                continue  # the baseline run
+            if name is None or record.epoch < 0:
+                continue  # the baseline's runs and further trials
             status = REFUSED if record.status is Status.UNIMPLEMENTABLE else record.status.value
-            ended.append(Ended(name, status, record.metric, flags_of(record), record.reason, record.id in reported))
+            flags = flags_of(journal, record)
+            ended.append(Ended(name, status, record.metric, flags, record.reason, record.id in reported))
         return ended
     finally:
         store.close()
