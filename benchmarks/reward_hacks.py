@@ -80,8 +80,20 @@ def run_old_side(rev: str, envs: Sequence[str], slots: int, baseline_runs: int, 
         try:
             out = Path(tmp) / "old.json"
             env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
-            command = [sys.executable, __file__, "--side-json", str(out), "--envs", ",".join(envs), "--slots",
-                       str(slots), "--baseline-runs", str(baseline_runs), "--confirm-top", str(confirm_top)]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--side-json",
+                str(out),
+                "--envs",
+                ",".join(envs),
+                "--slots",
+                str(slots),
+                "--baseline-runs",
+                str(baseline_runs),
+                "--confirm-top",
+                str(confirm_top),
+            ]
             subprocess.run(command, env=env, check=True)
             return [Ended(**{**row, "flags": tuple(row["flags"])}) for row in json.loads(out.read_text())]
         finally:
