@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from idealab.manifest import Manifest, load_manifest
@@ -73,31 +75,34 @@ def remove_checkout(where: Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False)
 
 
-def run_old_side(rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int) -> list[Ended]:
-    """This script's side run again, in a subprocess whose idealab is a checkout of `rev`."""
+@contextmanager
+def old_side(rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int) -> Iterator[OldSide]:
+    """This script's side run, started now in a subprocess whose idealab is a checkout of `rev` (the two
+    sides run at the same time, each with its own slots); `OldSide.wait()` gives its rows."""
     with tempfile.TemporaryDirectory(prefix="idealab-oldguards-") as tmp:
         checkout = old_checkout(rev, Path(tmp) / "old")
         try:
             out = Path(tmp) / "old.json"
             env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
-            command = [
-                sys.executable,
-                __file__,
-                "--side-json",
-                str(out),
-                "--envs",
-                ",".join(envs),
-                "--slots",
-                str(slots),
-                "--baseline-runs",
-                str(baseline_runs),
-                "--confirm-top",
-                str(confirm_top),
-            ]
-            subprocess.run(command, env=env, check=True)
-            return [Ended(**{**row, "flags": tuple(row["flags"])}) for row in json.loads(out.read_text())]
+            options = {"--envs": ",".join(envs), "--slots": slots, "--baseline-runs": baseline_runs,
+                       "--confirm-top": confirm_top}  # fmt: skip
+            command = [sys.executable, __file__, "--side-json", str(out)]
+            command += [str(part) for option in options.items() for part in option]
+            with subprocess.Popen(command, env=env) as process:
+                yield OldSide(process, out)
         finally:
             remove_checkout(checkout)
+
+
+@dataclass
+class OldSide:
+    process: subprocess.Popen[bytes]
+    out: Path
+
+    def wait(self) -> list[Ended]:
+        if self.process.wait() != 0:
+            raise RuntimeError(f"the old side failed (exit {self.process.returncode})")
+        return [Ended(**{**row, "flags": tuple(row["flags"])}) for row in json.loads(self.out.read_text())]
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -247,8 +252,9 @@ def main() -> None:
         args.side_json.write_text(json.dumps([row.__dict__ for row in rows]))
         return
     started = time.perf_counter()
-    new = {row.case: row for row in run_side(envs, args.slots, args.baseline_runs, args.confirm_top)}
-    old = {row.case: row for row in run_old_side(args.old_rev, envs, args.slots, args.baseline_runs, args.confirm_top)}
+    with old_side(args.old_rev, envs, args.slots, args.baseline_runs, args.confirm_top) as running:
+        new = {row.case: row for row in run_side(envs, args.slots, args.baseline_runs, args.confirm_top)}
+        old = {row.case: row for row in running.wait()}
     print(
         f"red-team corpus, environments {', '.join(envs)} (cpu-smoke presets), {args.slots} job slots; "
         f"old guards = {args.old_rev}"
