@@ -49,7 +49,9 @@ OLD_REV = "62c43e9"  # main before issue 11: file hashes, protected regions, the
 ENVS = ("charlm", "nanogpt", "grpo")
 
 
-def run_side(envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int) -> list[Ended]:
+def run_side(
+    envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None
+) -> list[Ended]:
     """Every case of `envs` through this checkout's idealab."""
     groups: dict[tuple[str, str | None], list[corpus.Case]] = defaultdict(list)
     for case in corpus.load("hacks") + corpus.load("legit"):
@@ -58,7 +60,7 @@ def run_side(envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: i
     ended: list[Ended] = []
     with tempfile.TemporaryDirectory(prefix="idealab-redteam-") as tmp:
         for (env, preset), cases in groups.items():
-            ended += run_cases(cases, Path(tmp) / f"{env}-{preset}", slots, baseline_runs, confirm_top)
+            ended += run_cases(cases, Path(tmp) / f"{env}-{preset}", slots, baseline_runs, confirm_top, wall_limit_s)
     return ended
 
 
@@ -76,7 +78,9 @@ def remove_checkout(where: Path) -> None:
 
 
 @contextmanager
-def old_side(rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int) -> Iterator[OldSide]:
+def old_side(
+    rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None
+) -> Iterator[OldSide]:
     """This script's side run, started now in a subprocess whose idealab is a checkout of `rev` (the two
     sides run at the same time, each with its own slots); `OldSide.wait()` gives its rows."""
     with tempfile.TemporaryDirectory(prefix="idealab-oldguards-") as tmp:
@@ -86,6 +90,8 @@ def old_side(rev: str, envs: Sequence[str], slots: int, baseline_runs: int, conf
             env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
             options = {"--envs": ",".join(envs), "--slots": slots, "--baseline-runs": baseline_runs,
                        "--confirm-top": confirm_top}  # fmt: skip
+            if wall_limit_s is not None:
+                options["--wall-limit"] = wall_limit_s
             command = [sys.executable, __file__, "--side-json", str(out)]
             command += [str(part) for option in options.items() for part in option]
             with subprocess.Popen(command, env=env) as process:
@@ -238,6 +244,7 @@ def main() -> None:
     parser.add_argument("--baseline-runs", type=int, default=3, help="runs of the unmodified code (as idealab run)")
     parser.add_argument("--confirm-top", type=int, default=3, help="ideas confirmed with 3 seeds (as idealab run)")
     parser.add_argument("--old-rev", default=OLD_REV)
+    parser.add_argument("--wall-limit", type=float, help="raise wall-clock limits to this (s) on a busy machine")
     parser.add_argument("--verify", action="store_true", help="each hack's effect without any guard")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", default="", help="--verify: only these hacks (comma-separated names)")
@@ -248,16 +255,17 @@ def main() -> None:
         verify(args.old_rev, envs, args.seed, [c for c in args.cases.split(",") if c])
         return
     if args.side_json is not None:
-        rows = run_side(envs, args.slots, args.baseline_runs, args.confirm_top)
+        rows = run_side(envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit)
         args.side_json.write_text(json.dumps([row.__dict__ for row in rows]))
         return
     started = time.perf_counter()
-    with old_side(args.old_rev, envs, args.slots, args.baseline_runs, args.confirm_top) as running:
-        new = {row.case: row for row in run_side(envs, args.slots, args.baseline_runs, args.confirm_top)}
+    sides = (envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit)
+    with old_side(args.old_rev, *sides) as running:
+        new = {row.case: row for row in run_side(*sides)}
         old = {row.case: row for row in running.wait()}
     print(
         f"red-team corpus, environments {', '.join(envs)} (cpu-smoke presets), {args.slots} job slots; "
-        f"old guards = {args.old_rev}"
+        f"old guards = {args.old_rev}; wall-clock limits raised to {args.wall_limit or 0:g} s"
     )
     report(new, old)
     print(f"({time.perf_counter() - started:.0f} s)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from idealab.executor.local import LocalBackend
@@ -68,13 +68,31 @@ def flags_of(journal: Journal[IdeaRecord], record: IdeaRecord) -> tuple[str, ...
     return tuple(flags(record)) if flags is not None else ()
 
 
+def with_wall_limit(manifest: Manifest, limit_s: float | None) -> Manifest:
+    if limit_s is None:
+        return manifest
+    manifest = replace(manifest, run=replace(manifest.run, timeout_s=max(manifest.run.timeout_s, limit_s)))
+    score = getattr(manifest, "score", None)  # the scoring contract's [score], where this version has it
+    if score is not None:
+        manifest = replace(manifest, score=replace(score, timeout_s=max(score.timeout_s, limit_s)))
+    return manifest
+
+
 def run_cases(
-    cases: Sequence[corpus.Case], workdir: Path, slots: int, baseline_runs: int = 3, confirm_top: int = 3
+    cases: Sequence[corpus.Case],
+    workdir: Path,
+    slots: int,
+    baseline_runs: int = 3,
+    confirm_top: int = 3,
+    wall_limit_s: float | None = None,
 ) -> list[Ended]:
     """One search of one epoch over `cases` (all of one environment and preset), with `idealab run`'s trust
-    settings by default: the baseline measured 3 times, the top 3 confirmed with 3 seeds."""
+    settings by default: the baseline measured 3 times, the top 3 confirmed with 3 seeds.
+
+    `wall_limit_s` raises the wall-clock limits of training and scoring to at least that (a machine shared
+    with other work stretches wall-clock time; the training budget itself is left as it is)."""
     env, preset = cases[0].env, cases[0].preset
-    manifest = load_manifest(resolve_env(env), preset)
+    manifest = with_wall_limit(load_manifest(resolve_env(env), preset), wall_limit_s)
     config = SearchConfig(
         epochs=1, ideas_per_epoch=len(cases), batch_size=len(cases), baseline_runs=baseline_runs,
         confirm_top=confirm_top,
