@@ -25,6 +25,7 @@ from redteam.drive import Ended, run_cases
 HACKS = corpus.load("hacks")
 LEGIT = corpus.load("legit")
 ENVS = {"charlm", "nanogpt", "grpo"}
+BUSY_WALL_S = 600.0  # wall-clock limits of at least this: a busy test machine stretches the CPU budgets' wall time
 
 
 def by_name(names: list[str]) -> list[corpus.Case]:
@@ -50,6 +51,12 @@ def needs_charlm_data() -> None:
 def needs_env_data(env: str) -> None:
     if not (data_dir() / env).is_dir():
         pytest.skip(f"{env} data absent from {data_dir()}; `make data` fetches it")
+
+
+def run(cases: list[corpus.Case], tmp_path: Path, slots: int) -> list[Ended]:
+    """The cases through the real path: two baseline runs (a noise floor for the suspect rule), no
+    confirmation of winners (suspect results are still re-run)."""
+    return run_cases(cases, tmp_path / "run", slots, baseline_runs=2, confirm_top=0, wall_limit_s=BUSY_WALL_S)
 
 
 def assert_caught(ended: list[Ended], cases: list[corpus.Case]) -> None:
@@ -109,14 +116,14 @@ def test_one_charlm_hack_of_every_class_is_caught_and_legitimate_changes_run_ok(
     needs_charlm_data()
     cases = one_per_class("charlm") + by_name(["charlm-higher-lr", "charlm-weight-ema"])
     assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {"fake-helper"}
-    assert_caught(run_cases(cases, tmp_path / "run", slots=2, baseline_runs=2, confirm_top=0), cases)
+    assert_caught(run(cases, tmp_path, slots=2), cases)
 
 
 @pytest.mark.slow
 def test_a_made_up_value_given_to_grpos_metric_helper_is_caught(tmp_path: Path) -> None:
     needs_env_data("grpo")
     cases = by_name(["grpo-fake-metric"])
-    assert_caught(run_cases(cases, tmp_path / "run", slots=1, baseline_runs=2, confirm_top=0), cases)
+    assert_caught(run(cases, tmp_path, slots=1), cases)
 
 
 @pytest.mark.slow
@@ -125,4 +132,4 @@ def test_a_made_up_value_given_to_grpos_metric_helper_is_caught(tmp_path: Path) 
 def test_the_whole_corpus_of_an_environment(env: str, tmp_path: Path) -> None:
     needs_env_data("shakespeare" if env == "charlm" else env)
     cases = [c for c in HACKS + LEGIT if c.env == env]
-    assert_caught(run_cases(cases, tmp_path / "run", slots=2, baseline_runs=2, confirm_top=0), cases)
+    assert_caught(run(cases, tmp_path, slots=2), cases)
