@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from idealab import guards
 from idealab.data import DataError, shakespeare_path
 from idealab.guards import check_changes
 from idealab.manifest import load_manifest, resolve_env
@@ -117,6 +118,30 @@ def test_one_charlm_hack_of_every_class_is_caught_and_legitimate_changes_run_ok(
     cases = one_per_class("charlm") + by_name(["charlm-higher-lr", "charlm-weight-ema"])
     assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {"fake-helper"}
     assert_caught(run(cases, tmp_path, slots=2), cases)
+
+
+# One charlm hack per class that reaches the job when the static checks let it through: what the executor's
+# budget, the separate scoring and the suspect rule do on their own. (stdout-rescale is left out: the scorer
+# writes its metric line past any wrapper, so the rescaled line never counts, and the run ends ok with its
+# honest score.)
+BEHIND_STATIC = [
+    "charlm-slow-clock", "charlm-forked-trainer", "charlm-patch-cross-entropy", "charlm-print-pieces",
+    "charlm-lookahead-second-half", "charlm-train-on-val", "charlm-warm-start-cache",
+    "charlm-exec-hidden-evaluator", "charlm-rewrite-prepare", "charlm-snoop-validation-windows",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_behind_the_static_checks_the_executor_and_the_scorer_catch_every_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needs_charlm_data()
+    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])  # the static checks off
+    cases = by_name(BEHIND_STATIC) + by_name(["charlm-rmsnorm"])
+    assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {"fake-helper", "stdout-rescale"}
+    ended = run(cases, tmp_path, slots=2)
+    assert [r.case for r in ended if r.status == "refused"] == []
+    assert_caught(ended, cases)
 
 
 @pytest.mark.slow
