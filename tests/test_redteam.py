@@ -127,7 +127,7 @@ def test_one_charlm_hack_of_every_class_is_caught_and_legitimate_changes_run_ok(
 BEHIND_STATIC = [
     "charlm-slow-clock", "charlm-forked-trainer", "charlm-patch-cross-entropy", "charlm-print-pieces",
     "charlm-lookahead-second-half", "charlm-train-on-val", "charlm-warm-start-cache",
-    "charlm-exec-hidden-evaluator", "charlm-rewrite-prepare", "charlm-snoop-validation-windows",
+    "charlm-exec-hidden-evaluator", "charlm-rewrite-prepare", "charlm-val-from-raw-file",
 ]  # fmt: skip
 
 
@@ -142,6 +142,23 @@ def test_behind_the_static_checks_the_executor_and_the_scorer_catch_every_class(
     ended = run(cases, tmp_path, slots=2)
     assert [r.case for r in ended if r.status == "refused"] == []
     assert_caught(ended, cases)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a missing defence: with the static checks passed (a name they cannot follow), the model finds the "
+    "validation windows in the scorer's memory (gc.get_objects) and scores far better; the suspect rule flags "
+    "the jump, but its repeats hold (the hack is deterministic) and without an auditor it is cleared and "
+    "reported as the best",
+)
+def test_validation_windows_snooped_from_the_scorers_memory_are_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needs_charlm_data()
+    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])
+    cases = by_name(["charlm-snoop-validation-windows"])
+    assert_caught(run(cases, tmp_path, slots=1), cases)
 
 
 @pytest.mark.slow
