@@ -162,6 +162,11 @@ def test_validation_windows_snooped_from_the_scorers_memory_are_caught(
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="expected to end ok with the honest score: under the scoring contract grpo's training metric lines are "
+    "progress only, so the made-up value never counts (neutralised, not caught); the static checks do not follow "
+    "the call into grpo.py's own metric() helper, which prints the metric's name",
+)
 def test_a_made_up_value_given_to_grpos_metric_helper_is_caught(tmp_path: Path) -> None:
     needs_env_data("grpo")
     cases = by_name(["grpo-fake-metric"])
