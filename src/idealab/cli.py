@@ -23,7 +23,7 @@ from idealab.executor.base import Backend
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import Outcome, run_job, with_sandbox_options
+from idealab.executor.runner import Outcome, copy_omits, run_job, with_sandbox_options
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.executor.slurm import DEFAULT_POLL_S, SlurmOptions
@@ -661,7 +661,7 @@ def env_check(
 
 def _check_in(manifest: Manifest, pool: SlotPool, base: Path, seed: int = 0) -> Outcome:
     """Copy the environment to `base/code` and run it once with `seed`, logs in `base/logs`."""
-    workspace = copy_environment(manifest.root, base / "code")
+    workspace = copy_environment(manifest.root, base / "code", omit=copy_omits(manifest))
 
     async def go() -> Outcome:
         backend = LocalBackend(pool)
