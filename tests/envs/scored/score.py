@@ -8,7 +8,7 @@ import lib
 
 loss = lib.loss  # bound before the editable module can replace it
 
-import train  # noqa: E402  (the model code: not run as __main__, so it does not train)
+import train  # noqa: E402, F401  (the model code: not run as __main__, so it does not train)
 
 if lib.loss is not loss:
     print("idealab-tampered: lib.loss was replaced by the editable module")
