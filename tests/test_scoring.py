@@ -83,6 +83,17 @@ def job_alive(job_id: str) -> list[int]:
     return found
 
 
+def started_jobs(db: Path) -> list[tuple[str, str]]:
+    """(job key, stdout path) of the run's jobs that have started."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        try:
+            return conn.execute("SELECT job_key, stdout_path FROM jobs WHERE started_at IS NOT NULL").fetchall()
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return []
+
+
 # ------------------------------------------------------------------------------------------------ manifest
 
 
@@ -256,16 +267,14 @@ def test_a_job_whose_scoring_finished_after_the_orchestrator_was_sigkilled_is_co
         "--ideas-per-epoch", "1", "--baseline-runs", "1", "--workdir", str(workdir), "--quiet",
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = workdir / "idealab.db"
     deadline = time.time() + 60
-    while not job_processes(workdir):  # a job is training (3 s of sleep)
+    while not (running := started_jobs(db)) or not job_processes(workdir):  # a job is training (3 s of sleep)
         assert time.time() < deadline and proc.poll() is None, "no job ever ran"
         time.sleep(0.05)
     proc.kill()
     proc.wait(timeout=60)
-    db = workdir / "idealab.db"
-    with sqlite3.connect(db) as conn:
-        running = conn.execute("SELECT job_key, stdout_path FROM jobs WHERE started_at IS NOT NULL").fetchall()
-    assert running
+    running = started_jobs(db)
     exits = [Path(path).parent / "exit.json" for _, path in running]
     while not all(p.is_file() for p in exits):  # the supervisors train and score without an orchestrator
         assert time.time() < deadline + 60, "the orphaned jobs never ended"

@@ -647,6 +647,7 @@ def env_check(
         "metric_name": manifest.metric.name,
         "reason": outcome.reason,
         "duration_s": round(outcome.result.duration_s, 3),
+        "training_s": outcome.result.training_s,  # the executor's measure, on the [budget]'s clock
         "stdout": str(outcome.result.stdout_path) if kept else None,  # removed with the copy (see --workdir)
         "stderr": str(outcome.result.stderr_path) if kept else None,
     }

@@ -51,6 +51,7 @@ class ScoringEnd:
     error: str | None = None  # it could not be started
     started_at: float = 0.0
     finished_at: float = 0.0
+    cpu_s: float | None = None  # CPU time of the scoring process and its children
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class JobResult:
     training_s: float | None = None  # training time on the budget's clock, as the supervisor measured it
     over_budget: bool = False  # killed at budget + grace (then timed_out is also true)
     scoring: ScoringEnd | None = None  # the scoring step, where it ran
+    cpu_s: float | None = None  # CPU time of every process of the job (scoring included), where measured
 
     @property
     def duration_s(self) -> float:

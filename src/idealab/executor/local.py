@@ -457,6 +457,7 @@ def result_from_record(
             error=score.get("error"),  # type: ignore[arg-type]
             started_at=float(score.get("started_at") or 0.0),  # type: ignore[arg-type]
             finished_at=float(score.get("finished_at") or 0.0),  # type: ignore[arg-type]
+            cpu_s=score.get("cpu_s"),  # type: ignore[arg-type]
         )
     return JobResult(
         job_id=record.job_id,
@@ -474,6 +475,7 @@ def result_from_record(
         training_s=record.training_s,
         over_budget=record.ended == "over_budget",
         scoring=scoring,
+        cpu_s=record.cpu_s,
     )
 
 

@@ -169,6 +169,7 @@ class ExitRecord:
         training_s: float | None = None,  # the training time the supervisor measured, on the budget's clock
         budget_clock: str | None = None,
         score: dict[str, object] | None = None,  # how the scoring step ended: returncode, ended, error, times
+        cpu_s: float | None = None,  # CPU time (user + system) of every process of the job, scoring included
     ) -> None:
         self.job_id = job_id
         self.started_at = started_at
@@ -186,6 +187,7 @@ class ExitRecord:
         self.training_s = training_s
         self.budget_clock = budget_clock
         self.score = score
+        self.cpu_s = cpu_s
 
     def write(self, job_dir: PathLike) -> None:
         _write_atomic(os.path.join(job_dir, EXIT_NAME), json.dumps(vars(self)))
@@ -411,6 +413,12 @@ class _Phase:
             self.metrics.finish()
 
 
+def _children_cpu_s() -> float:
+    """CPU time of the supervisor's children that it has waited for (the job's, once it has ended)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 class _Supervision:
     """The event loop of one job: pipes, the child's exit, stop signals and the deadlines."""
 
@@ -463,14 +471,21 @@ class _Supervision:
                 waited = after.children_user + after.children_system
                 training_s = max(training_s, waited - children_before.children_user - children_before.children_system)
         scoring: _Phase | None = None
+        scoring_cpu_s = None
         if spec.score is not None and training.ended == "exited" and training.returncode == 0:
             scoring = self._scoring_phase(ScoreStep(**spec.score))  # type: ignore[arg-type]
+            before = _children_cpu_s()
             self._run_phase(scoring)
+            scoring_cpu_s = _children_cpu_s() - before
         if self.cgroup is not None:
             if self.cgroup.hits():
                 self.limit_hit = f"process limit ({self.spec.max_processes} processes and threads) reached"
             self.cgroup.remove()
-        return self._record(training, scoring, training_s)
+        record = self._record(training, scoring, training_s)
+        record.cpu_s = _children_cpu_s() - children_before.children_user - children_before.children_system
+        if record.score is not None:
+            record.score["cpu_s"] = scoring_cpu_s
+        return record
 
     def _scoring_phase(self, step: ScoreStep) -> _Phase:
         env = {k: v for k, v in os.environ.items() if k not in step.unset}
