@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import math
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from idealab.data import DataError, shakespeare_path
-from idealab.executor.sandbox import job_environment
-from idealab.manifest import Goal, Manifest, load_manifest, resolve_env
-from idealab.metrics import extract_values, judge
-from idealab.paths import DATA_DIR_VAR, data_dir
+from idealab.executor.bwrap import bwrap_problem
+from idealab.executor.local import LocalBackend
+from idealab.executor.runner import Outcome, copy_omits, run_job
+from idealab.executor.sandbox import copy_environment
+from idealab.executor.slots import SlotPool
+from idealab.manifest import Clock, Goal, load_manifest, resolve_env
+from idealab.status import Status
 
 ENV_DIR = resolve_env("charlm")
 UNIFORM_LOSS = math.log(84)  # the text has 84 distinct characters
@@ -28,27 +28,6 @@ def needs_data() -> None:
         shakespeare_path()
     except DataError as exc:
         pytest.skip(f"Shakespeare data absent ({exc}); `make data` fetches it")
-
-
-def workspace(tmp_path: Path) -> Path:
-    """A job's own copy of the environment, as the executor makes one."""
-    dest = tmp_path / "charlm"
-    shutil.copytree(ENV_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
-def run_env(manifest: Manifest, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    # the environment a job gets from the executor (scrubbed, this interpreter first on PATH, data dir)
-    env = job_environment({**manifest.run.env, **extra_env}, (), "charlm-test")
-    return subprocess.run(
-        ["/bin/sh", "-c", manifest.run.command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=manifest.run.timeout_s,
-        check=False,
-    )
 
 
 def module_assignments(path: Path) -> dict[str, list[object]]:
@@ -69,13 +48,15 @@ def test_manifest_loads_with_each_preset(preset: str | None) -> None:
     m = load_manifest(ENV_DIR, preset)
     assert m.metric.name == "val_loss" and m.metric.goal is Goal.MINIMIZE
     assert m.files.editable == ("train.py",) and "evaluate.py" in m.files.hidden
-    assert m.run.env["CHARLM_THREADS"] == "1" and float(m.run.env["CHARLM_TIME_BUDGET_S"]) > 0
+    assert m.run.env["CHARLM_THREADS"] == "1"
+    assert m.budget is not None and m.budget.clock is Clock.CPU and m.budget.seconds > 0
+    assert m.score is not None and "shakespeare/val.txt" in m.score.private_data
     assert set(m.presets) == {"cpu-smoke", "demo"}
 
 
 def test_presets_shorten_the_budget() -> None:
-    default, smoke = (load_manifest(ENV_DIR, p).run.env["CHARLM_TIME_BUDGET_S"] for p in (None, "cpu-smoke"))
-    assert float(smoke) < float(default)
+    default, smoke = (load_manifest(ENV_DIR, p).budget for p in (None, "cpu-smoke"))
+    assert default is not None and smoke is not None and smoke.seconds < default.seconds
 
 
 def test_each_knob_is_one_module_level_number_in_range() -> None:
@@ -91,75 +72,108 @@ def test_each_knob_is_one_module_level_number_in_range() -> None:
             assert isinstance(value, int), knob.name
 
 
-EVAL_SCRIPT = """
-import sys, torch
-sys.path.insert(0, {env!r})
-import prepare
-from evaluate import evaluate
+def run_scored(tmp_path: Path, train: str | None = None, preset: str = "cpu-smoke") -> Outcome:
+    """One job of charlm through the executor (training, then the separate scoring), its train.py
+    replaced by `train` where given."""
+    needs_data()
+    manifest = load_manifest(ENV_DIR, preset)
+    code = copy_environment(ENV_DIR, tmp_path / "code", omit=copy_omits(manifest))
+    if train is not None:
+        (code / "train.py").write_text(textwrap.dedent(train))
+
+    async def go() -> Outcome:
+        backend = LocalBackend(SlotPool.cpu_only(1))
+        try:
+            return await run_job(backend, manifest, code, "charlm-test", tmp_path / "logs")
+        finally:
+            await backend.close()
+
+    return asyncio.run(go())
+
+
+# build_model() of stand-in models, trained for nothing; each needs a parameter to have a state dict
+STAND_IN = """
+import torch
+from prepare import load_vocab, save_artefact
 
 class Uniform(torch.nn.Module):
-    def forward(self, idx):
-        return torch.zeros(*idx.shape, {vocab})
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(len(load_vocab())))
 
-class PeekAhead(torch.nn.Module):  # position t sees the mean of the whole window
+    def forward(self, idx):
+        return self.bias.expand(*idx.shape, -1)
+
+class PeekAhead(Uniform):  # position t sees the mean of the whole window
     def forward(self, idx):
         future = idx.float().mean(dim=1, keepdim=True).expand(idx.shape)
-        return future.unsqueeze(-1).repeat(1, 1, {vocab})  * torch.arange({vocab}).float()
+        return future.unsqueeze(-1) * torch.arange(self.bias.shape[0]).float() + self.bias
 
-evaluate({model}(), step=7)
+class PeekAtEvalBatch(Uniform):  # looks ahead only at the evaluation's batch size
+    def forward(self, idx):
+        if idx.shape[0] == 64:
+            return PeekAhead.forward(self, idx)
+        return Uniform.forward(self, idx)
+
+def build_model():
+    return {model}()
+
+if __name__ == "__main__":
+    save_artefact(build_model())
 """
 
 
-def run_eval(tmp_path: Path, model: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "eval_check.py"
-    source = EVAL_SCRIPT.format(env=str(workspace(tmp_path)), vocab=84, model=model)
-    script.write_text(textwrap.dedent(source))
-    env = {**os.environ, DATA_DIR_VAR: str(data_dir()), "CHARLM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=False)
+def test_scoring_scores_a_uniform_model_at_log_vocab(tmp_path: Path) -> None:
+    outcome = run_scored(tmp_path, STAND_IN.format(model="Uniform"))
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.metric == pytest.approx(UNIFORM_LOSS, abs=1e-5)
 
 
-def test_evaluation_scores_a_uniform_model_at_log_vocab(tmp_path: Path) -> None:
-    needs_data()
-    proc = run_eval(tmp_path, "Uniform")
-    assert proc.returncode == 0, proc.stderr
-    values = extract_values(proc.stdout, load_manifest(ENV_DIR).metric)
-    assert len(values) == 1 and values[0].step == 7
-    assert values[0].value == pytest.approx(UNIFORM_LOSS, abs=1e-5)
+@pytest.mark.parametrize("model", ["PeekAhead", "PeekAtEvalBatch"])
+def test_scoring_rejects_a_model_that_sees_later_characters(tmp_path: Path, model: str) -> None:
+    outcome = run_scored(tmp_path, STAND_IN.format(model=model))
+    assert outcome.status is Status.FAILED
+    assert outcome.reason is not None and "not causal" in outcome.reason
+    assert outcome.metric is None
 
 
-def test_evaluation_rejects_a_model_that_sees_later_characters(tmp_path: Path) -> None:
-    needs_data()
-    proc = run_eval(tmp_path, "PeekAhead")
-    assert proc.returncode != 0
-    assert "not causal" in proc.stderr and "@metric" not in proc.stdout
+def test_a_train_py_that_replaces_what_scoring_uses_is_tampered(tmp_path: Path) -> None:
+    stand_in = STAND_IN.format(model="Uniform")
+    outcome = run_scored(tmp_path, "import torch.nn.functional as F\nF.cross_entropy = lambda *a, **k: 0\n" + stand_in)
+    assert outcome.status is Status.TAMPERED
+    assert outcome.reason is not None and "cross_entropy" in outcome.reason
+
+
+@pytest.mark.skipif(bwrap_problem() is not None, reason="private data is hidden by the sandbox")
+def test_training_cannot_read_the_validation_text(tmp_path: Path) -> None:
+    outcome = run_scored(tmp_path, STAND_IN.format(model="Uniform") + textwrap.dedent("""
+        import prepare
+        try:
+            prepare.data_file("val.txt").read_text()
+            print("val.txt: read")
+        except (OSError, SystemExit):
+            print("val.txt: out of reach")
+    """))
+    assert outcome.status is Status.OK, outcome.reason
+    assert "val.txt: out of reach" in outcome.result.stdout_path.read_text()
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, str]:
-    needs_data()
-    manifest = load_manifest(ENV_DIR, "cpu-smoke")
-    proc = run_env(manifest, workspace(tmp_path_factory.mktemp("smoke")))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return manifest, proc.stdout
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    outcome = run_scored(tmp_path_factory.mktemp("smoke"))
+    assert outcome.status is Status.OK, outcome.reason
+    return outcome
 
 
 @pytest.mark.slow
-def test_smoke_run_reports_a_finite_val_loss(smoke_run: tuple[Manifest, str]) -> None:
-    manifest, stdout = smoke_run
-    verdict = judge(extract_values(stdout, manifest.metric), manifest.metric)
-    assert verdict.ok, verdict.reason
-    assert verdict.metric is not None and verdict.metric < UNIFORM_LOSS - 0.3  # it learned something
+def test_smoke_run_reports_a_finite_val_loss(smoke_run: Outcome) -> None:
+    assert smoke_run.metric is not None and smoke_run.metric < UNIFORM_LOSS - 0.3  # it learned something
+    assert smoke_run.result.training_s is not None and smoke_run.result.training_s >= 8.0  # the whole budget
 
 
 @pytest.mark.slow
-def test_a_sane_learning_rate_beats_a_terrible_one(smoke_run: tuple[Manifest, str], tmp_path: Path) -> None:
-    manifest, stdout = smoke_run
-    good = judge(extract_values(stdout, manifest.metric), manifest.metric).metric
-    ws = workspace(tmp_path)
-    train = ws / "train.py"
-    source = train.read_text()
+def test_a_sane_learning_rate_beats_a_terrible_one(smoke_run: Outcome, tmp_path: Path) -> None:
+    source = (ENV_DIR / "train.py").read_text()
     assert "\nLEARNING_RATE = 3e-3" in source
-    train.write_text(source.replace("\nLEARNING_RATE = 3e-3", "\nLEARNING_RATE = 1e-5", 1))
-    proc = run_env(manifest, ws)
-    bad = judge(extract_values(proc.stdout, manifest.metric), manifest.metric).metric
-    assert good is not None and bad is not None and good < bad - 0.5
+    bad = run_scored(tmp_path, source.replace("\nLEARNING_RATE = 3e-3", "\nLEARNING_RATE = 1e-5", 1))
+    assert smoke_run.metric is not None and bad.metric is not None and smoke_run.metric < bad.metric - 0.5

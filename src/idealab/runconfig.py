@@ -272,6 +272,14 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "direction": manifest.guidance.direction, "examples": list(manifest.guidance.examples),
         },
         "search": {"ideas_per_epoch": manifest.search.ideas_per_epoch},
+        "score": None if manifest.score is None else {
+            "command": manifest.score.command, "timeout_s": manifest.score.timeout_s,
+            "private_data": list(manifest.score.private_data),
+        },
+        "budget": None if manifest.budget is None else {
+            "seconds": manifest.budget.seconds, "clock": manifest.budget.clock.value,
+            "grace_s": manifest.budget.grace_s,
+        },
         "files": {
             "editable": list(manifest.files.editable),
             "readonly": list(manifest.files.readonly),

@@ -20,6 +20,41 @@ from idealab.executor.bwrap import SandboxPolicy
 
 
 @dataclass(frozen=True)
+class Budget:
+    """The training budget the supervisor measures and enforces (the manifest's `[budget]`)."""
+
+    seconds: float
+    clock: str = "wall"  # "wall" or "cpu" (user + system time of every process of the job's tree)
+    grace_s: float = 10.0  # SIGUSR1 at `seconds`, SIGKILL of the tree at `seconds + grace_s`
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """The scoring step run by the job's supervisor after training exited 0 (the manifest's `[score]`)."""
+
+    command: str
+    workspace: Path  # the fresh scoring directory (pristine protected files + the editable files as run)
+    timeout_s: float
+    env: Mapping[str, str] = field(default_factory=dict)  # set for scoring, over the job's environment
+    unset: tuple[str, ...] = ()  # the training's own variables, not passed on to scoring
+    sandbox: SandboxPolicy = SandboxPolicy()
+
+
+@dataclass(frozen=True)
+class ScoringEnd:
+    """How a job's scoring step ended."""
+
+    exit_code: int | None  # None when it did not exit by itself
+    timed_out: bool
+    stdout_path: Path
+    stderr_path: Path
+    error: str | None = None  # it could not be started
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    cpu_s: float | None = None  # CPU time of the scoring process and its children
+
+
+@dataclass(frozen=True)
 class JobSpec:
     job_id: str  # unique within a run; also exported to the job as IDEALAB_JOB_ID
     workspace: Path  # the job's own copy of the environment; the command runs here
@@ -31,6 +66,13 @@ class JobSpec:
     metric_name: str | None = None  # when set, the backend may stream metric values out of stdout
     metric_regex: str | None = None  # the manifest's regex for metric_name, if any
     sandbox: SandboxPolicy = SandboxPolicy()  # what the job may see and use (see bwrap.py)
+    budget: Budget | None = None  # the training budget, enforced by the supervisor
+    scoring: ScoringSpec | None = None  # run after training exited 0; its stdout alone gives the metric
+
+    @property
+    def limit_s(self) -> float:
+        """The longest the job may take: training, then scoring (the grace periods not included)."""
+        return self.timeout_s + (self.scoring.timeout_s if self.scoring is not None else 0.0)
 
 
 @dataclass(frozen=True)
@@ -60,6 +102,10 @@ class JobResult:
     error: str | None = None  # the backend could not run the job at all (not the job's own failure)
     metrics_path: Path | None = None  # metric values streamed from stdout (JSON lines); None: read stdout
     limit_hit: str | None = None  # a limit the job ran into, as its supervisor saw it (the process limit)
+    training_s: float | None = None  # training time on the budget's clock, as the supervisor measured it
+    over_budget: bool = False  # killed at budget + grace (then timed_out is also true)
+    scoring: ScoringEnd | None = None  # the scoring step, where it ran
+    cpu_s: float | None = None  # CPU time of every process of the job (scoring included), where measured
 
     @property
     def duration_s(self) -> float:

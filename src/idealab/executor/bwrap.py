@@ -124,6 +124,9 @@ class SandboxPolicy:
     conceal: tuple[Path, ...] = ()  # directories replaced by an empty tmpfs (env source, workdir)
     limits: Limits = Limits()
     mode: str | None = None  # "auto" | "require" | "off"; None: the backend's
+    writable: tuple[Path, ...] = ()  # directories outside the copy bound writable (the training's output)
+    readonly_dirs: tuple[Path, ...] = ()  # directories outside the copy bound read-only (scoring's artefact)
+    private_data: tuple[str, ...] = ()  # globs relative to the data directory that the job must not see
 
 
 @functools.cache
@@ -194,6 +197,46 @@ def _linked_files(workspace: Path) -> list[Path]:
     return linked
 
 
+def private_paths(root: Path, patterns: Sequence[str]) -> list[Path]:
+    """The files and directories under `root` that the globs `patterns` name."""
+    found = {Path(p) for pattern in patterns for p in glob.glob(str(root / pattern), recursive=True)}
+    return sorted(found)
+
+
+def private_data_mounts(root: Path, patterns: Sequence[str]) -> list[str]:
+    """bwrap arguments that take the private data out of the job's view: each directory holding some is
+    covered by an empty tmpfs, and its other entries are bound back read-only (a private file is then
+    absent, not merely unreadable)."""
+    named = private_paths(root, patterns)
+    if not named:
+        return []
+    private = {*named, *(p.resolve() for p in named)}
+    argv: list[str] = []
+    covered: list[Path] = []
+
+    def rebuild(directory: Path) -> None:
+        argv.extend(["--tmpfs", str(directory)])
+        covered.append(directory)
+        for entry in sorted(directory.iterdir()):
+            if entry in private or entry.resolve() in private:
+                continue
+            if entry.is_symlink():  # kept as a link: what it points to is seen (or hidden) there
+                argv.extend(["--symlink", os.readlink(entry), str(entry)])
+            elif entry.is_dir() and any(p.is_relative_to(entry) for p in private):
+                argv.extend(["--dir", str(entry)])
+                rebuild(entry)
+            else:
+                argv.extend(["--ro-bind", str(entry), str(entry)])
+
+    parents = sorted({p.parent for p in named}, key=lambda p: len(p.parts))
+    tops = [d for d in parents if not any(d != o and d.is_relative_to(o) for o in parents)]
+    for top in tops:
+        rebuild(top)
+    for directory in covered:
+        argv.extend(["--remount-ro", str(directory)])
+    return argv
+
+
 def bwrap_argv(
     policy: SandboxPolicy, workspace: Path, log_dir: Path, gpu_ids: Sequence[int], exe: str | None = None
 ) -> list[str]:
@@ -225,6 +268,11 @@ def bwrap_argv(
         if any(path.resolve().is_relative_to(c.resolve()) for c in covered):
             argv += ["--ro-bind", str(path), str(path)]
     argv += ["--bind", str(workspace), str(workspace)]
+    for path in policy.writable:
+        argv += ["--bind", str(path), str(path)]
+    for path in policy.readonly_dirs:
+        argv += ["--ro-bind", str(path), str(path)]
+    argv += private_data_mounts(data_dir(), policy.private_data)
     for path in hidden:
         if path not in outside:  # a log directory inside the copy: covered again, over the copy
             argv += ["--tmpfs", str(path)]

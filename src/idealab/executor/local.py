@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
+from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart, ScoringEnd
 from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.procs import (
@@ -38,12 +38,15 @@ from idealab.executor.procs import (
     wait_group_exit,
 )
 from idealab.executor.sandbox import job_environment
+from idealab.executor.scoring import supervisor_score_step
 from idealab.executor.slots import Lease, SlotPool
 from idealab.executor.supervisor import (
     DROP_PYTHONPATH_VAR,
     EXIT_NAME,
     JOB_PGID_NAME,
     METRICS_NAME,
+    SCORE_STDERR_NAME,
+    SCORE_STDOUT_NAME,
     SPEC_NAME,
     STDERR_NAME,
     STDOUT_NAME,
@@ -260,7 +263,8 @@ class LocalBackend:
             env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env, policy.allow_env, home)
             wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, lease.gpu_ids, sandboxed)
             disk = _disk_watch(policy.limits.disk_mb, spec.workspace, job_dir, sandboxed)
-            self._supervisor_spec(spec, wrapper, sandboxed, policy.limits.processes, disk).write(job_dir)
+            score = supervisor_score_step(spec, job_dir, lease.gpu_ids, sandboxed, policy.limits, self.conceal)
+            self._supervisor_spec(spec, wrapper, sandboxed, policy.limits.processes, disk, score).write(job_dir)
             with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -287,7 +291,7 @@ class LocalBackend:
             stopping = asyncio.ensure_future(job.stop.wait())
             try:
                 # the supervisor enforces the time limit; this is only the backstop should it hang
-                backstop_s = spec.timeout_s + self.grace_s + BACKSTOP_MARGIN_S
+                backstop_s = spec.limit_s + 2 * self.grace_s + BACKSTOP_MARGIN_S
                 await asyncio.wait({exited, stopping}, timeout=backstop_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
@@ -332,7 +336,7 @@ class LocalBackend:
         try:
             stopping: asyncio.Future[Any] = asyncio.ensure_future(job.stop.wait())
             try:
-                backstop_s = spec.timeout_s + self.grace_s + BACKSTOP_MARGIN_S  # counted from now: generous
+                backstop_s = spec.limit_s + 2 * self.grace_s + BACKSTOP_MARGIN_S  # counted from now: generous
                 await asyncio.wait({exited, stopping}, timeout=backstop_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
@@ -353,7 +357,9 @@ class LocalBackend:
         sandboxed: bool,
         max_processes: int | None,
         disk: tuple[int | None, list[str]] = (None, []),
+        score: dict[str, object] | None = None,
     ) -> SupervisorSpec:
+        budget = spec.budget
         return SupervisorSpec(
             job_id=spec.job_id,
             command=spec.command,
@@ -369,6 +375,10 @@ class LocalBackend:
             max_processes=max_processes,
             max_disk_mb=disk[0],
             disk_paths=disk[1],
+            budget_s=budget.seconds if budget is not None else None,
+            budget_clock=budget.clock if budget is not None else "wall",
+            budget_grace_s=budget.grace_s if budget is not None else self.grace_s,
+            score=score,
         )
 
     async def _stop_supervisor(
@@ -436,12 +446,25 @@ def result_from_record(
     record: ExitRecord, gpu_ids: tuple[int, ...], stdout_path: Path, stderr_path: Path, metrics_path: Path
 ) -> JobResult:
     """A job's result from its supervisor's exit record (also after an orchestrator restart)."""
+    scoring = None
+    if record.score is not None:
+        score = record.score
+        scoring = ScoringEnd(
+            exit_code=score.get("returncode"),  # type: ignore[arg-type]
+            timed_out=score.get("ended") == "timeout",
+            stdout_path=stdout_path.parent / SCORE_STDOUT_NAME,
+            stderr_path=stdout_path.parent / SCORE_STDERR_NAME,
+            error=score.get("error"),  # type: ignore[arg-type]
+            started_at=float(score.get("started_at") or 0.0),  # type: ignore[arg-type]
+            finished_at=float(score.get("finished_at") or 0.0),  # type: ignore[arg-type]
+            cpu_s=score.get("cpu_s"),  # type: ignore[arg-type]
+        )
     return JobResult(
         job_id=record.job_id,
         started_at=record.started_at,
         finished_at=record.finished_at,
         exit_code=record.returncode if record.ended == "exited" else None,
-        timed_out=record.ended == "timeout",
+        timed_out=record.ended in ("timeout", "over_budget"),
         gpu_ids=gpu_ids,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
@@ -449,6 +472,10 @@ def result_from_record(
         error=record.error,
         metrics_path=metrics_path if metrics_path.is_file() else None,
         limit_hit=record.limit_hit,
+        training_s=record.training_s,
+        over_budget=record.ended == "over_budget",
+        scoring=scoring,
+        cpu_s=record.cpu_s,
     )
 
 

@@ -1,9 +1,15 @@
 """From a job to an experiment outcome: run the manifest's command, then classify how it went.
 
 Order of verdicts: cancelled -> CANCELLED; the backend could not run it -> FAILED; a readonly or hidden
-file differs from the pristine environment -> TAMPERED; time limit -> TIMEOUT; non-zero exit -> FAILED;
-otherwise the metric read from stdout decides OK or INVALID. A TIMEOUT carries a (partial) metric only when
-the manifest's `metric.partial_on_timeout` asks for it and the values printed before the limit judge ok.
+file differs from the pristine environment -> TAMPERED; over the training budget or the time limit ->
+TIMEOUT; non-zero exit -> FAILED; otherwise the metric decides OK or INVALID. A TIMEOUT carries a (partial)
+metric only when the manifest's `metric.partial_on_timeout` asks for it and the values printed before the
+limit judge ok.
+
+With a `[score]` table the metric comes only from the scoring step's stdout (the training's values are
+progress): a scorer that reports tampering (`idealab-tampered: <reason>`) or a changed file of the scoring
+directory -> TAMPERED; scoring past its limit -> TIMEOUT; scoring that fails -> FAILED; else its values are
+judged. Without `[score]` the training's own output is judged, which the changed code can forge (weaker).
 """
 
 from __future__ import annotations
@@ -14,15 +20,29 @@ import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from idealab.executor.base import Backend, JobResult, JobSpec, OnStart
+from idealab.executor.base import Backend, Budget, JobResult, JobSpec, OnStart, ScoringEnd, ScoringSpec
 from idealab.executor.bwrap import Limits, SandboxPolicy
 from idealab.executor.sandbox import hash_files
+from idealab.executor.scoring import (
+    ARTEFACT_DIR_VAR,
+    BUDGET_CLOCK_VAR,
+    BUDGET_VAR,
+    OUTPUT_DIR_VAR,
+    TAMPERED_PREFIX,
+    TRAINING_ONLY_VARS,
+    artefact_dir,
+    prepare_scoring,
+    scoring_dir,
+)
+from idealab.executor.supervisor import PROGRESS_SOURCE
 from idealab.manifest import Manifest, MetricSpec
 from idealab.metrics import MetricStream, MetricValue, judge, stream_values
 from idealab.patching import diff_trees
 from idealab.status import Status
 
 SEED_VAR = "IDEALAB_SEED"  # every job's seed; environments derive all their randomness from it
+TRAINING_TIME_METRIC = "training_s"  # stored with each job: the training time the executor measured
+EXECUTOR_SOURCE = "executor"
 ERROR_TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024  # enough for 20 lines of any sane error; bounds reading a huge log
 _CHUNK_BYTES = 1 << 20
@@ -37,9 +57,21 @@ class Outcome:
     result: JobResult
 
 
+def copied_protected(manifest: Manifest) -> tuple[str, ...]:
+    """The protected files a job's copy holds: with a scoring step the hidden files stay out of it (only
+    the scoring directory has them); without one, training runs the evaluation and needs them."""
+    files = manifest.files
+    return files.readonly if manifest.score is not None else files.protected
+
+
+def copy_omits(manifest: Manifest) -> tuple[str, ...]:
+    """Files of the environment that a job's copy must not hold."""
+    return manifest.files.hidden if manifest.score is not None else ()
+
+
 def protected_hashes(manifest: Manifest) -> dict[str, str]:
-    """sha256 of the pristine environment's readonly and hidden files."""
-    return hash_files(manifest.root, manifest.files.protected)
+    """sha256 of the pristine environment's protected files that a job's copy holds."""
+    return hash_files(manifest.root, copied_protected(manifest))
 
 
 def copy_matches_diff(manifest: Manifest, workspace: Path, stored_diff: str) -> bool:
@@ -62,6 +94,7 @@ def sandbox_policy(manifest: Manifest) -> SandboxPolicy:
         conceal=(manifest.root,),
         limits=Limits(run.memory_mb, run.max_open_files, run.max_file_mb, run.max_processes, run.max_disk_mb),
         mode=run.sandbox,
+        private_data=manifest.score.private_data if manifest.score is not None else (),
     )
 
 
@@ -98,6 +131,28 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, se
     if run.seed_env:
         env[run.seed_env] = str(seed)
     command = f"{run.command} {run.seed_flag} {seed}" if run.seed_flag else run.command
+    policy = sandbox_policy(manifest)
+    budget = None
+    if manifest.budget is not None:
+        budget = Budget(manifest.budget.seconds, manifest.budget.clock.value, manifest.budget.grace_s)
+        env[BUDGET_VAR] = f"{manifest.budget.seconds:g}"
+        env[BUDGET_CLOCK_VAR] = manifest.budget.clock.value
+    scoring = None
+    if manifest.score is not None:
+        artefact = artefact_dir(log_dir).resolve()
+        env[OUTPUT_DIR_VAR] = str(artefact)
+        policy = replace(policy, writable=(artefact,))
+        scoring = ScoringSpec(
+            command=manifest.score.command,
+            workspace=scoring_dir(log_dir).resolve(),
+            timeout_s=manifest.score.timeout_s,
+            env={ARTEFACT_DIR_VAR: str(artefact)},
+            unset=TRAINING_ONLY_VARS,
+            sandbox=replace(
+                policy, conceal=(manifest.root, workspace.resolve()), writable=(), readonly_dirs=(artefact,),
+                private_data=(),
+            ),
+        )  # fmt: skip
     return JobSpec(
         job_id=job_id,
         workspace=workspace,
@@ -108,8 +163,18 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, se
         log_dir=log_dir,
         metric_name=manifest.metric.name,
         metric_regex=manifest.metric.regex.pattern if manifest.metric.regex is not None else None,
-        sandbox=sandbox_policy(manifest),
+        sandbox=policy,
+        budget=budget,
+        scoring=scoring,
     )
+
+
+def prepare_job(manifest: Manifest, workspace: Path, log_dir: Path) -> None:
+    """What a job needs besides its copy, made before it is submitted: with `[score]`, a fresh artefact
+    directory and the scoring directory (pristine protected files, the editable files as they will run)."""
+    if manifest.score is not None:
+        files = manifest.files
+        prepare_scoring(manifest.root, workspace, log_dir, files.protected, files.editable)
 
 
 async def run_job(
@@ -124,6 +189,7 @@ async def run_job(
 ) -> Outcome:
     """Run the manifest's command in `workspace` (a prepared copy of the environment) with `seed`, and judge it."""
     expected = expected_hashes if expected_hashes is not None else protected_hashes(manifest)
+    await asyncio.to_thread(prepare_job, manifest, workspace, log_dir)
     handle = await backend.submit(job_spec(manifest, workspace, job_id, log_dir, seed), on_start)
     result = await backend.wait(handle)
     # off the event loop: hashing files and reading values must not stall other jobs' bookkeeping
@@ -137,14 +203,24 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
     if result.error is not None:
         return Outcome(Status.FAILED, None, f"the backend could not run the job: {result.error}", [], result)
     values = read_values(result, manifest.metric)
+    if result.training_s is not None:
+        values.append(MetricValue(TRAINING_TIME_METRIC, result.training_s, None, EXECUTOR_SOURCE))
     changed = sorted(
         rel for rel, digest in hash_files(workspace, expected).items() if digest != expected[rel]
     )
     if changed:
         reason = f"protected file(s) changed during the run: {', '.join(changed)}"
         return Outcome(Status.TAMPERED, None, reason, values, result)
+    if result.over_budget:
+        assert manifest.budget is not None or result.training_s is not None
+        budget = manifest.budget
+        spent = f"{budget.seconds:g} s of {budget.clock.value} time" if budget is not None else "its budget"
+        used = f"; killed after {result.training_s:.1f} s" if result.training_s is not None else ""
+        return Outcome(Status.TIMEOUT, None, f"over its training budget ({spent}){used}", values, result)
     if result.timed_out:
         reason = f"exceeded the time limit of {manifest.run.timeout_s:g} s"
+        if manifest.score is not None:
+            return Outcome(Status.TIMEOUT, None, reason, values, result)  # progress values never score
         return _timed_out(reason, values, result, manifest)
     if result.exit_code != 0:
         tail = _tail(result.stderr_path) or _tail(result.stdout_path)
@@ -153,10 +229,56 @@ def classify(result: JobResult, manifest: Manifest, workspace: Path, expected: d
         reason = hit + ("the job was stopped" if stopped else describe_exit(result.exit_code))
         reason += f"\n{tail}" if tail else ""
         return Outcome(Status.FAILED, None, reason, values, result)
+    if manifest.score is not None:
+        return _scored(result, manifest, values)
     verdict = judge(values, manifest.metric)
     if not verdict.ok:
         return Outcome(Status.INVALID, None, verdict.reason, values, result)
     return Outcome(Status.OK, verdict.metric, None, values, result)
+
+
+def _scored(result: JobResult, manifest: Manifest, values: list[MetricValue]) -> Outcome:
+    """The verdict of a job with a scoring step whose training exited 0: only scoring's values count."""
+    scoring: ScoringEnd | None = result.scoring
+    if scoring is None:
+        return Outcome(Status.FAILED, None, "the scoring step did not run (the backend has none)", values, result)
+    assert manifest.score is not None
+    directory = scoring_dir(scoring.stdout_path.parent)
+    pristine = hash_files(manifest.root, manifest.files.protected)
+    changed = sorted(rel for rel, digest in hash_files(directory, pristine).items() if digest != pristine[rel])
+    if changed:
+        reason = f"protected file(s) of the scoring directory changed during scoring: {', '.join(changed)}"
+        return Outcome(Status.TAMPERED, None, reason, values, result)
+    tampered = _tampered_line(scoring.stdout_path)
+    if tampered is not None:
+        return Outcome(Status.TAMPERED, None, f"the scorer found tampering: {tampered}", values, result)
+    if scoring.error is not None:
+        return Outcome(Status.FAILED, None, f"the scoring step could not run: {scoring.error}", values, result)
+    if scoring.timed_out:
+        reason = f"scoring exceeded its time limit of {manifest.score.timeout_s:g} s"
+        return Outcome(Status.TIMEOUT, None, reason, values, result)
+    if scoring.exit_code != 0:
+        tail = _tail(scoring.stderr_path) or _tail(scoring.stdout_path)
+        reason = f"scoring failed: {describe_exit(scoring.exit_code)}" + (f"\n{tail}" if tail else "")
+        return Outcome(Status.FAILED, None, reason, values, result)
+    scored = [v for v in values if v.source not in (PROGRESS_SOURCE, EXECUTOR_SOURCE)]
+    verdict = judge(scored, manifest.metric)
+    if not verdict.ok:
+        return Outcome(Status.INVALID, None, f"scoring: {verdict.reason}", values, result)
+    return Outcome(Status.OK, verdict.metric, None, values, result)
+
+
+def _tampered_line(path: Path) -> str | None:
+    """The reason on the first `idealab-tampered:` line of the scorer's output, if there is one."""
+    try:
+        with path.open("rb") as handle:
+            for raw in handle:
+                line = raw.decode(errors="replace").strip()
+                if line.startswith(TAMPERED_PREFIX):
+                    return line[len(TAMPERED_PREFIX) :].strip() or "no reason given"
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def _timed_out(reason: str, values: list[MetricValue], result: JobResult, manifest: Manifest) -> Outcome:

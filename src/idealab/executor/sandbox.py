@@ -27,9 +27,17 @@ JOB_ID_VAR = "IDEALAB_JOB_ID"
 NUM_GPUS_VAR = "IDEALAB_NUM_GPUS"
 
 
-def copy_environment(src_dir: Path, dest: Path) -> Path:
-    """Copy an environment directory to `dest` (which must not exist), keeping modes and symlinks."""
-    shutil.copytree(src_dir, dest, symlinks=True, ignore=shutil.ignore_patterns(*COPY_IGNORE))
+def copy_environment(src_dir: Path, dest: Path, omit: Iterable[str] = ()) -> Path:
+    """Copy an environment directory to `dest` (which must not exist), keeping modes and symlinks; `omit`:
+    files (relative paths) the copy does not take, e.g. hidden files that only the scoring step may see."""
+    skip = {(src_dir / rel).resolve() for rel in omit}
+    patterns = shutil.ignore_patterns(*COPY_IGNORE)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        left = set(patterns(directory, names))
+        return left | {name for name in names if (Path(directory) / name).resolve() in skip}
+
+    shutil.copytree(src_dir, dest, symlinks=True, ignore=ignore)
     return dest
 
 

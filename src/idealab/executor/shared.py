@@ -46,8 +46,10 @@ class SharedFiles:
         editable: Iterable[str],
         exclude: Path | None = None,
         min_bytes: int = SHARE_MIN_BYTES,
+        omit: Iterable[str] = (),
     ) -> None:
         self.root = root
+        self.omit = frozenset(omit)  # files a copy does not take (hidden files, when scoring has them)
         self.pool = pool
         self.editable = frozenset(editable)
         self.exclude = exclude
@@ -59,6 +61,8 @@ class SharedFiles:
         dest.mkdir(parents=True)
         directories: list[tuple[Path, Path]] = []
         for rel, src in walk_environment(self.root, self.exclude):
+            if rel in self.omit:
+                continue
             target = dest / rel
             if src.is_symlink():
                 os.symlink(os.readlink(src), target)

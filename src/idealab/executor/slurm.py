@@ -39,6 +39,7 @@ from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrap
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, result_from_record
 from idealab.executor.sandbox import job_environment
+from idealab.executor.scoring import supervisor_score_step
 from idealab.executor.supervisor import (
     ENVIRONMENT_NAME,
     EXIT_NAME,
@@ -252,11 +253,16 @@ class SlurmBackend:
         if spec.gpus:
             del env["CUDA_VISIBLE_DEVICES"]  # the node's, from the job's GRES
         wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, devices, sandboxed)
+        budget = spec.budget
         SupervisorSpec(
             job_id=spec.job_id, command=spec.command, cwd=str(spec.workspace), timeout_s=spec.timeout_s,
             grace_s=self.grace_s, log_cap_bytes=self.log_cap_bytes, metric_name=spec.metric_name,
             metric_regex=spec.metric_regex, max_metric_values=self.max_metric_values, wrapper=wrapper,
             sandboxed=sandboxed, max_processes=policy.limits.processes,
+            budget_s=budget.seconds if budget is not None else None,
+            budget_clock=budget.clock if budget is not None else "wall",
+            budget_grace_s=budget.grace_s if budget is not None else self.grace_s,
+            score=supervisor_score_step(spec, job_dir, devices, sandboxed, policy.limits, self.conceal),
         ).write(job_dir)  # fmt: skip
         (job_dir / ENVIRONMENT_NAME).write_text(json.dumps({"env": env, "keep": list(NODE_VARIABLES)}))
         script = job_dir / SCRIPT_NAME
@@ -266,7 +272,7 @@ class SlurmBackend:
     def _sbatch_argv(self, spec: JobSpec, script: Path) -> list[str]:
         opts = self.options
         memory_mb = spec.sandbox.limits.merged(self.limits).memory_mb
-        minutes = max(1, math.ceil((spec.timeout_s + self.grace_s + BACKSTOP_MARGIN_S) / 60))
+        minutes = max(1, math.ceil((spec.limit_s + 2 * self.grace_s + BACKSTOP_MARGIN_S) / 60))
         log_path = str(script.parent / SUPERVISOR_LOG_NAME)
         argv = [
             "sbatch", "--parsable", f"--job-name=idealab-{spec.job_id}", f"--chdir={spec.workspace}",
@@ -356,7 +362,7 @@ class SlurmBackend:
             if job.on_start is not None and not job.running_told:
                 job.running_told = True
                 job.on_start(self._start(job, job.running_since))
-        backstop = job.spec.timeout_s + self.grace_s + 2 * BACKSTOP_MARGIN_S
+        backstop = job.spec.limit_s + 2 * self.grace_s + 2 * BACKSTOP_MARGIN_S
         if job.running_since is not None and time.time() - job.running_since > backstop and job.slurm_id:
             log.warning("Slurm job %s outlived its limit; cancelling it", job.slurm_id)
             await _scancel(job.slurm_id)

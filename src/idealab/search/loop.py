@@ -32,7 +32,15 @@ from typing import Protocol
 
 from idealab.errors import RunFault, StopRun, storage_fault
 from idealab.executor.base import Backend, JobResult, JobStart, OnStart
-from idealab.executor.runner import Outcome, classify, copy_matches_diff, job_spec, protected_hashes
+from idealab.executor.runner import (
+    Outcome,
+    classify,
+    copy_matches_diff,
+    copy_omits,
+    job_spec,
+    prepare_job,
+    protected_hashes,
+)
 from idealab.executor.shared import POOL_DIR, SharedFiles
 from idealab.guards import is_static_refusal
 from idealab.ideators.base import (
@@ -161,7 +169,9 @@ class Search:
         self._scheduled: set[int] = set()  # ideas with a live task
         self._implement_slots = asyncio.Semaphore(config.implement_concurrency)
         # large files are linked read-only from one pool in the workdir, not copied per experiment
-        self.copies = SharedFiles(manifest.root, workdir / POOL_DIR, manifest.files.editable, exclude=workdir)
+        self.copies = SharedFiles(
+            manifest.root, workdir / POOL_DIR, manifest.files.editable, exclude=workdir, omit=copy_omits(manifest)
+        )
 
     # ------------------------------------------------------------------------------------------ driver
 
@@ -665,6 +675,7 @@ class Search:
         )
 
         spec = job_spec(self.manifest, workspace, job_key, log_dir, _seed(idea, self.config.seed))
+        await asyncio.to_thread(prepare_job, self.manifest, workspace, log_dir)
         handle = await self.backend.submit(spec, self._on_start(idea, job_key))
         await self._judge(idea, job_key, workspace, await self.backend.wait(handle))
 

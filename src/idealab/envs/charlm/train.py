@@ -2,13 +2,16 @@
 charlm: a small character-level GPT trained on Shakespeare for a fixed CPU time budget (nanoGPT-style).
 
 This is the file ideas change. prepare.py (data, time budget, threads, seed, evaluation context) is
-read-only and the evaluation is hidden. What the evaluation relies on, which every change must keep:
+read-only and the scoring is hidden, in a process of its own after training. What the scoring relies on,
+which every change must keep:
+  - `build_model()` (module level) returns the model, built from the hyperparameters below; the scoring
+    imports this file (so nothing may run at import time but definitions: training stays under
+    `if __name__ == "__main__":`), calls build_model() and loads the state dict training saved;
   - `model(idx)` takes a LongTensor of character ids of shape (B, T) with T up to prepare.EVAL_CONTEXT
-    (64) and returns float logits of shape (B, T, vocab_size); logits[:, t] predict character t + 1.
-  - logits[:, t] depend only on idx[:, :t + 1]: no position may see later characters (this is checked).
-  - the model is put in eval mode for scoring (dropout off) and the loss is computed by the evaluation.
-  - training stops once TIME_BUDGET_S seconds of prepare.training_time() (CPU time) have been spent;
-    then `evaluate(model, step)` runs.
+    (64) and returns float logits of shape (B, T, vocab_size); logits[:, t] predict character t + 1;
+  - logits[:, t] depend only on idx[:, :t + 1]: no position may see later characters (this is checked);
+  - training stops once prepare.out_of_time() (the CPU-time budget, which the executor enforces);
+    then `save_artefact(model)` saves the model for the scoring.
 """
 
 import math
@@ -18,8 +21,17 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from evaluate import evaluate
-from prepare import EVAL_CONTEXT, SEED, TIME_BUDGET_S, get_batch, load_shakespeare, training_time
+from prepare import (
+    EVAL_CONTEXT,
+    SEED,
+    TIME_BUDGET_S,
+    get_batch,
+    load_shakespeare,
+    load_vocab,
+    out_of_time,
+    save_artefact,
+    training_time,
+)
 
 # -----------------------------------------------------------------------------
 # hyperparameters
@@ -117,6 +129,13 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
 
 
+def build_model():
+    """The model to train and to score: positions up to EVAL_CONTEXT must exist for the evaluation,
+    whatever the training context."""
+    vocab_size = len(load_vocab())
+    return GPT(vocab_size, max(BLOCK_SIZE, EVAL_CONTEXT), N_LAYER, N_HEAD, HEAD_SIZE, DROPOUT)
+
+
 def get_lr(step, progress):
     """Linear warmup over WARMUP_ITERS steps, then cosine decay over the fraction of the budget spent."""
     if step < WARMUP_ITERS:
@@ -125,52 +144,56 @@ def get_lr(step, progress):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (LEARNING_RATE - min_lr)
 
 
-data = load_shakespeare()
-# positions up to EVAL_CONTEXT must exist for the evaluation, whatever the training context
-model = GPT(data.vocab_size, max(BLOCK_SIZE, EVAL_CONTEXT), N_LAYER, N_HEAD, HEAD_SIZE, DROPOUT)
-n_params = sum(p.numel() for p in model.parameters())
-print(f"charlm: {n_params / 1e6:.2f}M parameters, vocab {data.vocab_size}, budget {TIME_BUDGET_S:g}s")
+def train():
+    data = load_shakespeare()
+    model = build_model()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"charlm: {n_params / 1e6:.2f}M parameters, vocab {data.vocab_size}, budget {TIME_BUDGET_S:g}s")
 
-# weight decay on matrices and embeddings only; norms and biases are left alone
-decay = [p for p in model.parameters() if p.dim() >= 2]
-no_decay = [p for p in model.parameters() if p.dim() < 2]
-optimizer = torch.optim.AdamW(
-    [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
-    lr=LEARNING_RATE,
-    betas=(BETA1, BETA2),
-)
-batches = torch.Generator().manual_seed(SEED)
+    # weight decay on matrices and embeddings only; norms and biases are left alone
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=LEARNING_RATE,
+        betas=(BETA1, BETA2),
+    )
+    batches = torch.Generator().manual_seed(SEED)
 
-model.train()
-step = 0
-t0, wall0 = training_time(), time.perf_counter()
-while True:
-    elapsed = training_time() - t0
-    if elapsed >= TIME_BUDGET_S:
-        break
-    lr = get_lr(step, elapsed / TIME_BUDGET_S)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    model.train()
+    step = 0
+    # the budget counts the whole process (start-up included); the schedule spans what is left of it
+    t0, wall0 = training_time(), time.perf_counter()
+    span = max(TIME_BUDGET_S - t0, 1e-6)
+    while not out_of_time():
+        elapsed = training_time() - t0
+        lr = get_lr(step, elapsed / span)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
 
-    x, y = get_batch(data.train, BATCH_SIZE, BLOCK_SIZE, batches)
-    logits = model(x)
-    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
-    if not math.isfinite(loss.item()):
-        print(f"step {step}: training loss is {loss.item()}, stopping (diverged)", file=sys.stderr)
-        sys.exit(1)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if GRAD_CLIP > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-    optimizer.step()
+        x, y = get_batch(data.train, BATCH_SIZE, BLOCK_SIZE, batches)
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        if not math.isfinite(loss.item()):
+            print(f"step {step}: training loss is {loss.item()}, stopping (diverged)", file=sys.stderr)
+            sys.exit(1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if GRAD_CLIP > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
 
-    if step % LOG_EVERY == 0:
-        print(f"step {step:5d} | loss {loss.item():.4f} | lr {lr:.2e} | {elapsed:6.1f}s", flush=True)
-    step += 1
+        if step % LOG_EVERY == 0:
+            print(f"step {step:5d} | loss {loss.item():.4f} | lr {lr:.2e} | {elapsed:6.1f}s", flush=True)
+        step += 1
 
-train_s, wall_s = training_time() - t0, time.perf_counter() - wall0
-print(
-    f"trained {step} steps in {train_s:.1f} CPU s ({wall_s:.1f} s wall), "
-    f"{step * BATCH_SIZE * BLOCK_SIZE / train_s:,.0f} chars per CPU s"
-)
-evaluate(model, step)
+    train_s, wall_s = training_time() - t0, time.perf_counter() - wall0
+    print(
+        f"trained {step} steps in {train_s:.1f} CPU s ({wall_s:.1f} s wall) after {t0:.1f} CPU s of start-up, "
+        f"{step * BATCH_SIZE * BLOCK_SIZE / max(train_s, 1e-9):,.0f} chars per CPU s"
+    )
+    save_artefact(model)
+
+
+if __name__ == "__main__":
+    train()
