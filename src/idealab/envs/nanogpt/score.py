@@ -195,7 +195,7 @@ def causality_checks(model, x, y, settings, device):
     that disagrees with the token-by-token pass at a cut point is reported, as the metric does not use it."""
     autocast = val_numerics(settings, device)
     on_cpu = torch.device(device).type == "cpu"
-    rounding = 1e-4 if on_cpu else (0.02 if settings.val_dtype == "bfloat16" else 2e-3)
+    rounding = 1e-4 if on_cpu else (0.02 if settings.val_dtype == "bfloat16" else 5e-3)  # bf16 or TF32
     lines = []
     gap = batch_dependence(model, x, y, autocast)
     if not (gap <= rounding):
@@ -345,7 +345,8 @@ def main():
         rank, world = 0, 1
         device = "cuda" if torch.cuda.is_available() else "cpu"
     master = rank == 0
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 validation in full float32
+    torch.backends.cuda.matmul.allow_tf32 = True  # the numerics of the former in-process validation, which
+    torch.backends.cudnn.allow_tf32 = True  # ran after train_gpt.py had set these for the whole process
     artefact_dir = os.environ.get("IDEALAB_ARTEFACT_DIR") or os.environ.get("IDEALAB_OUTPUT_DIR") or "."
     saved = load_artefact(os.path.join(artefact_dir, ARTEFACT))
 
