@@ -118,7 +118,8 @@ def test_the_scorer_grades_with_the_original_grader_and_prints_the_metric(
 def test_the_scorer_imports_no_editable_code() -> None:
     # a changed training reward (or rollout engine, or anything in grpo.py) cannot reach the evaluation
     tree = ast.parse((ENV_DIR / "evaluate.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported = {alias.name.split(".")[0]
+                for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     editable = {Path(name).stem for name in load_manifest(ENV_DIR).files.editable}
     assert editable == {"grpo", "rollout"} and not imported & editable

@@ -4,6 +4,7 @@ the end-to-end runs are marked slow."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -23,9 +24,15 @@ import numpy as np
 import pytest
 import torch
 
+from idealab.executor.bwrap import bwrap_problem
+from idealab.executor.local import LocalBackend
+from idealab.executor.runner import Outcome, copy_omits, run_job
+from idealab.executor.sandbox import copy_environment
+from idealab.executor.slots import SlotPool
 from idealab.manifest import PROTECT_BEGIN, PROTECT_END, Clock, load_manifest
 from idealab.metrics import extract_values, judge
-from idealab.paths import builtin_envs_dir
+from idealab.paths import DATA_DIR_VAR, builtin_envs_dir
+from idealab.status import Status
 
 ENV_DIR = builtin_envs_dir() / "nanogpt"
 MODULES = ("shards", "harness", "train_gpt", "prepare", "score")
@@ -419,13 +426,15 @@ def assert_tampered(proc: subprocess.CompletedProcess[str], reason: str) -> None
     [
         pytest.param(  # replace the loss the scorer computes, only when imported by the scorer
             "def build_model():",
-            "if sys.modules['__main__'].__file__.endswith('score.py'):\n    F.cross_entropy = lambda *a, **k: torch.zeros(a[1].shape)\n\n\ndef build_model():",
+            "if sys.modules['__main__'].__file__.endswith('score.py'):\n"
+            "    F.cross_entropy = lambda *a, **k: torch.zeros(a[1].shape)\n\n\ndef build_model():",
             "cross_entropy was replaced", id="replaced-evaluation-function"),
         pytest.param(  # read the validation data from the model and predict the next token from it
             "    def forward_with_cache(self, idx, cache=None):\n",
             "    def forward_with_cache(self, idx, cache=None):\n"
             "        import glob\n"
-            "        open(sorted(glob.glob(os.environ['IDEALAB_DATA_DIR'] + '/nanogpt/*/*_val_*.bin'))[0], 'rb').close()\n",
+            "        val = glob.glob(os.environ['IDEALAB_DATA_DIR'] + '/nanogpt/*/*_val_*.bin')\n"
+            "        open(val[0], 'rb').close()\n",
             "opened the validation data", id="reads-validation-data"),
         pytest.param(  # look at the scorer's frame, where the whole batch (future tokens too) is
             "    def forward_with_cache(self, idx, cache=None):\n",
@@ -478,3 +487,59 @@ def test_preflight_rejects_a_planted_leak(tmp_path: Path) -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     proc = run_env([sys.executable, "preflight.py"], work, env, timeout=120)
     assert proc.returncode == 1 and "disagree" in proc.stdout, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------- through the executor
+
+
+def executor_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_gpt: str | None = None) -> Outcome:
+    """One cpu-smoke job of a copy of the environment (train_gpt.py replaced where given) through the
+    executor: training under a CPU budget of 4 s, then the scoring step, sandboxed where bubblewrap works."""
+    work, env = smoke_env(tmp_path)
+    manifest_text = (work / "idealab.toml").read_text()
+    for before, after in (('budget = { seconds = 30, clock = "cpu", grace_s = 30 }',
+                           'budget = { seconds = 4, clock = "cpu", grace_s = 30 }'),
+                          ('NANOGPT_DATASET = "shakespeare_bytes"', 'NANOGPT_DATASET = "synth"'),
+                          ('NANOGPT_VAL_SIZE = "16384"', 'NANOGPT_VAL_SIZE = "4096"')):
+        assert manifest_text.count(before) == 1, before
+        manifest_text = manifest_text.replace(before, after)
+    (work / "idealab.toml").write_text(manifest_text)
+    if train_gpt is not None:
+        (work / "train_gpt.py").write_text(train_gpt)
+    monkeypatch.setenv(DATA_DIR_VAR, env["IDEALAB_DATA_DIR"])
+    manifest = load_manifest(work, "cpu-smoke")
+    workspace = copy_environment(work, tmp_path / "code", omit=copy_omits(manifest))
+    assert not (workspace / "score.py").exists()  # the scorer is not in the training's copy
+
+    async def go() -> Outcome:
+        backend = LocalBackend(SlotPool.cpu_only(1), sandbox="require" if bwrap_problem() is None else "off")
+        try:
+            return await asyncio.wait_for(run_job(backend, manifest, workspace, "j1", tmp_path / "logs"), 600)
+        finally:
+            await backend.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_a_training_time_metric_line_is_progress_not_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forged = ('    print("@metric " + json.dumps({"name": "val_" + "loss", "value": 0.6}), flush=True)\n'
+              '\n\nif __name__ == "__main__":')
+    source = patched('\n\nif __name__ == "__main__":', forged).replace("import math\n", "import json\nimport math\n", 1)
+    outcome = executor_job(tmp_path, monkeypatch, source)
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.metric is not None and outcome.metric > 1.0  # the scorer's loss, not the forged 0.6
+    scored = (tmp_path / "logs" / "score-stdout.log").read_text()
+    assert f"{outcome.metric:.4f}" in scored
+
+
+@pytest.mark.slow
+def test_a_replaced_evaluation_function_ends_tampered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hack = ("if sys.modules['__main__'].__file__.endswith('score.py'):\n"
+            "    F.cross_entropy = lambda *a, **k: torch.zeros(a[1].shape)\n\n\ndef build_model():")
+    source = patched("def build_model():", hack).replace("import math\n", "import math\nimport sys\n", 1)
+    outcome = executor_job(tmp_path, monkeypatch, source)
+    assert outcome.status is Status.TAMPERED, (outcome.status, outcome.reason)
+    assert outcome.reason is not None and "cross_entropy was replaced" in outcome.reason
