@@ -16,7 +16,7 @@ import torch
 
 from idealab.manifest import load_manifest
 from idealab.metrics import extract_values, judge
-from test_grpo_util import ENV_DIR, load_env_modules, tiny_tokenizer
+from test_grpo_util import ENV_DIR, load_env_modules
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +72,25 @@ def test_sigusr1_ends_training_with_the_snapshots_saved(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "budget is spent" in proc.stdout and "still training" not in proc.stdout
 
 
+def bytelevel_tokenizer():  # type: ignore[no-untyped-def]
+    """A real byte-level BPE tokenizer trained here on a few strings (stop strings need one; no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(["</think> <answer>1</answer>", "a b c d 2"], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+
+
 def tiny_base(root: Path, hidden: int = 16):  # type: ignore[no-untyped-def]
-    """A tiny Llama and its tokenizer saved as <root>/models/tiny (the environment's model directory)."""
+    """A tiny Llama and its tokenizer (to be saved as the environment's model directory)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = tiny_tokenizer()
+    tok = bytelevel_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
@@ -127,3 +141,15 @@ def test_a_snapshot_of_another_architecture_is_tampering(tmp_path: Path) -> None
     proc = subprocess.run([sys.executable, "evaluate.py"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 3 and "idealab-tampered: " in proc.stdout and "@metric" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_extra_snapshots_off_the_schedule_are_tampering(tmp_path: Path) -> None:
+    # 30 copies of one policy would give the maximum of 30 noisy evaluations instead of the schedule's
+    work, env = scoring_setup(tmp_path)
+    model, _ = tiny_base(tmp_path)
+    for step in (0, 1, 3):
+        model.save_pretrained(tmp_path / "artefact" / f"policy-step{step:04d}")
+    proc = subprocess.run([sys.executable, "evaluate.py"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 3 and "steps [1, 3]" in proc.stdout and "@metric" not in proc.stdout, proc.stdout

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 
 from data import STOP, data_root, job_seed, load_problems, load_prompt_template
 from grader import grade
+from harness import EVAL_EVERY
 
 TAMPERED_EXIT = 3
 
@@ -32,6 +33,8 @@ TAMPERED_EXIT = 3
 EVAL_LIMIT = int(os.environ.get("GRPO_EVAL_LIMIT", "0"))  # 0 = the whole evaluation set
 EVAL_MAX_TOKENS = int(os.environ.get("GRPO_EVAL_MAX_LEN", "1024"))
 EVAL_BATCH = int(os.environ.get("GRPO_EVAL_BATCH", "256"))  # prompts per generate call (speed/memory only)
+GRPO_STEPS = int(os.environ.get("GRPO_GRPO_STEPS", "20"))  # the manifest's schedule: evaluations at steps
+EVAL_STEPS = frozenset(range(0, GRPO_STEPS, EVAL_EVERY))  # 0, EVAL_EVERY, ... below it (the paper: 10 of 20)
 EVAL_TEMPERATURE = 1.0
 EVAL_TOP_P = 1.0
 
@@ -98,10 +101,16 @@ def load_policy(snapshot, base, device):
     """The base model's architecture and generation settings with the snapshot's weights; a snapshot
     whose weights do not fit that architecture exactly is not the environment's model (tampered)."""
     config = AutoConfig.from_pretrained(base, local_files_only=True)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        snapshot, config=config, dtype=dtype_for(device), local_files_only=True, output_loading_info=True
-    )
-    wrong = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            snapshot, config=config, dtype=dtype_for(device), local_files_only=True, output_loading_info=True,
+            use_safetensors=True,  # tensors only: nothing from training is unpickled
+        )
+    except (OSError, RuntimeError, ValueError) as exc:  # weights of other shapes, or no safetensors file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        info, model = {"load_error": [first[:300]]}, None
+    wrong = {k: v for k, v in info.items()
+             if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "load_error")}
     if wrong:
         print(f"idealab-tampered: the policy saved in {os.path.basename(snapshot)} is not the base model's "
               f"architecture: {wrong}", flush=True)
@@ -137,11 +146,22 @@ def snapshots(artefact_dir):
     return found
 
 
+def off_schedule(found):
+    """Snapshots the schedule has no evaluation for: more evaluations would raise the maximum by chance
+    alone, so they are tampering, not more data."""
+    return [step for step, _ in found if step not in EVAL_STEPS]
+
+
 def main():
     artefact_dir = os.environ.get("IDEALAB_ARTEFACT_DIR") or os.environ.get("IDEALAB_OUTPUT_DIR") or "grpo-output"
     found = snapshots(artefact_dir)
     if not found:
         raise SystemExit(f"no policy snapshots (policy-stepNNNN) in {artefact_dir}: nothing to evaluate")
+    extra = off_schedule(found)
+    if extra:
+        print(f"idealab-tampered: policy snapshots of steps {extra}, which the evaluation schedule (every "
+              f"{EVAL_EVERY} of {GRPO_STEPS} steps) has no evaluation for", flush=True)
+        sys.exit(TAMPERED_EXIT)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = base_model_path()
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
