@@ -246,7 +246,7 @@ def test_the_budget_counts_from_the_start_of_the_process(ng: SimpleNamespace) ->
 
 
 def test_sigusr1_from_the_executor_stops_training(ng: SimpleNamespace) -> None:
-    before = signal.getsignal(signal.SIGUSR1)
+    assert signal.getsignal(signal.SIGUSR1) is ng.harness._on_sigusr1  # from the import on, before start()
     try:
         clock = ng.harness.TrainClock("cpu", 3600.0)
         clock.start()
@@ -254,7 +254,7 @@ def test_sigusr1_from_the_executor_stops_training(ng: SimpleNamespace) -> None:
         os.kill(os.getpid(), signal.SIGUSR1)
         assert clock.should_stop()
     finally:
-        signal.signal(signal.SIGUSR1, before)
+        ng.harness._STOP_REQUESTED.clear()
 
 
 def test_the_artefact_holds_the_weights_the_scorer_loads(ng: SimpleNamespace, tmp_path: Path) -> None:
@@ -494,16 +494,20 @@ def test_preflight_rejects_a_planted_leak(tmp_path: Path) -> None:
 
 def executor_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_gpt: str | None = None) -> Outcome:
     """One cpu-smoke job of a copy of the environment (train_gpt.py replaced where given) through the
-    executor: training under a CPU budget of 4 s, then the scoring step, sandboxed where bubblewrap works."""
+    executor: training under a CPU budget of 8 s (start-up included), then the scoring step, sandboxed where
+    bubblewrap works."""
     work, env = smoke_env(tmp_path)
-    manifest_text = (work / "idealab.toml").read_text()
+    head, smoke = (work / "idealab.toml").read_text().split("[presets.cpu-smoke]", 1)
+    after_smoke = re.search(r"^\[presets\.(?!cpu-smoke)", smoke, re.MULTILINE)
+    cut = after_smoke.start() if after_smoke else len(smoke)
+    manifest_text, tail = "[presets.cpu-smoke]" + smoke[:cut], smoke[cut:]  # only the cpu-smoke tables change
     for before, after in (('budget = { seconds = 30, clock = "cpu", grace_s = 30 }',
-                           'budget = { seconds = 4, clock = "cpu", grace_s = 30 }'),
+                           'budget = { seconds = 8, clock = "cpu", grace_s = 30 }'),
                           ('NANOGPT_DATASET = "shakespeare_bytes"', 'NANOGPT_DATASET = "synth"'),
                           ('NANOGPT_VAL_SIZE = "16384"', 'NANOGPT_VAL_SIZE = "4096"')):
         assert manifest_text.count(before) == 1, before
         manifest_text = manifest_text.replace(before, after)
-    (work / "idealab.toml").write_text(manifest_text)
+    (work / "idealab.toml").write_text(head + manifest_text + tail)
     if train_gpt is not None:
         (work / "train_gpt.py").write_text(train_gpt)
     monkeypatch.setenv(DATA_DIR_VAR, env["IDEALAB_DATA_DIR"])

@@ -70,6 +70,16 @@ def process_age_s():
 
 
 _IMPORTED = time.perf_counter()
+_STOP_REQUESTED = []  # the executor's SIGUSR1 arrived (a list: set from the handler, read by TrainClock)
+
+
+def _on_sigusr1(signum, frame):
+    _STOP_REQUESTED.append(signum)
+
+
+# Installed when train_gpt.py imports this module (its first protected line), not when the clock starts:
+# a signal during the start-up would otherwise end the process before the model could be saved.
+signal.signal(signal.SIGUSR1, _on_sigusr1)
 
 
 class TrainClock:
@@ -83,17 +93,16 @@ class TrainClock:
             raise ValueError(f"IDEALAB_BUDGET_CLOCK={clock!r}: choose wall or cpu")
         self.device, self.limit_s, self.clock = torch.device(device), limit_s, clock
         self.t0 = None
-        self.stop_requested = False
 
     def _sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _on_signal(self, signum, frame):
-        self.stop_requested = True
+    @property
+    def stop_requested(self):
+        return bool(_STOP_REQUESTED)
 
     def start(self):
-        signal.signal(signal.SIGUSR1, self._on_signal)
         self._sync()
         self.t0 = time.perf_counter() - process_age_s()
 
