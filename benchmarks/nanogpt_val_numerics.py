@@ -31,7 +31,7 @@ import torch
 ENV_DIR = Path(__file__).resolve().parents[1] / "src" / "idealab" / "envs" / "nanogpt"
 sys.path.insert(0, str(ENV_DIR))
 
-import harness  # noqa: E402  (the environment's frozen validation code)
+import score  # noqa: E402  (the environment's hidden scorer: the validation code)
 import shards  # noqa: E402
 import train_gpt  # noqa: E402
 
@@ -93,8 +93,8 @@ def train(model_name: str, train_glob: str, seconds: float, device: str) -> torc
     return model
 
 
-def settings_for(dtype: str, val_glob: str, val_tokens: int, seq: int) -> harness.Settings:
-    return harness.Settings.from_env({"NANOGPT_VAL_DTYPE": dtype, "NANOGPT_VAL_GLOB": val_glob,
+def settings_for(dtype: str, val_glob: str, val_tokens: int, seq: int) -> score.ValSettings:
+    return score.ValSettings.from_env({"NANOGPT_VAL_DTYPE": dtype, "NANOGPT_VAL_GLOB": val_glob,
                                       "NANOGPT_VAL_SIZE": str(val_tokens), "NANOGPT_SEQ_LEN": str(seq)})
 
 
@@ -117,7 +117,7 @@ def main() -> None:
         train_glob, val_glob = make_shards(Path(tmp), args.val_tokens)
         model = train(args.model, train_glob, args.train_s, device).eval()
         x_all, y_all = shards.load_val_sequences(val_glob, args.val_tokens, seq)
-    share = harness.in_original_rank0_share(0, x_all.size(0))
+    share = score.in_original_rank0_share(0, x_all.size(0))
     kinds = ("float32", "bfloat16")
     totals = {k: torch.zeros(x_all.size(0), dtype=torch.float64) for k in kinds}
     seconds = dict.fromkeys(kinds, 0.0)
@@ -130,11 +130,11 @@ def main() -> None:
         rows = slice(b * args.batch_seqs, (b + 1) * args.batch_seqs)
         x, y = x_all[rows].to(device), y_all[rows].to(device)
         for kind in kinds:
-            numerics = harness.val_numerics(settings_for(kind, val_glob, args.val_tokens, seq), device)
+            numerics = score.val_numerics(settings_for(kind, val_glob, args.val_tokens, seq), device)
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            seq_totals, _ = harness.token_by_token_loss(model, x, y, numerics)
+            seq_totals, _ = score.token_by_token_loss(model, x, y, numerics)
             totals[kind][rows] = seq_totals.cpu()
             seconds[kind] += time.perf_counter() - t0
         done = rows.stop if rows.stop < x_all.size(0) else x_all.size(0)

@@ -65,7 +65,7 @@ def main() -> None:
     env = {
         "NANOGPT_DATASET": "shakespeare_bytes", "NANOGPT_MODEL": args.model, "NANOGPT_SEQ_LEN": "1024",
         "NANOGPT_GLOBAL_BATCH": "32768", "NANOGPT_DEVICE_BATCH": "32", "NANOGPT_COMPILE": "0",
-        "NANOGPT_TIME_LIMIT_S": str(args.seconds), "NANOGPT_VAL_SIZE": "65536", "NCCL_NVLS_ENABLE": "0",
+        "IDEALAB_BUDGET_S": str(args.seconds), "NANOGPT_VAL_SIZE": "65536", "NCCL_NVLS_ENABLE": "0",
     }  # fmt: skip
     modes = ["off"] if problem else ["off", "require"]
     speeds: dict[str, list[float]] = {mode: [] for mode in modes}

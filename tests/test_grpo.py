@@ -260,7 +260,11 @@ def test_transformers_engine_samples_from_its_own_copy_until_sync(env) -> None: 
 def test_manifest_presets_and_metric() -> None:
     base = load_manifest(ENV_DIR)
     assert base.metric.name == "eval_accuracy" and base.metric.goal is Goal.MAXIMIZE
-    assert base.metric.reduce is Reduce.MAX and base.files.hidden == ("evaluate.py", "grader.py")
+    assert base.metric.reduce is Reduce.MAX and base.files.hidden == ("evaluate.py",)
+    assert {"grader.py", "harness.py"} <= set(base.files.readonly)  # the training reward uses the grader
+    assert base.score is not None and base.score.command == "python evaluate.py"
+    assert set(base.score.private_data) == {"grpo/math/test.jsonl", "grpo/arith/test.jsonl"}
+    assert base.budget is not None and base.budget.seconds == 7200
     assert base.metric.partial_on_timeout and base.search.ideas_per_epoch == 50
     assert base.guidance is not None and "curriculum" in base.guidance.direction
     assert {"b200", "a100", "h100-small", "cpu-smoke"} <= set(base.presets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -93,46 +94,36 @@ def _data_dir(tmp_path: Path) -> Path:
     return root
 
 
-def _canned_generate(prompts: list[str], **sampling: object) -> list[str]:
+def _canned_sample(model, tokenizer, prompts, temperature, top_p, max_tokens, stop, batch_size):  # type: ignore[no-untyped-def]
     # right on "0 + 1" and "1 + 1", unformatted on "2 + 1", wrong on "3 + 1": accuracy 0.5
     answers = {"0": formatted("1"), "1": formatted("2"), "2": "3", "3": formatted("7")}
-    assert sampling == {"temperature": 1.0, "top_p": 1.0, "max_tokens": 1024, "stop": "</answer>"}
+    assert (temperature, top_p, max_tokens, stop) == (1.0, 1.0, 1024, "</answer>")
     return [answers[p.split("What is ")[1][0]] for p in prompts]
 
 
-def test_editing_the_training_reward_leaves_evaluation_unchanged(
+def test_the_scorer_grades_with_the_original_grader_and_prints_the_metric(
     ev, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
 ) -> None:
-    monkeypatch.setenv("GRPO_DATA_DIR", str(_data_dir(tmp_path)))
-    copy = tmp_path / "env"
-    shutil.copytree(ENV_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (copy / "grpo.py").read_text()
-    edited = source.replace(
-        'def train_reward(response, answer):\n',
-        'def train_reward(response, answer):\n    return 1.0  # an idea: reward everything\n',
-    )
-    assert edited != source
-    (copy / "grpo.py").write_text(edited)
-
-    original, changed = load_env_modules(ENV_DIR), load_env_modules(copy)
-    assert original.grpo.train_reward("no answer at all", "5") == 0.0
-    assert changed.grpo.train_reward("no answer at all", "5") == 1.0  # the edit took effect in training
-    assert changed.grpo.evaluate.__file__ == str(copy / "evaluate.py")
-    a = original.evaluate.evaluate(_canned_generate, step=2)
-    b = changed.grpo.evaluate.evaluate(_canned_generate, step=2)  # what the edited trainer calls
-    assert a["accuracy"] == b["accuracy"] == 0.5
-    assert (copy / "evaluate.py").read_bytes() == (ENV_DIR / "evaluate.py").read_bytes()
-
-    # the printed metric line is what the orchestrator judges
-    spec = load_manifest(ENV_DIR).metric
+    data = _data_dir(tmp_path)
+    monkeypatch.setattr(ev, "sample", _canned_sample)
+    template = (data / "prompts" / "r1_zero.prompt").read_text()
+    problems = [json.loads(line) for line in (data / "math" / "test.jsonl").read_text().splitlines()]
+    result = ev.evaluate(None, None, template, problems, step=2, seed=0)
+    assert result["accuracy"] == 0.5 and result["format_rate"] == 0.75
+    spec = load_manifest(ENV_DIR).metric  # the printed metric line is what the orchestrator judges
     verdict = judge(extract_values(capsys.readouterr().out, spec), spec)
     assert verdict.ok and verdict.metric == 0.5
 
 
-def test_evaluation_happens_before_steps_0_2_to_18(ev) -> None:  # type: ignore[no-untyped-def]
-    # the paper's schedule: at the start of every other of the 20 steps (0-based); the base model is
-    # evaluated, the policy after the last updates never is
-    assert [s for s in range(20) if ev.should_evaluate(s)] == list(range(0, 20, 2))
+def test_the_scorer_imports_no_editable_code() -> None:
+    # a changed training reward (or rollout engine, or anything in grpo.py) cannot reach the evaluation
+    tree = ast.parse((ENV_DIR / "evaluate.py").read_text())
+    imported = {alias.name.split(".")[0]
+                for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    editable = {Path(name).stem for name in load_manifest(ENV_DIR).files.editable}
+    assert editable == {"grpo", "rollout"} and not imported & editable
+    assert {"data", "grader"} <= imported  # read-only files, pristine copies in the scoring directory
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -182,18 +173,24 @@ def _prepared_data_dir() -> Path | None:
     reason=f"the cpu-smoke set-up is not complete (needs {', '.join(CPU_SMOKE_INPUTS)} under <data>/grpo): "
     "`idealab data fetch` says what is missing",
 )
-def test_cpu_smoke_preset_runs_and_reports_the_metric(tmp_path: Path) -> None:
+def test_cpu_smoke_preset_trains_saves_the_policy_and_the_scorer_reports(tmp_path: Path) -> None:
     manifest = load_manifest(ENV_DIR, "cpu-smoke")
+    assert manifest.score is not None
     work = tmp_path / "job"
     shutil.copytree(ENV_DIR, work, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "artefact"
     env = {**os.environ, **manifest.run.env, "GRPO_DATA_DIR": str(_prepared_data_dir())}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(["/bin/sh", "-c", manifest.run.command], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=manifest.run.timeout_s)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    values = extract_values(proc.stdout, manifest.metric)
+    train = subprocess.run(["/bin/sh", "-c", manifest.run.command], cwd=work, capture_output=True, text=True,
+                           env={**env, "IDEALAB_OUTPUT_DIR": str(out)}, timeout=manifest.run.timeout_s)
+    assert train.returncode == 0, train.stderr[-2000:]
+    values = extract_values(train.stdout, manifest.metric)
+    assert any(v.name == "train_reward" for v in values) and not any(v.name == "eval_accuracy" for v in values)
+    assert "rollout engine: transformers" in train.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["policy-step0000"]  # the base model, before the only step
+    scored = subprocess.run(["/bin/sh", "-c", manifest.score.command], cwd=work, capture_output=True, text=True,
+                            env={**env, "IDEALAB_ARTEFACT_DIR": str(out)}, timeout=manifest.score.timeout_s)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    values = extract_values(scored.stdout, manifest.metric)
     assert judge(values, manifest.metric).ok
-    assert any(v.name == "train_reward" for v in values)
-    assert "rollout engine: transformers" in proc.stdout
-    evaluated = sorted(v.step for v in values if v.name == "eval_accuracy")
-    assert evaluated == [0]  # before the (only) step: the base model; the policy after the last step never is
+    assert sorted(v.step for v in values if v.name == "eval_accuracy") == [0]

@@ -11,7 +11,7 @@ from idealab.paths import builtin_envs_dir
 
 ENV_DIR = builtin_envs_dir() / "grpo"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data of the repo
-ENV_MODULES = ("grpo", "rollout", "evaluate", "grader", "data")
+ENV_MODULES = ("grpo", "rollout", "evaluate", "grader", "data", "harness")
 
 
 def load_env_modules(env_dir: Path) -> SimpleNamespace:

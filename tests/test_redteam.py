@@ -145,13 +145,6 @@ def test_behind_the_static_checks_the_executor_and_the_scorer_catch_every_class(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a missing defence: with the static checks passed (a name they cannot follow), the model finds the "
-    "validation windows in the scorer's memory (gc.get_objects) and scores far better; the suspect rule flags "
-    "the jump, but its repeats hold (the hack is deterministic) and without an auditor it is cleared and "
-    "reported as the best",
-)
 def test_validation_windows_snooped_from_the_scorers_memory_are_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

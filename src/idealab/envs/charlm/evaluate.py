@@ -89,6 +89,10 @@ def _load_state():
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# audit events that reach other objects of the process (the scorer's data) without a reference to them
+_MEMORY_WALKS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"})
+
+
 def _forbid_data_reads():
     """From now on no code in this process may open the data (or artefact) files: the model code runs
     next, in this process, and the validation text must reach it only as the windows scored."""
@@ -96,6 +100,8 @@ def _forbid_data_reads():
     private = [str(prepare.data_dir().resolve()), str(artefact.resolve())]
 
     def hook(event, args):
+        if event in _MEMORY_WALKS:  # the validation windows are objects of this process: no walking the heap
+            raise PermissionError(f"scoring: the model code may not use {event}")
         if event == "open" and args and isinstance(args[0], str | bytes | os.PathLike):
             path = os.path.realpath(os.fsdecode(args[0]))
             if any(path == p or path.startswith(p + os.sep) for p in private):

@@ -12,6 +12,17 @@ import re
 from pathlib import Path
 
 
+STOP = "</answer>"  # the R1-Zero answer's end: sampling (rollouts and evaluation) stops after it, keeping it
+
+
+def data_root():
+    """$GRPO_DATA_DIR, else $IDEALAB_DATA_DIR/grpo, else ~/.cache/idealab/grpo (what prepare.py fills)."""
+    if os.environ.get("GRPO_DATA_DIR"):
+        return Path(os.environ["GRPO_DATA_DIR"]).expanduser()
+    base = os.environ.get("IDEALAB_DATA_DIR") or str(Path.home() / ".cache" / "idealab")
+    return Path(base).expanduser() / "grpo"
+
+
 def job_seed():
     """The run's seed: idealab gives every job its own IDEALAB_SEED (baseline repeats and confirmation
     runs differ only in it). Read here, in the read-only part, so an idea cannot pin a lucky seed."""

@@ -4,9 +4,10 @@ Read top to bottom: config, reward, advantages, losses, tokenisation, the traini
 Every setting below is the paper's (arXiv 2601.14525, GRPO environment). Override any of them with an
 environment variable GRPO_<NAME> (what the manifest's presets do) or `--NAME=value` on the command line.
 
-Evaluation (the metric) is done by evaluate.py, which this script calls at the start of every other step,
-before that step's rollouts, with the rollout engine's weights: its grader, its evaluation set, its sampling
-settings and its schedule are fixed and must not be changed or bypassed.
+Evaluation (the metric) is not done here: at the start of every step the protected harness saves the
+policy weights that the paper's evaluation schedule sees (every other step, the weights of the previous
+step's start), and idealab's hidden scorer samples and grades them after training, in a separate process,
+with its own fixed grader, evaluation set and sampling settings.
 """
 
 import json
@@ -19,8 +20,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import evaluate  # hidden: grader, evaluation set, evaluation settings (do not modify)
-from data import job_seed, load_problems, load_prompt_template
+from data import STOP, data_root, job_seed, load_problems, load_prompt_template
+from grader import grade
+# idealab: protected-begin (the evaluation schedule's policy snapshots)
+from harness import PolicySnapshots
+# idealab: protected-end
 from rollout import make_engine
 
 # ----------------------------------------------------------------------------------------- config
@@ -40,7 +44,7 @@ NORMALIZE_BY_STD = True
 WEIGHT_DECAY = 0.0
 BETA1, BETA2 = 0.9, 0.95
 GRAD_CLIP = 0.0  # max global grad norm; 0 = off (the paper's setting: no clipping)
-TEMPERATURE = 1.0  # rollout sampling; evaluation uses evaluate.py's own settings
+TEMPERATURE = 1.0  # rollout sampling; evaluation uses the scorer's own settings
 TOP_P = 1.0
 MAX_RESPONSE_LEN = 1024  # new tokens per rollout
 TRAIN_REWARD = "r1_zero"  # r1_zero (the paper's, = the evaluation grader) | lenient (small models)
@@ -73,8 +77,8 @@ if __name__ == "__main__":
 
 
 def train_reward(response, answer):
-    """Training reward of one response. Ideas may change this; evaluation always uses evaluate.grade."""
-    strict = evaluate.grade(response, answer).reward
+    """Training reward of one response. Ideas may change this; evaluation always uses the scorer's grader."""
+    strict = grade(response, answer).reward
     if TRAIN_REWARD == "r1_zero":
         return strict
     if TRAIN_REWARD == "lenient":
@@ -223,7 +227,7 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32,
              "bfloat16": torch.bfloat16, "float32": torch.float32}[DTYPE]
-    root = evaluate.data_root()
+    root = data_root()
     model_path = Path(MODEL) if Path(MODEL).is_dir() else root / "models" / MODEL
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token_id is None:
@@ -244,21 +248,21 @@ def main():
         import wandb
         wandb.init(project=WANDB_PROJECT, config={k: globals()[k] for k in SETTINGS})
 
-    def eval_generate(prompts, **sampling):
-        return engine.generate(prompts, n=1, **sampling)
-
+    # idealab: protected-begin (the evaluation schedule's policy snapshots)
+    snapshots = PolicySnapshots(GRPO_STEPS)
+    # idealab: protected-end
     done = 0  # micro-batches trained on; the optimiser steps every GRAD_ACCUM of them
     for step in range(GRPO_STEPS):
         log = {}
-        if evaluate.should_evaluate(step):  # before this step's rollouts, with the engine's current weights
-            result = evaluate.evaluate(eval_generate, step)
-            log["eval/mean_reward"] = result["accuracy"]
+        # idealab: protected-begin (the evaluation schedule's policy snapshots)
+        snapshots.at_step_start(step, model)
+        # idealab: protected-end
         engine.sync(model)  # the engine samples this step's rollouts from the current policy
         t0 = time.time()
         questions = random.sample(train_set, ROLLOUT_PROMPTS)
         prompts = [template.format(question=q["problem"]) for q in questions]
         responses = engine.generate(prompts, n=GROUP_SIZE, temperature=TEMPERATURE, top_p=TOP_P,
-                                    max_tokens=MAX_RESPONSE_LEN, stop=evaluate.STOP)
+                                    max_tokens=MAX_RESPONSE_LEN, stop=STOP)
         t_gen = time.time() - t0
         golds = [q["answer"] for q in questions for _ in range(GROUP_SIZE)]
         rewards = torch.tensor([float(train_reward(r, a)) for r, a in zip(responses, golds)])

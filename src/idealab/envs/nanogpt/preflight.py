@@ -3,8 +3,8 @@
 1. causality: a tiny model of the changed code is trained for a few steps on random tokens, then its
    full-forward loss must equal its token-by-token (KV cache) loss; a position that sees later tokens
    learns to copy them, and the two losses part;
-2. smoke run: the changed training script runs end to end (a few seconds of training, a small
-   token-by-token validation) on synthetic shards, single process, CPU only.
+2. smoke run: the changed training script runs end to end (a few seconds of training, then the scorer on
+   the saved model: a small token-by-token validation) on synthetic shards, single process, CPU only.
 """
 
 import contextlib
@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 import torch
 
-from harness import check_causality
+from score import check_causality
 from shards import write_shard
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,23 +60,25 @@ def smoke_run(timeout_s=240):
         rng = np.random.default_rng(0)
         write_shard(os.path.join(tmp, "synth_val_000000.bin"), rng.integers(0, 256, 20_000))
         write_shard(os.path.join(tmp, "synth_train_000001.bin"), rng.integers(0, 256, 200_000))
+        out = os.path.join(tmp, "out")
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", NANOGPT_MODEL="tiny",
                    NANOGPT_TRAIN_GLOB=os.path.join(tmp, "*_train_*.bin"),
                    NANOGPT_VAL_GLOB=os.path.join(tmp, "*_val_*.bin"),
                    NANOGPT_SEQ_LEN="64", NANOGPT_DEVICE_BATCH="4", NANOGPT_GLOBAL_BATCH="512",
-                   NANOGPT_NUM_ITERATIONS="100", NANOGPT_TIME_LIMIT_S="3", NANOGPT_VAL_SIZE="2048",
-                   NANOGPT_WANDB="0")
+                   NANOGPT_NUM_ITERATIONS="100", IDEALAB_BUDGET_S="5", NANOGPT_VAL_SIZE="2048",
+                   NANOGPT_WANDB="0", IDEALAB_OUTPUT_DIR=out, IDEALAB_ARTEFACT_DIR=out)
         for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             env.pop(var, None)
-        proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=HERE, env=env, capture_output=True,
-                              text=True, timeout=timeout_s)
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-    if proc.returncode != 0:
-        return f"the training script failed on a tiny CPU run (exit {proc.returncode}):\n{tail}"
+        for what, script in (("training script", "train_gpt.py"), ("scorer", "score.py")):
+            proc = subprocess.run([sys.executable, script], cwd=HERE, env=env, capture_output=True,
+                                  text=True, timeout=timeout_s)
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            if proc.returncode != 0:
+                return f"the {what} failed on a tiny CPU run (exit {proc.returncode}):\n{tail}"
     if "@metric " not in proc.stdout:
-        return f"the training script finished without printing the metric line:\n{tail}"
-    if "causality check" in proc.stdout and "MISMATCH" in proc.stdout:
-        return f"the training script's causality check failed:\n{tail}"
+        return f"the scorer finished without printing the metric line:\n{tail}"
+    if "MISMATCH" in proc.stdout:
+        return f"the scorer's causality check failed:\n{tail}"
     print("smoke run: ok")
     return None
 
