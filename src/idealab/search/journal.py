@@ -101,9 +101,20 @@ class Journal(Generic[E]):
         store: Store, run_id: int, goal: Goal, given: float | None, confirm_seeds: int = 1
     ) -> Journal[IdeaRecord]:
         """The run's journal. `given`: the baseline value to use when none was measured (--baseline-value)."""
-        rows = store.ideas(run_id)
-        further = [r for r in rows if r.epoch < 0]
         trust = _trust_of(store, run_id, store.get_run())
+        return Journal.of_records(store.ideas(run_id), goal, given, confirm_seeds, trust)
+
+    @staticmethod
+    def of_records(
+        rows: Sequence[IdeaRecord],
+        goal: Goal,
+        given: float | None,
+        confirm_seeds: int = 1,
+        trust: Mapping[str, Any] | None = None,
+    ) -> Journal[IdeaRecord]:
+        """The journal of a run's stored ideas (every epoch, in (epoch, idx) order), already read; `trust`:
+        the suspect rule's inputs (`trust_of`)."""
+        further = [r for r in rows if r.epoch < 0]
         return _assemble(rows, further, goal, given, confirm_seeds, lambda r: trial_of(r).seed, trust)
 
     @staticmethod
@@ -157,6 +168,9 @@ class Journal(Generic[E]):
 
     def value(self, entry: E) -> float:
         """An ok experiment's value: the mean of its ok trials (its first result until it has more)."""
+        trials = self.evidence.trials.get(entry.id)
+        if (trials is None or len(trials) == 1) and entry.metric is not None and _scored(entry):
+            return entry.metric  # one result (most ideas): the ranking of ten thousand needs no Estimate each
         mean = self.estimate(entry).mean
         assert mean is not None  # only ok entries have a value
         return mean
@@ -185,12 +199,13 @@ class Journal(Generic[E]):
     def top(self, k: int) -> list[E]:
         """The current top k by value, among ideas none of whose further trials failed (and none the
         auditor called a hack)."""
-        steady = [
-            e
-            for e in self.ranked()
-            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials) and not self.hack(e)
-        ]
-        return steady[:k]
+        steady: list[E] = []
+        for e in self.ranked():
+            if len(steady) == k:
+                break
+            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials) and not self.hack(e):
+                steady.append(e)
+        return steady
 
     # ------------------------------------------------------------------------------------------ suspicion
 
@@ -373,7 +388,13 @@ def _assemble(
 
 def _trust_of(store: Store, run_id: int, run: RunRecord | None) -> dict[str, Any]:
     """The suspect rule's inputs stored with the run: the metric's bound, the auditor and its verdicts."""
-    audits = {i: a for i, data in store.idea_audits(run_id).items() if (a := Audit.from_json(data)) is not None}
+    return trust_of(run, store.idea_audits(run_id))
+
+
+def trust_of(run: RunRecord | None, stored_audits: Mapping[int, Any]) -> dict[str, Any]:
+    """The suspect rule's inputs from the run and its ideas' stored `audit` payload entries (idea id ->
+    entry), for a caller that holds the ideas already."""
+    audits = {i: a for i, data in stored_audits.items() if (a := Audit.from_json(data)) is not None}
     if run is None:
         return {"audits": audits}
     bound = (run.manifest.get("metric") or {}).get("bound")
