@@ -129,9 +129,7 @@ def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
     structured output, and calls that failed outright. Calls recorded before answers were noted count as
     answers only."""
     counts = {"calls": 0, "failed_calls": 0, "answers": 0, "without_ideas": 0, "structured": 0}
-    for call in store.llm_calls(run_id):
-        if call.role != "ideator":
-            continue
+    for call in store.llm_call_summaries(run_id, role="ideator"):
         counts["calls"] += 1
         if call.error is not None:
             counts["failed_calls"] += 1

@@ -89,6 +89,9 @@ class Journal(Generic[E]):
     goal: Goal
     baseline: float | None  # the bar: the measured repeats' mean, else a given value; None while unknown
     evidence: Evidence = field(default_factory=Evidence)
+    # each entry's Estimate, made once: a listing asks for it several times per entry (value, verdict,
+    # p-value, noise floor), ten thousand entries at a time
+    _estimates: dict[int, Estimate] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -159,6 +162,12 @@ class Journal(Generic[E]):
     # ------------------------------------------------------------------------------------------- values
 
     def estimate(self, entry: E) -> Estimate:
+        known = self._estimates.get(entry.id)
+        if known is None:
+            known = self._estimates[entry.id] = self._estimate(entry)
+        return known
+
+    def _estimate(self, entry: E) -> Estimate:
         trials = self.evidence.trials.get(entry.id) or (Trial(None, entry.status, entry.metric),)
         values = tuple(t.metric for t in trials if _scored(t) and t.metric is not None)
         mean = stats.mean(values) if values else None
