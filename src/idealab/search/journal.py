@@ -118,7 +118,7 @@ class Journal(Generic[E]):
         """The journal of a run's stored ideas (every epoch, in (epoch, idx) order), already read; `trust`:
         the suspect rule's inputs (`trust_of`)."""
         further = [r for r in rows if r.epoch < 0]
-        return _assemble(rows, further, goal, given, confirm_seeds, lambda r: trial_of(r).seed, trust)
+        return _assemble(rows, further, goal, given, confirm_seeds, _seed_of, trust)
 
     @staticmethod
     def light(store: Store, run: RunRecord, goal: Goal) -> Journal[IdeaSummary]:
@@ -389,8 +389,12 @@ def _assemble(
     trials: dict[int, tuple[Trial, ...]] = {}
     for idea in rows:
         if idea.epoch > BASELINE_EPOCH:
-            more: list[IdeaRecord] = sorted(by_idea.get(idea.id, []), key=lambda t: t.idx)
-            trials[idea.id] = (Trial(first_seed(idea), idea.status, idea.metric), *(trial_of(t) for t in more))
+            first = Trial(first_seed(idea), idea.status, idea.metric)
+            more = by_idea.get(idea.id)  # most ideas have none (one in ten thousand reaches the top k)
+            if more is None:
+                trials[idea.id] = (first,)
+            else:
+                trials[idea.id] = (first, *(trial_of(t) for t in sorted(more, key=lambda t: t.idx)))
     bar = stats.mean(measured) if measured else given
     return Journal(tuple(rows), goal, bar, Evidence(measured, trials, confirm_seeds, **(trust or {})))
 
@@ -436,8 +440,12 @@ def _scored(entry: _Scorable) -> bool:
 
 
 def trial_of(row: IdeaRecord) -> Trial:
+    return Trial(_seed_of(row), row.status, row.metric)
+
+
+def _seed_of(row: IdeaRecord) -> int | None:
     seed = row.payload.get("seed")
-    return Trial(seed if isinstance(seed, int) else None, row.status, row.metric)
+    return seed if isinstance(seed, int) else None
 
 
 def _first(entry: Entry) -> float:

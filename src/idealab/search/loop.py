@@ -459,7 +459,8 @@ class Search:
             if not free:
                 return
             ask = min(self.config.batch_size, len(free))
-            history, beat_baseline = self._history(epoch, kind, free[0])
+            journal = self._journal()
+            history, beat_baseline = self._history(journal, epoch, kind, free[0])
             request = IdeationRequest(
                 epoch=epoch,
                 kind=kind,
@@ -470,7 +471,7 @@ class Search:
                 seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
                 history_beat_baseline=beat_baseline,
                 proposed=self.rows.payloads(),
-                evidence=self._journal().evidence,
+                evidence=journal.evidence,
             )
             proposals = (await self.ideator.propose(self.manifest, request))[:ask]
             for idx, proposal in zip(free, proposals, strict=False):
@@ -488,12 +489,14 @@ class Search:
                 if shortfalls > self.config.ideation_retries:
                     return  # go on with what there is
 
-    def _history(self, epoch: int, kind: IdeaKind, position: int) -> tuple[list[PastIdea], bool]:
+    def _history(
+        self, run: Journal[IdeaRecord], epoch: int, kind: IdeaKind, position: int
+    ) -> tuple[list[PastIdea], bool]:
         """The past ideas shown to one ideation request, and whether they all beat the baseline."""
         if kind is IdeaKind.INITIAL:
             return [], False
         rng = random.Random(derive_seed(self.config.seed, "history", epoch, kind.value, position))
-        journal = self._journal().before(epoch)
+        journal = run.before(epoch)
         beat_baseline = False
         if kind is IdeaKind.EXPLOIT:
             pool = journal.winners()
