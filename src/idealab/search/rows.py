@@ -3,8 +3,8 @@ back from the database each time.
 
 The loop is the only writer of its run (the workdir lock), and every write of an idea returns the stored
 record; the loop hands each one to `put`. Reading ten thousand full rows back per finished job made the
-loop's work per job grow with the run (docs/BENCHMARKS.md, "10,000 experiments"); with this copy the
-database is read once, when the search starts.
+loop's work per job grow with the run (docs/BENCHMARKS.md, "The orchestrator at 10,000 experiments"); with
+this copy the database is read once, when the search starts.
 """
 
 from __future__ import annotations
