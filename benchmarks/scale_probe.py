@@ -104,6 +104,8 @@ def dashboard(workdir: Path) -> dict[str, Any]:
 class InstantBackend:
     """Jobs that end at once with a metric line: what is left of a job's time is the orchestrator's."""
 
+    name = "instant"
+
     def __init__(self, slots: int) -> None:
         self.pool = SlotPool.cpu_only(slots)
         self._tasks: dict[str, asyncio.Task[JobResult]] = {}
@@ -125,6 +127,9 @@ class InstantBackend:
             err.write_text("")
             await asyncio.sleep(0)
         return JobResult(spec.job_id, start, time.time(), 0, False, lease.gpu_ids, out, err)
+
+    async def reattach(self, spec: JobSpec, handle: str) -> str | None:
+        return None  # nothing outlives this process
 
     async def wait(self, handle: str) -> JobResult:
         return await self._tasks[handle]
