@@ -19,7 +19,7 @@ throwaway local Ray cluster started here (2 CPUs, as tests/raycluster.py starts 
 (`pip install -r requirements-ray.txt`); its latency includes Ray's set-up of the job's runtime environment
 (the working directory and idealab's package, unpacked once per content on the node). The work directory
 is a temporary directory, which the single-node cluster shares. The 10,000-experiment scale figures are
-`benchmarks/status_scale.py`.
+`benchmarks/scale.py`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from idealab.ideators.base import IdeaKind, IdeaProposal, IdeationRequest, PastI
 from idealab.ideators.mutate import MutateIdeator
 from idealab.ideators.prompting import ideation_prompt
 from idealab.ideators.ready import ReadyDiffImplementer
-from idealab.manifest import load_manifest
+from idealab.manifest import Goal, load_manifest
+from idealab.search.journal import Journal
 from idealab.search.loop import Search, SearchConfig
 from idealab.status import Status
 from idealab.store import Store
@@ -298,3 +299,21 @@ def test_a_job_in_flight_on_another_backend_is_not_taken_for_gone(tmp_path):
         asyncio.run(search.run())
     (job,) = store.jobs(idea_id=idea.id)
     assert job.finished_at is None and store.get_idea(idea.id).status is Status.RUNNING  # left as it was
+
+
+def test_the_loops_copy_of_its_ideas_is_what_the_database_holds(tmp_path):
+    search, store, run, _ = make_search(tmp_path, SearchConfig(epochs=3, ideas_per_epoch=6, seed=2))
+    asyncio.run(search.run())
+    assert search.rows.all() == store.ideas(run.id)  # every write went through it: no reread per job needed
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_every_idea_in_the_final_top_k_has_all_its_confirmation_runs(tmp_path, seed):
+    config = SearchConfig(epochs=3, ideas_per_epoch=8, seed=seed, confirm_top=2, confirm_seeds=3)
+    search, store, run, _ = make_search(tmp_path, config)
+    asyncio.run(search.run())
+    journal = Journal.load(store, run.id, Goal.MINIMIZE, None, config.trials_needed)
+    top = journal.top(2)
+    assert len(top) == 2
+    assert all(len(journal.estimate(idea).trials) == 3 for idea in top)
+    assert all(journal.estimate(idea).confirmed for idea in top)

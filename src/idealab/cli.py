@@ -466,18 +466,30 @@ def _print_summary(store: Store) -> None:
 
 # --------------------------------------------------------------------------------------------- status
 
+TABLE_LIMIT = 100  # experiments in the status table by default (a terminal table of ten thousand takes half a minute)
+
 
 @app.command()
 def status(
     workdir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/latest"),
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"Experiments listed, the latest first counted from --offset (0: all). Default: the latest "
+            f"{TABLE_LIMIT} in the table, all in --json.",
+        ),
+    ] = None,
+    offset: Annotated[int, typer.Option(min=0, help="Experiments skipped, counted from the latest.")] = 0,
 ) -> None:
     """Show a run's baseline, best result and experiments."""
     if not (workdir / DB_NAME).is_file():
         raise _fail(f"{workdir}: no idealab run here (no {DB_NAME})")
+    shown = (0 if as_json else TABLE_LIMIT) if limit is None else limit
     try:
         with Store.open_readonly(workdir) as store:  # never migrates or writes: safe beside a live run
-            data = status_json(store)
+            data = status_json(store, limit=shown, offset=offset)
     except LookupError as exc:
         raise _fail(f"{workdir}: {exc}") from None
     except RunFault as exc:
@@ -490,7 +502,11 @@ def status(
 
 def _print_table(data: dict[str, Any]) -> None:
     metric = data["metric"]
-    table = Table(title=f"{data['run']['env']}: {metric['name']} ({metric['goal']})")
+    listed, total = len(data["experiments"]), data["experiments_total"]
+    title = f"{data['run']['env']}: {metric['name']} ({metric['goal']})"
+    if listed < total:
+        title += f", {listed} of {total} experiments listed"
+    table = Table(title=title)
     for column in ("id", "epoch", "status", metric["name"], "mean (runs)", "verdict", "idea / reason"):
         table.add_column(column, overflow="fold")
     for e in data["experiments"]:
@@ -507,6 +523,8 @@ def _print_table(data: dict[str, Any]) -> None:
             detail.append("\n" + (e["reason"] or "")[-300:], style="dim")
         table.add_row(str(e["id"]), str(e["epoch"]), e["status"], value, mean, verdict, detail)
     out.print(table)
+    if listed < total:
+        out.print(f"{total - listed} experiment(s) not listed: --limit N --offset M pages, --limit 0 lists all")
     out.print(_baseline_text(data["baseline"], metric["name"]))
     best, confirmed = data["best"], data["confirmed_best"]
     out.print(

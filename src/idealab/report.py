@@ -6,13 +6,15 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from idealab.baseline_reuse import REUSE_KEY
 from idealab.manifest import Goal
 from idealab.search import stats
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, Entry, Journal, confirm_seeds_of
 from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
+
+T = TypeVar("T")
 
 
 def iso(ts: float | None) -> str | None:
@@ -129,9 +131,7 @@ def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
     structured output, and calls that failed outright. Calls recorded before answers were noted count as
     answers only."""
     counts = {"calls": 0, "failed_calls": 0, "answers": 0, "without_ideas": 0, "structured": 0}
-    for call in store.llm_calls(run_id):
-        if call.role != "ideator":
-            continue
+    for call in store.llm_call_summaries(run_id, role="ideator"):
         counts["calls"] += 1
         if call.error is not None:
             counts["failed_calls"] += 1
@@ -143,9 +143,12 @@ def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
     return counts
 
 
-def status_json(store: Store) -> dict[str, Any]:
+def status_json(store: Store, limit: int = 0, offset: int = 0) -> dict[str, Any]:
     """Everything `status --json` prints. The journal holds listing rows only (no payloads or diffs), so a
-    run of ten thousand experiments is one light query."""
+    run of ten thousand experiments is one light query.
+
+    `experiments` lists the latest `limit` experiments (0: all) after skipping the `offset` latest, in
+    (epoch, idx) order; `experiments_total` counts them all. Everything else is about the whole run."""
     run = store.get_run()
     if run is None:
         raise LookupError("this work directory holds no run yet")
@@ -178,8 +181,19 @@ def status_json(store: Store) -> dict[str, Any]:
         "ideation": ideation_counts(store, run.id),
         "compute": compute_used(store),
         "seed": run.config.get("seed"),
-        "experiments": [{**experiment_json(i), **trust_json(journal, i)} for i in journal.experiments],
+        "experiments": [
+            {**experiment_json(i), **trust_json(journal, i)} for i in latest(journal.experiments, limit, offset)
+        ],
+        "experiments_total": len(journal.experiments),
     }
+
+
+def latest(items: list[T], limit: int, offset: int) -> list[T]:
+    """The `limit` items before the last `offset` (0: every one before them), in their order."""
+    end = len(items) - offset
+    if end <= 0:
+        return []
+    return items[max(0, end - limit) : end] if limit else items[:end]
 
 
 def write_json(data: Mapping[str, Any], stream: TextIO) -> None:

@@ -88,3 +88,46 @@ def test_live_page_shows_an_experiment_as_it_finishes(
     assert tab.locator("#experiments tbody tr.row").count() == before + 1
     tab.screenshot(path=str(shot_path(tmp_path, "dashboard.png")))
     assert problems == []
+
+
+def test_report_of_a_large_run_says_where_the_details_it_omits_are(
+    page: tuple[Any, list[str]], quad_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from idealab.views import html
+    from idealab.views.data import read_snapshot
+
+    monkeypatch.setattr(html, "EMBED_ALL_UP_TO", 4)  # this run stands for one of thousands
+    monkeypatch.setattr(html, "FEATURED_TOP", 2)
+    report = tmp_path / "report.html"
+    report.write_text(html.render_report(read_snapshot(quad_run)), encoding="utf-8")
+    experiments = embedded_json(report.read_text())["experiments"]
+    omitted = next(e for e in experiments if not e["details"])
+    shown = next(e for e in experiments if e["details"] and e["diff_html"])
+
+    tab, problems = page
+    tab.goto(report.as_uri())
+    tab.wait_for_function(f"{POINTS} > 0")
+    tab.click(f"#exp-{omitted['id']}")
+    note = tab.locator("#experiments tr.detail .details-omitted")
+    assert "idealab serve" in note.inner_text() and f"experiments/{omitted['id']:05d}/logs/" in note.inner_text()
+    tab.click(f"#exp-{omitted['id']}")  # closed again
+    tab.click(f"#exp-{shown['id']}")
+    assert tab.locator("#experiments tr.detail pre.diff span").count() > 0
+    assert problems == []
+
+
+def test_live_page_fetches_the_details_it_was_not_sent(
+    page: tuple[Any, list[str]], served: Any, quad_run: Path
+) -> None:
+    tab, problems = page
+    url = served(quad_run)
+    tab.goto(url + "runs/0")
+    tab.wait_for_function(f"{POINTS} > 0")
+    # as the server sends the experiments of a large run that are not featured: no diff, no log tail
+    chosen = tab.evaluate(
+        """() => { const e = window.idealab.state.data.experiments.find((x) => x.diff_html);
+                   e.details = false; e.diff_html = null; e.log_tail = ""; return e.id; }"""
+    )
+    tab.click(f"#exp-{chosen}")
+    tab.wait_for_function("document.querySelectorAll('#experiments tr.detail pre.diff span').length > 0")
+    assert problems == []

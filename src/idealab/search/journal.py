@@ -89,6 +89,9 @@ class Journal(Generic[E]):
     goal: Goal
     baseline: float | None  # the bar: the measured repeats' mean, else a given value; None while unknown
     evidence: Evidence = field(default_factory=Evidence)
+    # each entry's Estimate, made once: a listing asks for it several times per entry (value, verdict,
+    # p-value, noise floor), ten thousand entries at a time
+    _estimates: dict[int, Estimate] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -101,10 +104,21 @@ class Journal(Generic[E]):
         store: Store, run_id: int, goal: Goal, given: float | None, confirm_seeds: int = 1
     ) -> Journal[IdeaRecord]:
         """The run's journal. `given`: the baseline value to use when none was measured (--baseline-value)."""
-        rows = store.ideas(run_id)
-        further = [r for r in rows if r.epoch < 0]
         trust = _trust_of(store, run_id, store.get_run())
-        return _assemble(rows, further, goal, given, confirm_seeds, lambda r: trial_of(r).seed, trust)
+        return Journal.of_records(store.ideas(run_id), goal, given, confirm_seeds, trust)
+
+    @staticmethod
+    def of_records(
+        rows: Sequence[IdeaRecord],
+        goal: Goal,
+        given: float | None,
+        confirm_seeds: int = 1,
+        trust: Mapping[str, Any] | None = None,
+    ) -> Journal[IdeaRecord]:
+        """The journal of a run's stored ideas (every epoch, in (epoch, idx) order), already read; `trust`:
+        the suspect rule's inputs (`trust_of`)."""
+        further = [r for r in rows if r.epoch < 0]
+        return _assemble(rows, further, goal, given, confirm_seeds, _seed_of, trust)
 
     @staticmethod
     def light(store: Store, run: RunRecord, goal: Goal) -> Journal[IdeaSummary]:
@@ -148,6 +162,12 @@ class Journal(Generic[E]):
     # ------------------------------------------------------------------------------------------- values
 
     def estimate(self, entry: E) -> Estimate:
+        known = self._estimates.get(entry.id)
+        if known is None:
+            known = self._estimates[entry.id] = self._estimate(entry)
+        return known
+
+    def _estimate(self, entry: E) -> Estimate:
         trials = self.evidence.trials.get(entry.id) or (Trial(None, entry.status, entry.metric),)
         values = tuple(t.metric for t in trials if _scored(t) and t.metric is not None)
         mean = stats.mean(values) if values else None
@@ -157,6 +177,9 @@ class Journal(Generic[E]):
 
     def value(self, entry: E) -> float:
         """An ok experiment's value: the mean of its ok trials (its first result until it has more)."""
+        trials = self.evidence.trials.get(entry.id)
+        if (trials is None or len(trials) == 1) and entry.metric is not None and _scored(entry):
+            return entry.metric  # one result (most ideas): the ranking of ten thousand needs no Estimate each
         mean = self.estimate(entry).mean
         assert mean is not None  # only ok entries have a value
         return mean
@@ -185,12 +208,13 @@ class Journal(Generic[E]):
     def top(self, k: int) -> list[E]:
         """The current top k by value, among ideas none of whose further trials failed (and none the
         auditor called a hack)."""
-        steady = [
-            e
-            for e in self.ranked()
-            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials) and not self.hack(e)
-        ]
-        return steady[:k]
+        steady: list[E] = []
+        for e in self.ranked():
+            if len(steady) == k:
+                break
+            if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials) and not self.hack(e):
+                steady.append(e)
+        return steady
 
     # ------------------------------------------------------------------------------------------ suspicion
 
@@ -365,15 +389,25 @@ def _assemble(
     trials: dict[int, tuple[Trial, ...]] = {}
     for idea in rows:
         if idea.epoch > BASELINE_EPOCH:
-            more: list[IdeaRecord] = sorted(by_idea.get(idea.id, []), key=lambda t: t.idx)
-            trials[idea.id] = (Trial(first_seed(idea), idea.status, idea.metric), *(trial_of(t) for t in more))
+            first = Trial(first_seed(idea), idea.status, idea.metric)
+            more = by_idea.get(idea.id)  # most ideas have none (one in ten thousand reaches the top k)
+            if more is None:
+                trials[idea.id] = (first,)
+            else:
+                trials[idea.id] = (first, *(trial_of(t) for t in sorted(more, key=lambda t: t.idx)))
     bar = stats.mean(measured) if measured else given
     return Journal(tuple(rows), goal, bar, Evidence(measured, trials, confirm_seeds, **(trust or {})))
 
 
 def _trust_of(store: Store, run_id: int, run: RunRecord | None) -> dict[str, Any]:
     """The suspect rule's inputs stored with the run: the metric's bound, the auditor and its verdicts."""
-    audits = {i: a for i, data in store.idea_audits(run_id).items() if (a := Audit.from_json(data)) is not None}
+    return trust_of(run, store.idea_audits(run_id))
+
+
+def trust_of(run: RunRecord | None, stored_audits: Mapping[int, Any]) -> dict[str, Any]:
+    """The suspect rule's inputs from the run and its ideas' stored `audit` payload entries (idea id ->
+    entry), for a caller that holds the ideas already."""
+    audits = {i: a for i, data in stored_audits.items() if (a := Audit.from_json(data)) is not None}
     if run is None:
         return {"audits": audits}
     bound = (run.manifest.get("metric") or {}).get("bound")
@@ -406,8 +440,12 @@ def _scored(entry: _Scorable) -> bool:
 
 
 def trial_of(row: IdeaRecord) -> Trial:
+    return Trial(_seed_of(row), row.status, row.metric)
+
+
+def _seed_of(row: IdeaRecord) -> int | None:
     seed = row.payload.get("seed")
-    return Trial(seed if isinstance(seed, int) else None, row.status, row.metric)
+    return seed if isinstance(seed, int) else None
 
 
 def _first(entry: Entry) -> float:

@@ -56,7 +56,8 @@ from idealab.patching import apply_edit, diff_trees, write_changes
 from idealab.search.evidence import ReusedBaseline, trial_seed
 from idealab.search.faults import check_free_space, copy_error, last_sign_of_life
 from idealab.search.gate import HIGH, LOW, Claim, JobGate
-from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, Journal
+from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, CONFIRM_KIND, Journal, trust_of
+from idealab.search.rows import IdeaRows
 from idealab.search.schedule import ExploitSchedule
 from idealab.search.suspect import Audit, describe, suspect_trials
 from idealab.status import IN_FLIGHT, Status
@@ -146,6 +147,7 @@ class Search:
         self.manifest = manifest
         self.store = store
         self.run_id = run_id
+        self.rows = IdeaRows(store, run_id)  # every idea written below goes through rows.put
         self.backend = backend
         self.ideator = ideator
         self.implementer = implementer
@@ -264,9 +266,9 @@ class Search:
             if adopted:
                 continue
             if idea.status is Status.IMPLEMENTING:
-                self.store.update_idea(idea.id, status=Status.PROPOSED)
+                self.rows.put(self.store.update_idea(idea.id, status=Status.PROPOSED))
             elif idea.status is Status.RUNNING:
-                self.store.update_idea(idea.id, status=Status.READY, started_at=None)
+                self.rows.put(self.store.update_idea(idea.id, status=Status.READY, started_at=None))
 
     def _adopt(self, idea: IdeaRecord, job: JobRecord, handle: str) -> None:
         """Wait (in a task of the idea's own, holding a job slot) for a job an earlier orchestrator started."""
@@ -288,7 +290,7 @@ class Search:
                 await self._judge(idea, job.job_key, job.workspace, result)
             finally:
                 self._executing.discard(task)
-        idea = self.store.get_idea(idea.id)
+        idea = self.rows.put(self.store.get_idea(idea.id))
         if idea.status is Status.READY and not self._shut_down:  # stopped without a verdict: run it again
             await self._process_unchecked(idea, None)
 
@@ -306,8 +308,10 @@ class Search:
                 continue
             seed = trial_seed(self.config.seed, BASELINE_EPOCH, k, 0)
             text = f"Baseline: the unmodified environment (run {k + 1} of {self.config.baseline_runs})."
-            idea = self.store.add_idea(
-                self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", {"seed": seed}
+            idea = self.rows.put(
+                self.store.add_idea(
+                    self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", {"seed": seed}
+                )
             )
             self._schedule(idea)
         journal = self._journal()
@@ -326,9 +330,12 @@ class Search:
         text = f"Baseline: the unmodified environment, reused from {reused.source} (its experiment {source_id})."
         payload = {"seed": reused.seeds[k], "reused_from": reused.source, "source_experiment": source_id}
         idea = self.store.add_idea(self.run_id, BASELINE_EPOCH, k, IdeaKind.BASELINE.value, text, "baseline", payload)
+        self.rows.put(idea)
         if not idea.status.terminal:
             reason = f"reused from {reused.source} (experiment {source_id} there): no job ran in this run"
-            self.store.finish_idea(idea.id, Status.OK, reused.metrics[k], reason, time.time(), baseline=True)
+            self.rows.put(
+                self.store.finish_idea(idea.id, Status.OK, reused.metrics[k], reason, time.time(), baseline=True)
+            )
 
     def _resume_confirmations(self) -> None:
         """Confirmation runs stored before a restart, and any the top ideas still lack."""
@@ -354,6 +361,7 @@ class Search:
                 text = f"Confirmation run {n + 1} of {seeds} of experiment {idea.id}."
                 idx = idea.id * (MAX_TRIALS + 1) + n
                 trial = self.store.add_idea(self.run_id, CONFIRM_EPOCH, idx, CONFIRM_KIND, text, "confirm", payload)
+                self.rows.put(trial)
                 self._schedule(trial)
 
     def _audit_suspects(self) -> None:
@@ -380,7 +388,7 @@ class Search:
                 self.manifest, idea.id, idea.text, idea.final_diff or idea.applied_diff or "(no change)", result,
                 describe(journal.suspicion(idea)),
             )
-            self.store.set_payload_entry(idea.id, "audit", audit.to_json())
+            self.rows.put(self.store.set_payload_entry(idea.id, "audit", audit.to_json()))
         except RunFault as fault:
             self._fault(fault)
             return
@@ -424,7 +432,10 @@ class Search:
 
     def _journal(self) -> Journal[IdeaRecord]:
         given = self.config.baseline_value if self.config.baseline_runs == 0 else None
-        return Journal.load(self.store, self.run_id, self.manifest.metric.goal, given, self.config.trials_needed)
+        rows = self.rows.all()
+        audits = {r.id: r.payload["audit"] for r in rows if r.payload.get("audit") is not None}
+        trust = trust_of(self.store.get_run(), audits)
+        return Journal.of_records(rows, self.manifest.metric.goal, given, self.config.trials_needed, trust)
 
     def _baseline_settled(self) -> bool:
         return all(i.status.terminal for i in self.store.ideas(self.run_id, epoch=BASELINE_EPOCH))
@@ -448,7 +459,8 @@ class Search:
             if not free:
                 return
             ask = min(self.config.batch_size, len(free))
-            history, beat_baseline = self._history(epoch, kind, free[0])
+            journal = self._journal()
+            history, beat_baseline = self._history(journal, epoch, kind, free[0])
             request = IdeationRequest(
                 epoch=epoch,
                 kind=kind,
@@ -458,8 +470,8 @@ class Search:
                 baseline=self.baseline,
                 seed=derive_seed(self.config.seed, epoch, kind.value, free[0]),
                 history_beat_baseline=beat_baseline,
-                proposed=self.store.idea_payloads(self.run_id),
-                evidence=self._journal().evidence,
+                proposed=self.rows.payloads(),
+                evidence=journal.evidence,
             )
             proposals = (await self.ideator.propose(self.manifest, request))[:ask]
             for idx, proposal in zip(free, proposals, strict=False):
@@ -467,8 +479,8 @@ class Search:
                 payload["seed"] = trial_seed(self.config.seed, epoch, idx, 0)
                 if proposal.diff is not None:
                     payload["diff"] = proposal.diff
-                idea = self.store.add_idea(
-                    self.run_id, epoch, idx, kind.value, proposal.text, self.ideator.name, payload
+                idea = self.rows.put(
+                    self.store.add_idea(self.run_id, epoch, idx, kind.value, proposal.text, self.ideator.name, payload)
                 )
                 self.on_event(SearchEvent("idea", epoch, idea.id, idea.status, text=idea.text))
                 self._schedule(idea)
@@ -477,12 +489,14 @@ class Search:
                 if shortfalls > self.config.ideation_retries:
                     return  # go on with what there is
 
-    def _history(self, epoch: int, kind: IdeaKind, position: int) -> tuple[list[PastIdea], bool]:
+    def _history(
+        self, run: Journal[IdeaRecord], epoch: int, kind: IdeaKind, position: int
+    ) -> tuple[list[PastIdea], bool]:
         """The past ideas shown to one ideation request, and whether they all beat the baseline."""
         if kind is IdeaKind.INITIAL:
             return [], False
         rng = random.Random(derive_seed(self.config.seed, "history", epoch, kind.value, position))
-        journal = self._journal().before(epoch)
+        journal = run.before(epoch)
         beat_baseline = False
         if kind is IdeaKind.EXPLOIT:
             pool = journal.winners()
@@ -622,15 +636,15 @@ class Search:
         async with self._implement_slots:
             if self._stopping:
                 return idea
-            self.store.update_idea(idea.id, status=Status.IMPLEMENTING)
+            self.rows.put(self.store.update_idea(idea.id, status=Status.IMPLEMENTING))
             workspace = await asyncio.to_thread(self._fresh_workspace, idea)  # copying blocks: off the loop
             proposal = IdeaProposal(idea.text, idea.payload.get("diff"), idea.payload)
             try:
                 impl = await self.implementer.implement(self.manifest, idea.id, proposal, workspace)
             except StopRun as stop:
-                self.store.update_idea(idea.id, status=Status.PROPOSED)
+                self.rows.put(self.store.update_idea(idea.id, status=Status.PROPOSED))
                 self._stop(str(stop) or "stop requested")
-                return self.store.get_idea(idea.id)
+                return self.rows.put(self.store.get_idea(idea.id))
         for attempt in impl.attempts:
             self.store.add_code_change(
                 idea.id, attempt.attempt, attempt.sample, attempt.fmt, attempt.text, attempt.outcome, attempt.error
@@ -640,12 +654,12 @@ class Search:
             # the last change offered was refused by the static checks: an explicit status, not a failure to code
             status = Status.REFUSED if is_static_refusal(reason) else Status.UNIMPLEMENTABLE
             self._finish(idea, status, None, reason)
-            return self.store.get_idea(idea.id)
+            return self.rows.put(self.store.get_idea(idea.id))
         write_changes(workspace, impl.changes)
         shown = set(self.manifest.files.shown) | {c.path for c in impl.changes}
         final = diff_trees(self.manifest.root, workspace, sorted(shown))
-        self.store.update_idea(idea.id, status=Status.READY, applied_diff=impl.applied_diff, final_diff=final)
-        return self.store.get_idea(idea.id)
+        ready = self.store.update_idea(idea.id, status=Status.READY, applied_diff=impl.applied_diff, final_diff=final)
+        return self.rows.put(ready)
 
     async def _execute(self, idea: IdeaRecord, workspace: Path, claim: Claim) -> None:
         """Run the idea's job holding a ticket of the gate; the ticket is given back only after the result
@@ -688,7 +702,7 @@ class Search:
                 self.store.job_started(
                     job_key, start.started_at, start.gpu_ids, start.pid, start.handle, self.backend.name
                 )
-                self.store.update_idea(idea.id, status=Status.RUNNING, started_at=start.started_at)
+                self.rows.put(self.store.update_idea(idea.id, status=Status.RUNNING, started_at=start.started_at))
             except RunFault as fault:  # not raised into the backend: the run stops and its close ends the job
                 self._fault(fault)
                 return
@@ -711,7 +725,7 @@ class Search:
     def _record_outcome(self, idea: IdeaRecord, job_key: str, outcome: Outcome) -> None:
         if outcome.status is Status.CANCELLED:  # the orchestrator is shutting down: run it again on resume
             self.store.job_finished(job_key, time.time(), None, False, "abandoned", "interrupted")
-            self.store.update_idea(idea.id, status=Status.READY, started_at=None)
+            self.rows.put(self.store.update_idea(idea.id, status=Status.READY, started_at=None))
             return
         if outcome.status is not Status.OK:
             # a job that failed on a full disk says nothing about its idea: not judged, run again on resume
@@ -720,10 +734,11 @@ class Search:
         job_end = JobEnd(result.finished_at, result.exit_code, result.timed_out, outcome.status.value, result.error)
         is_baseline = idea.epoch == BASELINE_EPOCH
         # status, metric, job end, metric values and (for the baseline) the run's baseline: one transaction
-        self.store.finish_idea(
+        finished = self.store.finish_idea(
             idea.id, outcome.status, outcome.metric, outcome.reason, time.time(),
             job_key=job_key, values=outcome.values, job_end=job_end, baseline=is_baseline,
         )
+        self.rows.put(finished)
         if is_baseline:
             journal = self._journal()
             self.baseline = journal.baseline
@@ -741,7 +756,7 @@ class Search:
             self._audit_suspects()
 
     def _finish(self, idea: IdeaRecord, status: Status, metric: float | None, reason: str) -> None:
-        self.store.finish_idea(idea.id, status, metric, reason, time.time())
+        self.rows.put(self.store.finish_idea(idea.id, status, metric, reason, time.time()))
         self.on_event(SearchEvent("finished", idea.epoch, idea.id, status, metric, idea.text))
 
     def _cancel_unstarted(self) -> None:

@@ -8,6 +8,7 @@ from idealab.store.models import (
     JobEnd,
     JobRecord,
     LLMCallRecord,
+    LLMCallSummary,
     RunRecord,
 )
 from idealab.store.store import DB_NAME, UNSET, Store
@@ -21,6 +22,7 @@ __all__ = [
     "JobEnd",
     "JobRecord",
     "LLMCallRecord",
+    "LLMCallSummary",
     "RunRecord",
     "Store",
     "StoreBusy",

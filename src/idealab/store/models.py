@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -243,6 +244,21 @@ class IdeaSummary(NamedTuple):
     finished_at: float | None
 
 
+class LLMCallSummary(NamedTuple):
+    """An LLM call without its prompt and answer: what cost and count listings need, by the ten thousand."""
+
+    id: int
+    idea_id: int | None
+    role: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    error: str | None
+    extra: dict[str, Any] | None
+    created_at: float
+
+
 @dataclass(frozen=True)
 class CodeChangeRecord:
     id: int
@@ -317,7 +333,8 @@ def run_record(r: Run) -> RunRecord:
     )  # fmt: skip
 
 
-def idea_record(i: Idea) -> IdeaRecord:
+def idea_record(i: Idea | Row[Any]) -> IdeaRecord:
+    """The record of an ORM object or of a Core row of the table (same attribute names)."""
     return IdeaRecord(
         i.id, i.run_id, i.epoch, i.idx, i.kind, i.text, i.ideator, i.payload, Status(i.status), i.metric,
         i.reason, i.created_at, i.started_at, i.finished_at, i.attempts, i.applied_diff, i.final_diff,

@@ -13,15 +13,15 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from idealab.manifest import Goal
 from idealab.search.evidence import Evidence
-from idealab.search.journal import BASELINE_EPOCH, Journal, confirm_seeds_of
+from idealab.search.journal import BASELINE_EPOCH, Journal, confirm_seeds_of, trust_of
 from idealab.status import Status
-from idealab.store import IdeaRecord, JobRecord, LLMCallRecord, RunRecord, Store
+from idealab.store import IdeaRecord, JobRecord, LLMCallSummary, RunRecord, Store
 from idealab.store.engine import readonly_uri
 
 LOG_TAIL_LINES = 40
@@ -127,7 +127,7 @@ class Experiment:
     applied_diff: str | None  # the change as the implementer's accepted edit
     trials: tuple[Trial, ...]
     llm: LLMSpend
-    log_tail: str
+    last_job: JobRecord | None  # its logs are read on demand (`log_tail`): ten thousand tails are not shown at once
 
     @property
     def metric(self) -> float | None:
@@ -176,9 +176,9 @@ class RunSnapshot:
     evidence: Evidence = field(default_factory=Evidence)
     repeats: list[Experiment] = field(default_factory=list)  # every baseline and confirmation run (epoch < 0)
 
-    @property
+    @cached_property
     def journal(self) -> Journal[Experiment]:
-        """ok / ranked / best / winners / verdicts, as the search itself derives them."""
+        """ok / ranked / best / winners / verdicts, as the search itself derives them (built once)."""
         return Journal.of(self.experiments, self.goal, self.baseline.value, self.evidence)
 
     def ok(self) -> list[Experiment]:
@@ -198,9 +198,7 @@ class RunSnapshot:
 # ---- building a snapshot --------------------------------------------------------------------------------
 
 
-def load_snapshot(
-    store: Store, workdir: Path, with_values: bool = False, log_lines: int = LOG_TAIL_LINES
-) -> RunSnapshot:
+def load_snapshot(store: Store, workdir: Path, with_values: bool = False) -> RunSnapshot:
     """Everything the views show about the run in `store`; `with_values` adds every reported metric value."""
     run = store.get_run()
     if run is None:
@@ -209,16 +207,16 @@ def load_snapshot(
     jobs_by_idea: dict[int, list[JobRecord]] = defaultdict(list)
     for job in store.jobs():
         jobs_by_idea[job.idea_id].append(job)
-    calls = store.llm_calls(run.id)
+    calls = store.llm_call_summaries(run.id)
     spend = _spend_by_idea(calls)
     experiments = [
-        _experiment(idea, jobs_by_idea.get(idea.id, []), spend.get(idea.id, LLMSpend()), store, workdir, with_values,
-                    log_lines)
+        _experiment(idea, jobs_by_idea.get(idea.id, []), spend.get(idea.id, LLMSpend()), store, with_values)
         for idea in ideas
-    ]  # fmt: skip
+    ]
     baseline_rows = [e for e in experiments if e.epoch == BASELINE_EPOCH]  # (confirmation runs: epoch -2)
-    trust = Journal.load(store, run.id, Goal(run.manifest["metric"]["goal"]), run.baseline_metric,
-                         confirm_seeds_of(run.config))  # fmt: skip
+    goal = Goal(run.manifest["metric"]["goal"])
+    suspects = trust_of(run, store.idea_audits(run.id))  # the metric's bound, the auditor and its verdicts
+    trust = Journal.of_records(ideas, goal, run.baseline_metric, confirm_seeds_of(run.config), suspects)
     return RunSnapshot(
         run=run,
         workdir=workdir,
@@ -239,9 +237,7 @@ def _experiment(
     jobs: list[JobRecord],
     llm: LLMSpend,
     store: Store,
-    workdir: Path,
     with_values: bool,
-    log_lines: int,
 ) -> Experiment:
     trials = tuple(_trial(job, store.metric_values(job.job_key) if with_values else ()) for job in jobs)
     parents = idea.payload.get("parents") or ()
@@ -265,7 +261,7 @@ def _experiment(
         applied_diff=idea.applied_diff,
         trials=trials,
         llm=llm,
-        log_tail=_log_tail(jobs[-1], idea.id, workdir, log_lines) if jobs else "",
+        last_job=jobs[-1] if jobs else None,
     )
 
 
@@ -282,8 +278,8 @@ def _trial(job: JobRecord, values: Iterable[Any]) -> Trial:
     )  # fmt: skip
 
 
-def _spend_by_idea(calls: list[LLMCallRecord]) -> dict[int, LLMSpend]:
-    grouped: dict[int, list[LLMCallRecord]] = defaultdict(list)
+def _spend_by_idea(calls: list[LLMCallSummary]) -> dict[int, LLMSpend]:
+    grouped: dict[int, list[LLMCallSummary]] = defaultdict(list)
     for call in calls:
         if call.idea_id is not None:
             grouped[call.idea_id].append(call)
@@ -299,7 +295,7 @@ def _spend_by_idea(calls: list[LLMCallRecord]) -> dict[int, LLMSpend]:
     }
 
 
-def _ideation_calls(calls: list[LLMCallRecord], ideas: list[IdeaRecord]) -> list[IdeationCall]:
+def _ideation_calls(calls: list[LLMCallSummary], ideas: list[IdeaRecord]) -> list[IdeationCall]:
     # Ideation calls carry no idea id. The loop stores an epoch's ideas right after the call that proposed
     # them and ideates one epoch at a time, so a call belongs to the epoch of the first idea stored after it.
     timeline = sorted((i.created_at, i.epoch) for i in ideas if i.epoch >= 0)
@@ -314,7 +310,12 @@ def _ideation_calls(calls: list[LLMCallRecord], ideas: list[IdeaRecord]) -> list
     return out
 
 
-def _log_tail(job: JobRecord, idea_id: int, workdir: Path, lines: int) -> str:
+def log_tail(workdir: Path, e: Experiment, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of the stdout and stderr of the experiment's last job ("" when it has none)."""
+    job = e.last_job
+    if job is None:
+        return ""
+    idea_id = e.id
     parts = []
     for name, stored in (("stdout", job.stdout_path), ("stderr", job.stderr_path)):
         moved = workdir / "experiments" / f"{idea_id:05d}" / "logs" / job.job_key / stored.name

@@ -21,22 +21,29 @@ from pygments.lexers import DiffLexer
 
 import idealab
 from idealab.report import iso
-from idealab.search.journal import Journal
-from idealab.views.data import Experiment, RunSnapshot
+from idealab.views.data import Experiment, RunSnapshot, log_tail
 from idealab.views.summary import epoch_rows, totals
 
 DIFF_LIMIT = 60_000  # characters of one diff shown in the report; the export keeps every diff whole
+# Up to this many experiments, every diff and log tail is embedded. Beyond it, only those of the featured
+# experiments are (see `featured`): ten thousand highlighted diffs would make a report of hundreds of MB.
+EMBED_ALL_UP_TO = 1000
+FEATURED_TOP = 100  # the best by value, and as many of the latest, get their details embedded
 DATA_SCRIPT_ID = "idealab-data"
 
 
 # ---- the data the page renders -------------------------------------------------------------------------
 
 
-def report_data(snap: RunSnapshot) -> dict[str, Any]:
-    """Everything the page draws, as JSON-able values (the report embeds it; the dashboard serves it)."""
+def report_data(snap: RunSnapshot, embed: set[int] | None = None) -> dict[str, Any]:
+    """Everything the page draws, as JSON-able values (the report embeds it; the dashboard serves it).
+
+    The diff and log tail are embedded for the experiments in `embed` (default: `featured`); the others
+    carry `details: false`, and the page says where to find them (the dashboard fetches them on demand)."""
     journal = snap.journal  # one journal: the suspect rule reads the whole run once
     best = journal.best()
     base = snap.baseline
+    shown = featured(snap) if embed is None else embed
     return {
         "metric": {"name": snap.metric_name, "goal": snap.goal.value},
         "baseline": {
@@ -50,14 +57,39 @@ def report_data(snap: RunSnapshot) -> dict[str, Any]:
         "best_id": None if best is None else best.id,
         "ideas_per_epoch": int(snap.run.config.get("ideas_per_epoch") or 1),
         "epochs": [asdict(row) for row in epoch_rows(snap)],
-        "experiments": [_experiment_json(snap, journal, e) for e in snap.experiments],
+        "experiments": [_experiment_json(snap, e, e.id in shown) for e in snap.experiments],
+        "details_embedded": len(shown & {e.id for e in snap.experiments}),
         "totals": totals(snap),
         "meta": run_metadata(snap),
     }
 
 
-def _experiment_json(snap: RunSnapshot, journal: Journal[Experiment], e: Experiment) -> dict[str, Any]:
+def featured(snap: RunSnapshot) -> set[int]:
+    """The experiments whose diff and log tail a report embeds: every one in a run of up to
+    EMBED_ALL_UP_TO; beyond, the best FEATURED_TOP by value, every winner, the confirmed best, and the
+    FEATURED_TOP latest (what a reader of a running search opens)."""
+    if len(snap.experiments) <= EMBED_ALL_UP_TO:
+        return {e.id for e in snap.experiments}
+    journal = snap.journal
+    chosen = {e.id for e in journal.ranked()[:FEATURED_TOP]} | {e.id for e in journal.winners()}
+    confirmed = journal.confirmed_best()
+    latest = sorted(snap.experiments, key=lambda e: e.id)[-FEATURED_TOP:]
+    return chosen | {e.id for e in latest} | ({confirmed.id} if confirmed else set())
+
+
+def experiment_details(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:
+    """The heavy part of an experiment's entry: its highlighted diff and its log tail."""
+    return {"diff_html": None if e.diff is None else highlight_diff(e.diff), "log_tail": log_tail(snap.workdir, e)}
+
+
+def experiment_row(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:
+    """An experiment's entry without its details (the listing pages of the dashboard)."""
+    return _experiment_json(snap, e, False)
+
+
+def _experiment_json(snap: RunSnapshot, e: Experiment, details: bool) -> dict[str, Any]:
     time = e.finished_at or e.started_at or e.created_at
+    journal = snap.journal
     audit = journal.audit(e)
     return {
         "id": e.id,
@@ -83,8 +115,8 @@ def _experiment_json(snap: RunSnapshot, journal: Journal[Experiment], e: Experim
         "gpu_hours": e.gpu_hours,
         "llm_cost_usd": e.llm.cost_usd,
         "llm_calls": e.llm.calls,
-        "diff_html": None if e.diff is None else highlight_diff(e.diff),
-        "log_tail": e.log_tail,
+        "details": details,
+        **(experiment_details(snap, e) if details else {"diff_html": None, "log_tail": ""}),
     }
 
 

@@ -2,7 +2,9 @@
 
 The page polls its run's data; the server answers 304 until the database changes. Change is detected with
 SQLite's `PRAGMA data_version` on a read-only connection, so an idle dashboard costs one pragma per poll
-and never rebuilds or writes anything.
+and never rebuilds or writes anything. In a large run the page data carries the diffs and log tails of the
+featured experiments only (`html.featured`); the page fetches any other's from
+`/api/runs/{i}/experiments/{id}`, and `/api/runs/{i}/experiments?offset=&limit=` pages through the listing.
 """
 
 from __future__ import annotations
@@ -16,17 +18,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from idealab.store import DB_NAME, Store
-from idealab.views.data import connect_readonly, load_snapshot, open_readonly
-from idealab.views.html import page_title, plotly_js, render_page, report_data, script_json
+from idealab.views.data import RunSnapshot, connect_readonly, load_snapshot, open_readonly
+from idealab.views.html import (
+    experiment_details,
+    experiment_row,
+    page_title,
+    plotly_js,
+    render_page,
+    report_data,
+    script_json,
+)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+PAGE_LIMIT = 1000  # most experiments one listing request returns
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class Snapshot:
     etag: str
     body: bytes  # the page data as JSON
     title: str
+    run: RunSnapshot  # what the body was built from (the listing and detail requests read it)
 
 
 class RunSource:
@@ -54,7 +66,7 @@ class RunSource:
                 snap = load_snapshot(self.store, self.workdir)
                 body = script_json(report_data(snap)).encode()
                 etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-                self._current, self._version = Snapshot(etag, body, page_title(snap)), version
+                self._current, self._version = Snapshot(etag, body, page_title(snap), snap), version
             return self._current
 
     def label(self) -> str:
@@ -100,6 +112,7 @@ def create_app(workdirs: list[Path], interval_ms: int = 2000) -> FastAPI:
         runs = [{"url": f"/runs/{i}", "label": s.label(), "current": i == index} for i, s in enumerate(sources)]
         live: dict[str, Any] = {
             "runs": runs, "data_url": f"/api/runs/{index}/data", "interval_ms": interval_ms, "etag": snap.etag,
+            "detail_url": f"/api/runs/{index}/experiments/{{id}}",
         }  # fmt: skip
         # The page embeds the data it was built from, so the first paint needs no request.
         return render_page(json.loads(snap.body), snap.title, live=live, plotly_src="/static/plotly.min.js")
@@ -115,6 +128,27 @@ def create_app(workdirs: list[Path], interval_ms: int = 2000) -> FastAPI:
         if request.headers.get("if-none-match") == snap.etag:
             return Response(status_code=304, headers=headers)
         return Response(snap.body, media_type="application/json", headers=headers)
+
+    @app.get("/api/runs/{index}/experiments")
+    def experiments(
+        index: int,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 100,
+    ) -> dict[str, Any]:
+        """One page of the experiments (epoch >= 0, in (epoch, idx) order), without diffs or log tails."""
+        run = snapshot(index).run
+        page = run.experiments[offset : offset + limit]
+        rows = [experiment_row(run, e) for e in page]
+        return {"total": len(run.experiments), "offset": offset, "limit": limit, "experiments": rows}
+
+    @app.get("/api/runs/{index}/experiments/{experiment_id}")
+    def experiment(index: int, experiment_id: int) -> dict[str, Any]:
+        """One experiment with its highlighted diff and log tail."""
+        run = snapshot(index).run
+        found = next((e for e in run.experiments if e.id == experiment_id), None)
+        if found is None:
+            raise HTTPException(404, f"run {index} has no experiment {experiment_id}")
+        return {**experiment_row(run, found), **experiment_details(run, found), "details": True}
 
     @app.get("/static/plotly.min.js")
     def plotly() -> Response:

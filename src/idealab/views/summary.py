@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import fmean
 
@@ -34,17 +34,23 @@ class EpochRow:
 
 def epoch_rows(snap: RunSnapshot) -> list[EpochRow]:
     last = max([e.epoch for e in snap.experiments] + [c.epoch for c in snap.ideation], default=-1)
+    by_epoch: dict[int, list[Experiment]] = defaultdict(list)  # grouped once: a run has hundreds of epochs
+    for e in snap.experiments:
+        by_epoch[e.epoch].append(e)
+    ideation_cost: dict[int, float] = defaultdict(float)
+    for c in snap.ideation:
+        ideation_cost[c.epoch] += c.cost_usd
     rows: list[EpochRow] = []
     best_so_far: float | None = None
     cum_cost = cum_gpu = cum_job = 0.0
     for epoch in range(last + 1):
-        group = [e for e in snap.experiments if e.epoch == epoch]
+        group = by_epoch.get(epoch, [])
         journal = Journal.of(group, snap.goal, snap.baseline.value, snap.evidence)
         ok, best = journal.ok(), journal.best()
         best_value = None if best is None else best.metric
         if best_value is not None and (best_so_far is None or snap.goal.better(best_value, best_so_far)):
             best_so_far = best_value
-        cost = sum(e.llm.cost_usd for e in group) + sum(c.cost_usd for c in snap.ideation if c.epoch == epoch)
+        cost = sum(e.llm.cost_usd for e in group) + ideation_cost.get(epoch, 0.0)
         gpu = sum(e.gpu_hours for e in group)
         job = sum(e.job_hours for e in group)
         cum_cost, cum_gpu, cum_job = cum_cost + cost, cum_gpu + gpu, cum_job + job

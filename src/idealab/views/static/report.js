@@ -8,7 +8,9 @@
   };
   const STATUS_ORDER = Object.keys(STATUS_COLORS);
   const PLOT_CONFIG = { displaylogo: false, responsive: true };
-  const state = { data: null, sortKey: "id", sortDir: 1, open: new Set(), filter: "", xAxis: "time" };
+  const TABLE_PAGE = 500; // rows drawn at once; "show more" adds as many (ten thousand rows redraw slowly)
+  const state = { data: null, sortKey: "id", sortDir: 1, open: new Set(), filter: "", xAxis: "time",
+    shown: TABLE_PAGE, details: new Map(), live: null };
 
   const $ = (id) => document.getElementById(id);
   const fmt = (v, digits = 4) => (v === null || v === undefined ? "" : Number(v).toPrecision(digits));
@@ -168,18 +170,40 @@
     if (e.reason) parts.push(`<h4>Reason</h4><pre>${esc(e.reason)}</pre>`);
     if (e.flags.length) parts.push(`<h4>Flags</h4><p>${esc(e.flags.join(", "))}</p>`);
     if (e.audit) parts.push(`<h4>Audit (${esc(e.audit.model)}): ${esc(e.audit.verdict)}</h4><pre>${esc(e.audit.reasoning)}</pre>`);
-    // diff_html is produced by Pygments on the server side: already escaped.
-    parts.push(`<h4>Diff</h4>` + (e.diff_html ? `<pre class="diff">${e.diff_html}</pre>` : `<p class="muted">no code change</p>`));
-    if (e.log_tail) parts.push(`<h4>Log tail</h4><pre>${esc(e.log_tail)}</pre>`);
+    const more = e.details === false ? state.details.get(e.id) : e;
+    if (more) {
+      // diff_html is produced by Pygments on the server side: already escaped.
+      parts.push(`<h4>Diff</h4>` + (more.diff_html ? `<pre class="diff">${more.diff_html}</pre>` : `<p class="muted">no code change</p>`));
+      if (more.log_tail) parts.push(`<h4>Log tail</h4><pre>${esc(more.log_tail)}</pre>`);
+    } else if (state.live) {
+      parts.push(`<p class="muted">loading the diff and log tail…</p>`);
+      fetchDetails(e.id);
+    } else {
+      parts.push(`<p class="muted details-omitted">This report embeds the diff and log tail of ${d.details_embedded} of ` +
+        `${d.experiments.length} experiments (the best, the winners and the latest). This one's: ` +
+        `<code>idealab serve</code> shows it, <code>idealab export</code> holds every diff, and its logs are in ` +
+        `<code>experiments/${String(e.id).padStart(5, "0")}/logs/</code> of the run directory.</p>`);
+    }
     parts.push(`<p class="muted">created ${esc(e.created_iso)} · attempts ${e.attempts} · ${fmt(e.job_hours, 3)} job-h · ` +
       `${fmt(e.gpu_hours, 3)} GPU-h · LLM $${e.llm_cost_usd.toFixed(4)} (${e.llm_calls} calls)</p>`);
     return parts.join("");
   }
 
+  async function fetchDetails(id) {
+    if (state.details.has(id)) return;
+    state.details.set(id, null);
+    try {
+      const resp = await fetch(state.live.detail_url.replace("{id}", id), { cache: "no-store" });
+      if (resp.ok) { state.details.set(id, await resp.json()); renderTable(state.data); return; }
+    } catch (err) { /* the server is gone: the live badge says so */ }
+    state.details.delete(id);
+  }
+
   function renderTable(d) {
     const body = $("experiments").tBodies[0];
     const html = [];
-    for (const e of sortedRows(d)) {
+    const rows = sortedRows(d);
+    for (const e of rows.slice(0, state.shown)) {
       const open = state.open.has(e.id);
       html.push(`<tr class="row${open ? " open" : ""}" id="exp-${e.id}" data-id="${e.id}"><td class="num">${e.id}</td>` +
         `<td class="num">${e.epoch}</td><td>${esc(e.kind)}</td>` +
@@ -188,6 +212,10 @@
         `<td class="num">${fmt(e.metric, 6)}</td><td class="num">${e.duration_s === null ? "" : e.duration_s.toFixed(1)}</td>` +
         `<td class="num">${e.llm_cost_usd ? e.llm_cost_usd.toFixed(4) : ""}</td><td class="idea" title="${esc(e.idea)}">${esc(e.idea)}</td></tr>`);
       if (open) html.push(`<tr class="detail"><td colspan="8">${detailHtml(d, e)}</td></tr>`);
+    }
+    if (rows.length > state.shown) {
+      html.push(`<tr class="more"><td colspan="8"><button type="button" id="show-more">show ${Math.min(TABLE_PAGE, rows.length - state.shown)} more ` +
+        `(${state.shown} of ${rows.length} shown)</button></td></tr>`);
     }
     body.innerHTML = html.join("");
     for (const th of $("experiments").tHead.rows[0].cells) {
@@ -198,6 +226,8 @@
 
   function openRow(id, scroll) {
     state.open.add(id);
+    const at = sortedRows(state.data).findIndex((e) => e.id === id);
+    if (at >= state.shown) state.shown = at + 1; // a row opened from a link or a plot is drawn
     renderTable(state.data);
     if (scroll) { const row = $(`exp-${id}`); if (row) row.scrollIntoView({ block: "center" }); }
   }
@@ -210,6 +240,7 @@
       renderTable(state.data);
     });
     $("experiments").tBodies[0].addEventListener("click", (ev) => {
+      if (ev.target.closest("#show-more")) { state.shown += TABLE_PAGE; renderTable(state.data); return; }
       const link = ev.target.closest("a[data-open]");
       if (link) { ev.preventDefault(); openRow(Number(link.dataset.open), true); return; }
       const row = ev.target.closest("tr.row"); if (!row) return;
@@ -234,7 +265,7 @@
     async function poll() {
       try {
         const resp = await fetch(live.data_url, { headers: etag ? { "If-None-Match": etag } : {}, cache: "no-store" });
-        if (resp.status === 200) { etag = resp.headers.get("ETag"); render(await resp.json()); }
+        if (resp.status === 200) { etag = resp.headers.get("ETag"); state.details.clear(); render(await resp.json()); }
         badge.textContent = "live"; badge.classList.remove("stale");
       } catch (err) {
         badge.textContent = "server unreachable"; badge.classList.add("stale");
@@ -245,9 +276,11 @@
   }
 
   const data = JSON.parse($("idealab-data").textContent);
+  const liveNode = $("idealab-live");
+  const live = liveNode ? JSON.parse(liveNode.textContent) : null;
+  state.live = live;
   bindTable();
   render(data);
-  const liveNode = $("idealab-live");
-  if (liveNode) startLive(JSON.parse(liveNode.textContent));
+  if (live) startLive(live);
   window.idealab = { state, render };
 })();
