@@ -42,7 +42,12 @@ def test_data_follows_an_experiment_that_finishes_while_serving(served, run_copy
     assert len(after["experiments"]) == len(before["experiments"]) + 1
     added = next(e for e in after["experiments"] if e["id"] == new_id)
     assert (added["status"], added["metric"], added["idea"]) == ("ok", 0.125, "Added while the dashboard runs.")
-    assert after["epochs"][-1]["best"] == 0.125 and after["epochs"][-1]["best_so_far"] == 0.125
+    # whether a jump this size is suspect depends on the run's history (which varies with timing): a suspect
+    # result is never the best until cleared, an unflagged one is the epoch's new best
+    if "suspect" in added["flags"]:
+        assert after["epochs"][-1]["best"] != 0.125 and after["epochs"][-1]["best_so_far"] != 0.125
+    else:
+        assert after["epochs"][-1]["best"] == 0.125 and after["epochs"][-1]["best_so_far"] == 0.125
 
 
 def test_page_embeds_the_data_and_loads_plotly_from_the_server(served, quad_run: Path) -> None:
