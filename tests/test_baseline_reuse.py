@@ -2,7 +2,8 @@
 
 A later run of the same experiment (environment content, preset, hardware) takes the earlier run's
 measured baseline repeats instead of running them again; any difference is refused, named; the earlier
-run's work directory is only read.
+run's work directory is only read. A cluster run's hardware is declared (backend, where its jobs go, GPUs
+per job) and never matches a local run's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from idealab.baseline_reuse import ReuseError, load_reusable_baseline
+from idealab.executor.backends import BackendChoice, RayOptions
+from idealab.executor.slurm import SlurmOptions
 from idealab.identity import environment_identity
 from idealab.search.journal import BASELINE_EPOCH
 from idealab.store import Store
@@ -138,3 +141,39 @@ def test_baseline_runs_beyond_the_reused_ones_are_measured_here(earlier, tmp_pat
         rows = store.ideas(1, epoch=BASELINE_EPOCH)
         assert [bool(store.jobs(idea_id=r.id)) for r in rows] == [False, False, False, True]
     assert status(workdir)["baseline"]["n"] == 4
+
+
+def test_a_cluster_runs_hardware_is_its_backend_where_its_jobs_go_and_gpus_per_job() -> None:
+    slurm = BackendChoice("slurm", SlurmOptions(partition="gpu"))
+    assert slurm.hardware_identity(1) == {"backend": "slurm", "partition": "gpu", "gres": "gpu:1", "gpus_per_job": 1}
+    assert slurm.hardware_identity(1, ["--gres=gpu:h100:1"])["gres"] == "gpu:h100:1"  # the manifest's asks more
+    ray = BackendChoice("ray", ray=RayOptions("http://me:secret@head:8265"))
+    assert ray.hardware_identity(2) == {"backend": "ray", "address": "http://head:8265", "gpus_per_job": 2}
+
+
+def as_cluster_run(source: Path, copy: Path, hardware: dict) -> Path:
+    """A copy of a finished run, recorded as if its jobs had run on a cluster of `hardware`."""
+    shutil.copytree(source, copy)
+    with Store.open(copy) as store:
+        run = store.get_run()
+        assert run is not None
+        store.set_run_config(run.id, {**run.config, "hardware": hardware})
+    return copy
+
+
+def test_a_local_and_a_cluster_run_never_share_a_baseline(earlier, tmp_path):
+    env, source = earlier
+    identity = environment_identity(env)
+    slurm = BackendChoice("slurm", SlurmOptions(partition="gpu")).hardware_identity(0)
+    with pytest.raises(ReuseError, match="its jobs ran on the local backend, this run's go to the slurm backend"):
+        load_reusable_baseline(source, None, identity, slurm)
+
+    cluster_run = as_cluster_run(source, tmp_path / "cluster", slurm)
+    assert len(load_reusable_baseline(cluster_run, None, identity, slurm).metrics) == 3  # the same cluster
+    other = {**slurm, "partition": "cpu"}
+    with pytest.raises(ReuseError, match="hardware partition: 'gpu' there, 'cpu' here"):
+        load_reusable_baseline(cluster_run, None, identity, other)
+    done = search(env, tmp_path / "local", "--reuse-baseline", cluster_run)  # a local run, from the command line
+    assert done.returncode != 0
+    assert "its jobs ran on the slurm backend, this run's go to the local backend" in " ".join(done.stderr.split())
+    assert not (tmp_path / "local" / "idealab.db").exists()

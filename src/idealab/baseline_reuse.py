@@ -5,6 +5,8 @@ experiment may take the repeats an earlier run measured instead, but only when i
 experiment: the same environment content (the hash of every file a job copies, manifest included:
 `identity.py`), the same preset, and the same hardware for a job (GPU model and GPUs per job, or CPU model
 and threads: `sysinfo.hardware_identity`), since under a fixed time budget the card decides the result.
+A cluster run's hardware is declared, not measured: its backend, where its jobs go and the GPUs per job
+(`BackendChoice.hardware_identity`); a local run's baseline is never reused by a cluster run, nor the reverse.
 Anything else is refused with every difference named. The earlier run's database is only read (opened
 read-only: never migrated or written), and the earlier run's baseline must have ended.
 """
@@ -91,6 +93,11 @@ def _differences(
     recorded = config.get(HARDWARE_KEY)
     if not isinstance(recorded, Mapping):
         found.append("it recorded no hardware identity (an older idealab): its machine cannot be compared")
+    elif (theirs_on := recorded.get("backend", "local")) != (ours_on := hardware.get("backend", "local")):
+        found.append(
+            f"backend: its jobs ran on the {theirs_on} backend, this run's go to the {ours_on} backend "
+            "(a cluster's hardware is declared, this machine's measured: they cannot be compared)"
+        )
     else:
         for key in sorted(set(recorded) | set(hardware)):
             if recorded.get(key) != hardware.get(key):

@@ -7,7 +7,6 @@ import signal
 import sys
 import tempfile
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from rich.text import Text
 from idealab import startup
 from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
-from idealab.executor.backends import BackendChoice, RayOptions, make_backend
+from idealab.executor.backends import BackendChoice, BackendRequest, make_backend, resolve_backend
 from idealab.executor.base import Backend
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
@@ -27,7 +26,7 @@ from idealab.executor.local import LocalBackend
 from idealab.executor.runner import Outcome, copy_omits, run_job, with_sandbox_options
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
-from idealab.executor.slurm import DEFAULT_POLL_S, SlurmOptions
+from idealab.executor.slurm import DEFAULT_POLL_S
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import RunView, baseline_json, compute_used, ideation_counts, load_view, status_json, write_json
 from idealab.runconfig import RunOptions, RunSettings, env_defaults
@@ -166,8 +165,13 @@ def run(
         int | None, typer.Option(help="Disk a job may write, all its files together (MB); over it, it is stopped.")
     ] = None,
     backend_name: Annotated[
-        str, typer.Option("--backend", help="Where jobs run: local (this machine), slurm or ray (docs/clusters.md).")
-    ] = "local",
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Where jobs run: local (this machine), slurm or ray (docs/clusters.md). Stored with the run: "
+            "a resume without it keeps the stored backend; a new run's default is local.",
+        ),
+    ] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition of the jobs.")] = None,
     slurm_account: Annotated[str | None, typer.Option(help="Slurm account charged for the jobs.")] = None,
     slurm_qos: Annotated[str | None, typer.Option(help="Slurm QoS of the jobs.")] = None,
@@ -175,7 +179,9 @@ def run(
         list[str] | None, typer.Option(help="Further sbatch option, repeatable (e.g. --slurm-option=--exclusive).")
     ] = None,
     slurm_cpus_per_job: Annotated[int | None, typer.Option(help="CPUs of each Slurm job (--cpus-per-task).")] = None,
-    slurm_poll_s: Annotated[float, typer.Option(help="Seconds between squeue calls about the jobs.")] = DEFAULT_POLL_S,
+    slurm_poll_s: Annotated[
+        float | None, typer.Option(help=f"Seconds between squeue calls about the jobs (default {DEFAULT_POLL_S:g}).")
+    ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="--backend ray: the cluster's dashboard address, e.g. http://head:8265.")
     ] = None,
@@ -191,11 +197,18 @@ def run(
     try:
         check_tracker(track)
         _check_sandbox_option(sandbox)
-        choice = _backend_choice(
-            backend_name, gpus, slurm_partition, slurm_account, slurm_qos, slurm_option or [], slurm_cpus_per_job,
-            slurm_poll_s,
+        request = BackendRequest(
+            backend_name,
+            {
+                "slurm.partition": slurm_partition, "slurm.account": slurm_account, "slurm.qos": slurm_qos,
+                "slurm.extra": slurm_option or None, "slurm.cpus_per_job": slurm_cpus_per_job,
+                "slurm.poll_s": slurm_poll_s, "ray.address": ray_address, "ray.num_cpus": ray_num_cpus,
+                "ray.memory_mb": ray_memory_mb,
+            },
+            gpus,
         )  # fmt: skip
-        choice = _with_ray_options(choice, ray_address, ray_num_cpus, ray_memory_mb)
+        # a resume's backend is the stored one: read before anything is created, checked before it is used
+        choice, from_store = resolve_backend(request, startup.stored_backend(workdir))
         choice.check_reachable()
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -234,7 +247,7 @@ def run(
                 started = startup.start(
                     workdir, given, slots=slots, gpus=gpus, keys_file=keys_file, llm_options=llm_option or [],
                     allow_changed_settings=allow_changed_settings, environment_defaults=suggested,
-                    local=choice.local,
+                    backend=choice,
                 )  # fmt: skip
             except startup.StartError as exc:
                 raise _fail(str(exc)) from None
@@ -245,6 +258,8 @@ def run(
             manifest = with_sandbox_options(
                 manifest, sandbox, memory_mb, max_open_files, max_file_mb, max_processes, max_disk_mb
             )
+            if from_store:
+                console.print(f"backend {choice.describe()}, as stored with the run")
             if started.settings_changed:
                 console.print("LLM settings changed (recorded with the run):", style="yellow")
                 console.print(started.settings_changed)
@@ -304,45 +319,6 @@ def run(
                 raise typer.Exit(1)
     except RunFault as exc:  # the workdir is locked, read-only or full, the database locked or corrupted
         raise _fault(exc) from None
-
-
-def _backend_choice(
-    name: str,
-    gpus: str | None,
-    partition: str | None,
-    account: str | None,
-    qos: str | None,
-    options: list[str],
-    cpus_per_job: int | None,
-    poll_s: float,
-) -> BackendChoice:
-    slurm_given = [*(v is not None for v in (partition, account, qos, cpus_per_job)), bool(options)]
-    if name != "slurm" and (any(slurm_given) or poll_s != DEFAULT_POLL_S):
-        raise ValueError("the --slurm-* options are for --backend slurm")
-    if name != "local" and gpus is not None:
-        raise ValueError(f"--gpus picks GPUs of this machine; with --backend {name} the cluster assigns them")
-    if cpus_per_job is not None and cpus_per_job < 1:
-        raise ValueError(f"--slurm-cpus-per-job must be at least 1, got {cpus_per_job}")
-    if poll_s <= 0:
-        raise ValueError(f"--slurm-poll-s must be positive, got {poll_s}")
-    choice = BackendChoice(name, SlurmOptions(partition, account, qos, cpus_per_job, tuple(options), poll_s))
-    return choice
-
-
-def _with_ray_options(
-    choice: BackendChoice, address: str | None, num_cpus: float | None, memory_mb: int | None
-) -> BackendChoice:
-    if choice.name != "ray":
-        if address is not None or num_cpus is not None or memory_mb is not None:
-            raise ValueError("the --ray-* options are for --backend ray")
-        return choice
-    if not address:
-        raise ValueError("--backend ray needs --ray-address (the cluster's dashboard, e.g. http://head:8265)")
-    if num_cpus is not None and num_cpus < 0:
-        raise ValueError(f"--ray-num-cpus must be non-negative, got {num_cpus}")
-    if memory_mb is not None and memory_mb < 1:
-        raise ValueError(f"--ray-memory-mb must be at least 1, got {memory_mb}")
-    return replace(choice, ray=RayOptions(address, 1.0 if num_cpus is None else num_cpus, memory_mb))
 
 
 def _describe_cluster(choice: BackendChoice, pool: SlotPool) -> str:

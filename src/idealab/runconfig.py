@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from idealab.baseline_reuse import HARDWARE_KEY, REUSE_KEY, reuse_record
+from idealab.executor.backends import BACKEND_KEY
 from idealab.identity import ENVIRONMENT_KEY
 from idealab.manifest import Manifest
 from idealab.search.evidence import ReusedBaseline
@@ -138,11 +139,15 @@ class RunSettings:
         environment: Mapping[str, Any] | None = None,
         hardware: Mapping[str, Any] | None = None,
         reused: ReusedBaseline | None = None,
+        backend: Mapping[str, Any] | None = None,
     ) -> RunRecord:
         """Store a new run: its options, its LLM settings (`llm`, never a key), the host and versions (for
         reports), its environment's identity (`identity.py`), its jobs' hardware, the baseline repeats it
-        reuses from an earlier run (stored with the run, in one transaction) and its manifest."""
+        reuses from an earlier run (stored with the run, in one transaction), its backend and options
+        (`BackendChoice.record`, never a credential) and its manifest."""
         config = {**asdict(self), "llm": dict(llm), "system": system_info()}
+        if backend is not None:
+            config[BACKEND_KEY] = dict(backend)
         if environment is not None:
             config[ENVIRONMENT_KEY] = dict(environment)
         if hardware is not None:

@@ -1,7 +1,9 @@
 """Starting or resuming a run, in an order that leaves nothing behind when a start fails: everything that
 can fail (options, environment, GPUs, ideator, implementer, keys, LLM settings, prices) is built and checked
 first; only then is a new run stored in WORKDIR/idealab.db. A resume that would change the run's LLM
-settings is refused, naming each difference, unless it is explicitly allowed (then the change is recorded)."""
+settings is refused, naming each difference, unless it is explicitly allowed (then the change is recorded).
+The backend and its options are stored with the run too (`executor.backends.resolve_backend` decides a
+resume's, from `stored_backend`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idealab.baseline_reuse import REUSE_KEY, ReuseError, load_reusable_baseline, reused_from_record
+from idealab.errors import RunFault
+from idealab.executor.backends import BACKEND_KEY, BackendChoice
 from idealab.executor.gpus import choose_gpu_ids
 from idealab.executor.slots import SlotPool
 from idealab.ideators import registry
@@ -27,7 +31,7 @@ from idealab.runconfig import (
     stored_llm_settings,
 )
 from idealab.search.evidence import ReusedBaseline
-from idealab.store import DB_NAME, RunRecord, Store
+from idealab.store import DB_NAME, RunRecord, Store, StoreError
 from idealab.sysinfo import hardware_identity
 
 if TYPE_CHECKING:  # the LLM package loads its SDKs: not for a run without an LLM
@@ -122,15 +126,16 @@ def start(
     llm_options: list[str],
     allow_changed_settings: bool,
     environment_defaults: Mapping[str, Any] | None = None,
-    local: bool = True,
+    backend: BackendChoice | None = None,
 ) -> Started:
     """The checked parts of a run, its store open. Raises StartError (nothing created) when it cannot.
-    `local`: the jobs run on this machine (else on a cluster: see `slot_pool`)."""
+    `backend`: where the jobs run (default local: on this machine; else on a cluster: see `slot_pool`),
+    resolved against the stored one by the caller (`stored_backend`); stored with a new run."""
     opened: list[Store] = []  # closed again when the start fails
     try:
         return _start(
             opened, workdir, given, slots, gpus, keys_file, llm_options, allow_changed_settings, environment_defaults,
-            local,
+            backend or BackendChoice(),
         )  # fmt: skip
     except BaseException:
         for store in opened:
@@ -148,7 +153,7 @@ def _start(
     llm_options: list[str],
     allow_changed_settings: bool,
     environment_defaults: Mapping[str, Any] | None,
-    local: bool,
+    backend: BackendChoice,
 ) -> Started:
     store = _open(opened, workdir) if (workdir / DB_NAME).exists() else None
     stored_run = store.get_run() if store is not None else None
@@ -159,8 +164,12 @@ def _start(
         manifest, environment = _environment(stored_run, given.env, options, workdir)
     except (ManifestError, ValueError) as exc:
         raise StartError(str(exc)) from None
-    pool = slot_pool(slots, gpus, manifest.run.gpus, local)
-    hardware = hardware_identity(pool.gpu_ids, manifest.run.gpus)
+    pool = slot_pool(slots, gpus, manifest.run.gpus, backend.local)
+    hardware = (
+        hardware_identity(pool.gpu_ids, manifest.run.gpus)
+        if backend.local
+        else backend.hardware_identity(manifest.run.gpus, manifest.run.slurm_options)
+    )
     if stored_run is None:
         options, reused = _reuse(given, options, manifest, environment, hardware)
     else:
@@ -198,10 +207,14 @@ def _start(
             store.set_run_config(stored_run.id, {**stored_run.config, "llm": dict(built.settings)})
         run = store.get_run()
         assert run is not None
+        if BACKEND_KEY not in run.config:  # a run from before the backend was stored: store it now
+            store.set_run_config(run.id, {**run.config, BACKEND_KEY: backend.record()})
+            run = store.get_run()
+        assert run is not None
     else:
         # Everything is checked: only now does the work directory get its database and the run.
         store = store or _open(opened, workdir)
-        run = options.create_run(store, manifest, built.settings, environment, hardware, reused)
+        run = options.create_run(store, manifest, built.settings, environment, hardware, reused, backend.record())
     calls.bind(store, run.id)
     return Started(store, run, options, manifest, pool, built, changed, auditor, reused)
 
@@ -276,6 +289,21 @@ def _environment(
             + "\n(restore the environment as it was, or use another --workdir for a new run)"
         )
     return manifest, environment
+
+
+def stored_backend(workdir: Path) -> dict[str, Any] | None:
+    """The backend stored with the run in `workdir` (`BackendChoice.record`), read without writing; None for
+    a new run or one from before the backend was stored (a database that cannot be read: the start reports
+    that)."""
+    if not (workdir / DB_NAME).exists():
+        return None
+    try:
+        with Store.open_readonly(workdir) as store:
+            run = store.get_run()
+    except (StoreError, RunFault):
+        return None
+    record = None if run is None else run.config.get(BACKEND_KEY)
+    return dict(record) if isinstance(record, Mapping) else None
 
 
 def _open(opened: list[Store], workdir: Path) -> Store:
