@@ -42,6 +42,8 @@ MODULES = ("shards", "harness", "train_gpt", "prepare", "score")
 def ng() -> Iterator[SimpleNamespace]:
     """The environment's modules, imported from its directory (as a job does) and unloaded afterwards,
     so their short names cannot clash with another environment's."""
+    for name in MODULES:  # another environment's module of the same short name (prepare, score, harness)
+        sys.modules.pop(name, None)
     sys.path.insert(0, str(ENV_DIR))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: extra threads only spin, badly so on a busy 2-core machine
