@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from idealab.executor.base import JobResult, JobSpec
-from idealab.search.evidence import trial_seed
-from idealab.search.journal import BASELINE_EPOCH
+from plantedquad import BASELINE_OUTCOMES, planted_env
 from raycluster import NODE_SECRET, REQUIRE_VAR, RayCluster, start_cluster
 
 pytestmark = pytest.mark.slow
@@ -160,30 +159,6 @@ def test_cancel_and_timeout_leave_no_process(cluster: RayCluster, tmp_path: Path
     assert not {pid: j for pid, j in ray_job_processes().items() if j in ("ray-cancel-me", "ray-slow")}
 
 
-def planted_env(tmp_path: Path, seed: int) -> Path:
-    """quad, whose three baseline runs (their seeds are known) end ok, failed and at the time limit."""
-    env = tmp_path / "planted"
-    shutil.copytree(QUAD, env)
-    plan = {trial_seed(seed, BASELINE_EPOCH, k, 0): outcome for k, outcome in enumerate(("fail", "hang", "ok"))}
-    (env / "plan.json").write_text(json.dumps({str(k): v for k, v in plan.items()}))
-    train = (env / "train.py").read_text()
-    (env / "train.py").write_text(
-        train.replace(
-            "time.sleep(",
-            "import json, subprocess, sys\n"
-            "plan = json.load(open('plan.json')).get(os.environ['IDEALAB_SEED'], 'ok')\n"
-            "if plan == 'fail':\n    sys.exit(3)\n"
-            "if plan == 'hang':\n    subprocess.Popen(['sh', '-c', 'sleep 600 & sleep 600'])\n    time.sleep(600)\n"
-            "time.sleep(",
-            1,
-        )
-    )
-    manifest = (env / "idealab.toml").read_text().replace("timeout_s = 30", "timeout_s = 5")
-    manifest = manifest.replace('readonly = ["score.py"]', 'readonly = ["score.py", "plan.json"]')
-    (env / "idealab.toml").write_text(manifest)
-    return env
-
-
 def run_command(cluster: RayCluster, env: Path, workdir: Path, seed: int) -> list[str]:
     return [
         sys.executable, "-m", "idealab", "run", "--env", str(env), "--epochs", "1", "--ideas-per-epoch", "2",
@@ -206,7 +181,7 @@ def test_a_search_on_ray_ends_with_the_right_statuses(cluster: RayCluster, tmp_p
         baseline = [r[0] for r in conn.execute("SELECT status FROM ideas WHERE epoch = -1 ORDER BY idx")]
         ideas = [r[0] for r in conn.execute("SELECT status FROM ideas WHERE epoch = 0")]
         handles = [r[0] for r in conn.execute("SELECT handle FROM jobs")] if _has_handles(conn) else []
-    assert baseline == ["failed", "timeout", "ok"]
+    assert baseline == list(BASELINE_OUTCOMES)
     assert ideas == ["ok", "ok"]
     assert all(h.startswith("ray:") for h in handles)
     assert not ray_job_processes()  # the timed-out job's whole tree is gone

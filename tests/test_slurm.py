@@ -5,6 +5,7 @@ survives a SIGKILL of its orchestrator by reattaching to the Slurm jobs it had s
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,8 @@ from idealab.executor.runner import run_job
 from idealab.executor.slurm import ACTIVE_STATES, SlurmBackend, SlurmOptions
 from idealab.manifest import load_manifest
 from idealab.status import Status
+from jobprocs import job_processes
+from plantedquad import BASELINE_OUTCOMES, planted_env
 from slurmcluster import slurm_cluster
 from test_resume import slow_quad
 
@@ -195,6 +198,30 @@ def test_search_runs_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None
     jobs = query(db, "SELECT handle, backend, status FROM jobs")
     assert len(jobs) == 5 and all(str(h).startswith("slurm:") and b == "slurm" and s == "ok" for h, b, s in jobs)
     assert len(slurm_jobs_under(workdir, slurm_env)) == 5  # one Slurm job per job: none submitted twice
+
+
+def test_a_search_on_slurm_ends_with_the_right_statuses(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """Baseline runs planted to fail and to hang past their limit (with children), beside ok ones: each
+    ends with its status, the hung one's whole process tree is gone, and Slurm holds no job of the run."""
+    workdir, command = tmp_path / "run", run_command(tmp_path / "run", planted_env(tmp_path, seed=5))
+    command[command.index("--baseline-runs") + 1] = "3"
+    command[command.index("--ideas-per-epoch") + 1] = "2"
+    done = subprocess.run(command, capture_output=True, text=True, env=slurm_env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    db = workdir / "idealab.db"
+    baseline = [s for (s,) in query(db, "SELECT status FROM ideas WHERE epoch = -1 ORDER BY idx")]
+    assert baseline == list(BASELINE_OUTCOMES)
+    jobs = query(db, "SELECT handle, status FROM jobs")
+    assert sorted(s for _, s in jobs) == sorted([*BASELINE_OUTCOMES, "ok", "ok"])
+    assert all(str(h).startswith("slurm:") for h, _ in jobs)
+    shown = subprocess.run([sys.executable, "-m", "idealab", "status", "--workdir", str(workdir), "--json"],
+                           capture_output=True, text=True, env=slurm_env, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert [e["status"] for e in status["experiments"]] == ["ok", "ok"]
+    assert status["baseline"]["n"] == 1  # only the ok baseline run measured the bar
+    assert job_processes(workdir) == []  # the timed-out job's children too
+    assert all(state not in ACTIVE_STATES for _, state in slurm_jobs_under(workdir, slurm_env))
 
 
 def test_sigkill_then_resume_reattaches_to_running_slurm_jobs(slurm_env: dict[str, str], tmp_path: Path) -> None:
