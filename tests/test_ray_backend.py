@@ -386,3 +386,27 @@ def test_a_scored_job_on_ray_gets_the_scorers_metric(
     assert not (tmp_path / "scored" / "code" / "score.py").exists()  # hidden: never in the training's copy
     assert spins.status is Status.TIMEOUT and spins.reason is not None, spins.reason
     assert spins.reason.startswith("over its training budget (1 s of cpu time)")
+
+
+def test_a_ray_job_filling_the_disk_is_stopped(cluster: RayCluster, tmp_path: Path) -> None:
+    from idealab.executor.bwrap import Limits
+
+    spec = job(tmp_path, "filler", """\
+        import time
+        with open("fill.bin", "wb") as out:
+            for _ in range(200):
+                out.write(b"x" * 2**20)
+                out.flush()
+                time.sleep(0.05)
+    """)  # fmt: skip
+    spec = replace(spec, sandbox=replace(spec.sandbox, limits=Limits(disk_mb=3)))
+
+    async def main() -> JobResult:
+        jobs = backend(cluster, sandbox="off")
+        try:
+            return await asyncio.wait_for(jobs.wait(await jobs.submit(spec)), 300)
+        finally:
+            await jobs.close()
+
+    result = asyncio.run(main())
+    assert result.limit_hit is not None and result.limit_hit.startswith("disk limit (3 MB) reached"), result
