@@ -1,14 +1,16 @@
 """The entrypoint of a Ray job: `python -m idealab.executor.ray_worker`, run by Ray on a cluster node.
 
 Ray starts it in the job's unpacked working directory (the experiment's copy, shipped by the Ray
-backend) with the request in IDEALAB_RAY_REQUEST. It runs the job exactly as the local backend does, under
-idealab's own supervisor (time limit with grace, capped logs, metric stream, exit record, sandbox), then
-prints what the orchestrator needs back as one line of the job's Ray log:
+backend) with the request in IDEALAB_RAY_REQUEST: the job's spec, its paths moved to the node's own
+directories. It runs the job exactly as the local backend does, under idealab's own supervisor (time limit
+with grace, capped logs, metric stream, training budget, then the scoring step in its own sandbox, exit
+record), then prints what the orchestrator needs back as one line of the job's Ray log:
 
 - `IDEALAB-RAY-START {json}` as soon as the job starts: the GPUs Ray gave it (CUDA_VISIBLE_DEVICES), the
   node, the start time;
-- `IDEALAB-RAY-RESULT <base64(zlib(json))>` at the end: the exit record, the logs and metric values, and
-  the content of any protected file the job changed (so the orchestrator's tamper check sees it).
+- `IDEALAB-RAY-RESULT <base64(zlib(json))>` at the end: the exit record, the logs (the scoring step's too)
+  and metric values, the content of any protected file the job changed and of any file scoring changed in
+  its directory (so the orchestrator's tamper checks see them).
 
 Ray caches an unpacked working directory by content and shares it between jobs with the same files (three
 baseline runs are the same files), so the job runs in a private copy of it, removed at the end. The job's
