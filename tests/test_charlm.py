@@ -13,7 +13,7 @@ import pytest
 from idealab.data import DataError, shakespeare_path
 from idealab.executor.bwrap import bwrap_problem
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import Outcome, copy_omits, run_job
+from idealab.executor.runner import Outcome, copy_omits, preflight_manifest, run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Clock, Goal, load_manifest, resolve_env
@@ -72,11 +72,13 @@ def test_each_knob_is_one_module_level_number_in_range() -> None:
             assert isinstance(value, int), knob.name
 
 
-def run_scored(tmp_path: Path, train: str | None = None, preset: str = "cpu-smoke") -> Outcome:
+def run_scored(tmp_path: Path, train: str | None = None, preset: str = "cpu-smoke", preflight: bool = False) -> Outcome:
     """One job of charlm through the executor (training, then the separate scoring), its train.py
-    replaced by `train` where given."""
+    replaced by `train` where given; with `preflight`, the job an implementer's preflight check runs."""
     needs_data()
     manifest = load_manifest(ENV_DIR, preset)
+    if preflight:
+        manifest = preflight_manifest(manifest)
     code = copy_environment(ENV_DIR, tmp_path / "code", omit=copy_omits(manifest))
     if train is not None:
         (code / "train.py").write_text(textwrap.dedent(train))
@@ -137,6 +139,22 @@ def test_scoring_rejects_a_model_that_sees_later_characters(tmp_path: Path, mode
     assert outcome.metric is None
 
 
+@pytest.mark.parametrize("model", ["PeekAhead", "PeekAtEvalBatch"])
+def test_the_preflights_quick_scoring_rejects_a_model_that_sees_later_characters(tmp_path: Path, model: str) -> None:
+    outcome = run_scored(tmp_path, STAND_IN.format(model=model), preflight=True)
+    assert outcome.status is Status.FAILED
+    assert outcome.reason is not None and "not causal" in outcome.reason
+
+
+@pytest.mark.slow
+def test_the_preflight_of_the_baseline_trains_briefly_and_passes_the_quick_scoring(tmp_path: Path) -> None:
+    outcome = run_scored(tmp_path, preflight=True)
+    assert outcome.status is Status.OK, outcome.reason
+    assert "CHARLM_TIME_BUDGET_S=4" in load_manifest(ENV_DIR).run.preflight  # type: ignore[operator]
+    assert outcome.result.training_s is None  # no [budget] in a preflight: its command sets its length
+    assert outcome.metric is not None and outcome.metric < UNIFORM_LOSS
+
+
 def test_a_train_py_that_replaces_what_scoring_uses_is_tampered(tmp_path: Path) -> None:
     stand_in = STAND_IN.format(model="Uniform")
     outcome = run_scored(tmp_path, "import torch.nn.functional as F\nF.cross_entropy = lambda *a, **k: 0\n" + stand_in)
@@ -146,14 +164,18 @@ def test_a_train_py_that_replaces_what_scoring_uses_is_tampered(tmp_path: Path) 
 
 @pytest.mark.skipif(bwrap_problem() is not None, reason="private data is hidden by the sandbox")
 def test_training_cannot_read_the_validation_text(tmp_path: Path) -> None:
-    outcome = run_scored(tmp_path, STAND_IN.format(model="Uniform") + textwrap.dedent("""
+    outcome = run_scored(
+        tmp_path,
+        STAND_IN.format(model="Uniform")
+        + textwrap.dedent("""
         import prepare
         try:
             prepare.data_file("val.txt").read_text()
             print("val.txt: read")
         except (OSError, SystemExit):
             print("val.txt: out of reach")
-    """))
+    """),
+    )
     assert outcome.status is Status.OK, outcome.reason
     assert "val.txt: out of reach" in outcome.result.stdout_path.read_text()
 

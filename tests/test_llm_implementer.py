@@ -264,3 +264,49 @@ def test_the_preflight_is_a_job_of_the_runs_backend_and_cannot_see_the_workdir(t
     (preflight,) = backend.submitted
     assert preflight.workspace.is_relative_to(workdir / "preflight")  # on the workdir: a cluster's nodes see it
     assert list((workdir / "preflight").iterdir()) == []  # its copy is removed afterwards
+
+
+SCORED = Path(__file__).parent / "envs" / "scored"
+X_AS_TEXT = """train.py
+<<<<<<< SEARCH
+X = 0.5
+=======
+X = "0.5"
+>>>>>>> REPLACE
+"""
+SET_SCORED_X = """train.py
+<<<<<<< SEARCH
+X = 0.5
+=======
+X = 0.3
+>>>>>>> REPLACE
+"""
+
+
+def test_a_preflight_runs_the_scoring_step_and_its_verdict_goes_back_to_the_model(
+    tmp_path: Path, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With [score], the preflight trains (its own short command), then runs the real scorer in a fresh
+    scoring directory: a change the scorer refuses goes back with the scorer's reason before any real job."""
+    from idealab.executor.runner import copy_omits
+    from idealab.paths import DATA_DIR_VAR
+
+    data = tmp_path / "data"
+    (data / "scored").mkdir(parents=True)
+    (data / "scored" / "val.txt").write_text("0.3\n")
+    monkeypatch.setenv(DATA_DIR_VAR, str(data))
+    root = tmp_path / "env"
+    shutil.copytree(SCORED, root)
+    toml = root / "idealab.toml"
+    toml.write_text(toml.read_text().replace("timeout_s = 60\n", 'timeout_s = 60\npreflight = "python train.py"\n', 1))
+    manifest = load_manifest(root)
+    workspace = copy_environment(root, tmp_path / "workspace", omit=copy_omits(manifest))
+    assert not (workspace / "score.py").exists()  # the implementer's copy has no scorer: the preflight brings it
+    fake_provider.add("chat", Reply.answer(X_AS_TEXT), Reply.answer(SET_SCORED_X))
+    impl = implement(fake_provider, manifest, workspace, samples=1, revisions=1)
+    assert impl.ok, impl.reason
+    error = impl.attempts[0].error or ""
+    # training passed; the scorer failed on its artefact, and says why in its own words
+    assert "its scoring (`python score.py`) did not accept the result (failed)" in error, error
+    assert "TypeError: unsupported operand" in error
+    assert "TypeError: unsupported operand" in fake_provider.requests("chat")[1].body["messages"][3]["content"]

@@ -300,3 +300,88 @@ def _in_flight_with_handles(db: Path) -> list[str]:
             return [r[0] for r in conn.execute(query)]
         except sqlite3.OperationalError:  # the schema is not there yet
             return []
+
+
+SCORED = Path(__file__).parent / "envs" / "scored"
+SCORED_TRAIN = """\
+import json
+
+import lib
+
+X = 0.5
+
+if __name__ == "__main__":
+    print("@metric " + json.dumps({"name": "loss", "value": 0.0}))  # training's own claim: never the result
+    lib.save_artefact(X)
+"""
+
+
+def test_a_scored_job_on_ray_gets_the_scorers_metric(
+    cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scoring directory travels with the job, apart from the training's copy; the scorer runs on the
+    node after training; its metric alone counts; the training budget holds there too."""
+    from idealab.executor.runner import Outcome, copy_omits, run_job
+    from idealab.executor.sandbox import copy_environment
+    from idealab.manifest import load_manifest
+    from idealab.paths import DATA_DIR_VAR
+    from idealab.status import Status
+
+    data = tmp_path / "data"
+    (data / "scored").mkdir(parents=True)
+    (data / "scored" / "val.txt").write_text("0.3\n")
+    monkeypatch.setenv(DATA_DIR_VAR, str(data))  # travels to the node: the manifest allows it (below)
+    env = tmp_path / "env"
+    shutil.copytree(SCORED, env)
+    (env / "train.py").write_text(SCORED_TRAIN)
+    toml = (env / "idealab.toml").read_text()
+    (env / "idealab.toml").write_text(
+        toml.replace("timeout_s = 60\n", 'timeout_s = 60\nallow_env = ["IDEALAB_DATA_DIR"]\n', 1)
+    )
+    spinning = "import signal\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\nwhile True:\n    pass\n"
+
+    async def main() -> tuple[Outcome, Outcome]:
+        jobs = backend(cluster, sandbox="off")  # the test's data lies in this machine's /tmp
+        outcomes = []
+        try:
+            for job_id, preset, train in (("scored", None, SCORED_TRAIN), ("spins", "tight", spinning)):
+                (env / "train.py").write_text(train)
+                manifest = load_manifest(env, preset)
+                workspace = copy_environment(env, tmp_path / job_id / "code", omit=copy_omits(manifest))
+                run = run_job(jobs, manifest, workspace, job_id, tmp_path / job_id / "logs")
+                outcomes.append(await asyncio.wait_for(run, 300))
+        finally:
+            await jobs.close()
+        return outcomes[0], outcomes[1]
+
+    scored, spins = asyncio.run(main())
+    assert scored.status is Status.OK, scored.reason
+    assert scored.metric == pytest.approx((0.5 - 0.3) ** 2 + 1.0)
+    assert (tmp_path / "scored" / "logs" / "score-stdout.log").read_text().startswith("@metric")
+    assert not (tmp_path / "scored" / "code" / "score.py").exists()  # hidden: never in the training's copy
+    assert spins.status is Status.TIMEOUT and spins.reason is not None, spins.reason
+    assert spins.reason.startswith("over its training budget (1 s of cpu time)")
+
+
+def test_a_ray_job_filling_the_disk_is_stopped(cluster: RayCluster, tmp_path: Path) -> None:
+    from idealab.executor.bwrap import Limits
+
+    spec = job(tmp_path, "filler", """\
+        import time
+        with open("fill.bin", "wb") as out:
+            for _ in range(200):
+                out.write(b"x" * 2**20)
+                out.flush()
+                time.sleep(0.05)
+    """)  # fmt: skip
+    spec = replace(spec, sandbox=replace(spec.sandbox, limits=Limits(disk_mb=3)))
+
+    async def main() -> JobResult:
+        jobs = backend(cluster, sandbox="off")
+        try:
+            return await asyncio.wait_for(jobs.wait(await jobs.submit(spec)), 300)
+        finally:
+            await jobs.close()
+
+    result = asyncio.run(main())
+    assert result.limit_hit is not None and result.limit_hit.startswith("disk limit (3 MB) reached"), result

@@ -120,6 +120,7 @@ class ScoreSpec:
     command: str
     timeout_s: float = 600.0  # wall-clock limit of the scoring process
     private_data: tuple[str, ...] = ()
+    preflight_command: str | None = None  # the scoring of a preflight check (None: `command`)
 
 
 class Clock(StrEnum):
@@ -219,7 +220,7 @@ _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "p
 _GUIDANCE_KEYS = {"direction", "examples"}
 _SEARCH_KEYS = {"ideas_per_epoch"}
 _FILES_KEYS = {"editable", "readonly", "hidden"}
-_SCORE_KEYS = {"command", "timeout_s", "private_data"}
+_SCORE_KEYS = {"command", "timeout_s", "private_data", "preflight_command"}
 _BUDGET_KEYS = {"seconds", "clock", "grace_s"}
 _KNOB_KEYS = {"file", "low", "high", "log", "integer"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -437,7 +438,10 @@ def _parse_score(r: _Reader, raw: dict[str, Any]) -> ScoreSpec | None:
     for rel in private:
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise r.fail("score.private_data", "paths (globs) relative to the data directory", rel)
-    return ScoreSpec(command=r.string(score, "command", "score."), timeout_s=timeout_s, private_data=private)
+    return ScoreSpec(
+        command=r.string(score, "command", "score."), timeout_s=timeout_s, private_data=private,
+        preflight_command=r.optional_string(score, "preflight_command", "score."),
+    )  # fmt: skip
 
 
 def _parse_budget(r: _Reader, raw: dict[str, Any], run: RunSpec) -> BudgetSpec | None:

@@ -40,6 +40,7 @@ from idealab.executor.procs import (
 from idealab.executor.sandbox import job_environment
 from idealab.executor.scoring import supervisor_score_step
 from idealab.executor.slots import Lease, SlotPool
+from idealab.executor.supervision import disk_watch, supervisor_spec
 from idealab.executor.supervisor import (
     DROP_PYTHONPATH_VAR,
     EXIT_NAME,
@@ -52,7 +53,6 @@ from idealab.executor.supervisor import (
     STDOUT_NAME,
     SUPERVISOR_LOG_NAME,
     ExitRecord,
-    SupervisorSpec,
 )
 from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES
 
@@ -262,9 +262,12 @@ class LocalBackend:
             home = job_home(job_dir, sandboxed)
             env = job_environment(spec.env, lease.gpu_ids, spec.job_id, self._base_env, policy.allow_env, home)
             wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, lease.gpu_ids, sandboxed)
-            disk = _disk_watch(policy.limits.disk_mb, spec.workspace, job_dir, sandboxed)
-            score = supervisor_score_step(spec, job_dir, lease.gpu_ids, sandboxed, policy.limits, self.conceal)
-            self._supervisor_spec(spec, wrapper, sandboxed, policy.limits.processes, disk, score).write(job_dir)
+            supervisor_spec(
+                spec, wrapper, sandboxed, grace_s=self.grace_s, log_cap_bytes=self.log_cap_bytes,
+                max_metric_values=self.max_metric_values, max_processes=policy.limits.processes,
+                disk=disk_watch(policy.limits.disk_mb, spec.workspace, job_dir, sandboxed),
+                score=supervisor_score_step(spec, job_dir, lease.gpu_ids, sandboxed, policy.limits, self.conceal),
+            ).write(job_dir)  # fmt: skip
             with (job_dir / SUPERVISOR_LOG_NAME).open("wb") as supervisor_log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -350,37 +353,6 @@ class LocalBackend:
             if lease is not None:
                 lease.release()
 
-    def _supervisor_spec(
-        self,
-        spec: JobSpec,
-        wrapper: list[str],
-        sandboxed: bool,
-        max_processes: int | None,
-        disk: tuple[int | None, list[str]] = (None, []),
-        score: dict[str, object] | None = None,
-    ) -> SupervisorSpec:
-        budget = spec.budget
-        return SupervisorSpec(
-            job_id=spec.job_id,
-            command=spec.command,
-            cwd=str(spec.workspace),
-            timeout_s=spec.timeout_s,
-            grace_s=self.grace_s,
-            log_cap_bytes=self.log_cap_bytes,
-            metric_name=spec.metric_name,
-            metric_regex=spec.metric_regex,
-            max_metric_values=self.max_metric_values,
-            wrapper=wrapper,
-            sandboxed=sandboxed,
-            max_processes=max_processes,
-            max_disk_mb=disk[0],
-            disk_paths=disk[1],
-            budget_s=budget.seconds if budget is not None else None,
-            budget_clock=budget.clock if budget is not None else "wall",
-            budget_grace_s=budget.grace_s if budget is not None else self.grace_s,
-            score=score,
-        )
-
     async def _stop_supervisor(
         self, pid: int, job_id: str, job_dir: Path, exited: asyncio.Future[Any], forced: bool
     ) -> None:
@@ -403,15 +375,6 @@ def _supervisor_env(job_env: dict[str, str]) -> dict[str, str]:
     if "PYTHONPATH" in job_env:
         return job_env
     return {**job_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), DROP_PYTHONPATH_VAR: "1"}
-
-
-def _disk_watch(limit_mb: int | None, workspace: Path, job_dir: Path, sandboxed: bool) -> tuple[int | None, list[str]]:
-    """The disk cap and the directories it covers: the job's copy, and its HOME outside the sandbox (inside,
-    HOME is in the private /tmp, a tmpfs of the cap's size)."""
-    if limit_mb is None:
-        return None, []
-    paths = [str(workspace)] if sandboxed else [str(workspace), job_home(job_dir, sandboxed)]
-    return limit_mb, paths
 
 
 def format_handle(supervisor_pid: int, gpu_ids: tuple[int, ...]) -> str:

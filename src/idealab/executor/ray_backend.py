@@ -31,10 +31,12 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,16 @@ from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
 from idealab.executor.bwrap import SANDBOX_MODES, Limits
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, result_from_record
-from idealab.executor.ray_worker import REQUEST_VAR, RESULT_MARK, SHIPPED_FILES, START_MARK, decode
+from idealab.executor.ray_worker import (
+    REQUEST_VAR,
+    RESULT_MARK,
+    SHIPPED_FILES,
+    START_MARK,
+    UPLOAD_SCORING,
+    UPLOAD_WORKSPACE,
+    decode,
+    spec_payload,
+)
 from idealab.executor.sandbox import COPY_IGNORE
 from idealab.executor.supervisor import METRICS_NAME, STDERR_NAME, STDOUT_NAME, ExitRecord
 from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES
@@ -251,29 +262,25 @@ class RayBackend:
         base = os.environ if self._base_env is None else self._base_env
         # only the names the manifest explicitly allows travel from here; the rest comes from the node
         explicit = {k: v for k, v in base.items() if any(matches(k, p) for p in policy.allow_env)}
-        limits = policy.limits.merged(self.limits)
+        on_node = replace(
+            spec, env={**explicit, **spec.env},
+            sandbox=replace(policy, limits=policy.limits.merged(self.limits), mode=policy.mode or self.sandbox),
+        )  # fmt: skip
+        log_dir = job_log_dir(spec)
         return {
             "job_id": spec.job_id,
-            "command": spec.command,
-            "timeout_s": spec.timeout_s,
+            "spec": spec_payload(on_node),
+            # the directories the spec's paths are under here, moved to the node's own there
+            "workspace": sorted({str(spec.workspace), str(spec.workspace.resolve())}),
+            "log_dir": sorted({str(log_dir), str(log_dir.resolve())}),
             "grace_s": self.grace_s,
             "log_cap_bytes": self.log_cap_bytes,
-            "metric_name": spec.metric_name,
-            "metric_regex": spec.metric_regex,
             "max_metric_values": self.max_metric_values,
-            "env": {**explicit, **spec.env},
-            "sandbox": {
-                "network": policy.network,
-                "allow_env": list(policy.allow_env),
-                "readonly": list(policy.readonly),
-                "limits": vars(limits),
-                "mode": policy.mode or self.sandbox,
-            },
         }
 
-    def _runtime_env(self, spec: JobSpec) -> dict[str, Any]:
+    def _runtime_env(self, spec: JobSpec, working_dir: Path) -> dict[str, Any]:
         return {
-            "working_dir": str(spec.workspace),
+            "working_dir": str(working_dir),
             "excludes": list(COPY_IGNORE),
             "py_modules": [str(Path(idealab.__file__).parent)],
             "env_vars": {
@@ -318,18 +325,29 @@ class RayBackend:
     async def _submit(self, job: _RayJob) -> None:
         # Ray skips what a .gitignore in the working directory names: an experiment's copy must go whole
         os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"
+        await asyncio.to_thread(self._submit_now, job)
+
+    def _submit_now(self, job: _RayJob) -> None:
+        """Submit the job (Ray uploads its working directory now). A job with a scoring step uploads a
+        staging directory holding its copy and its scoring directory side by side (see ray_worker.run)."""
         spec = job.spec
-        await asyncio.to_thread(
-            self.client.submit_job,
-            entrypoint=ENTRYPOINT,
-            submission_id=job.sid,
-            runtime_env=self._runtime_env(spec),
-            entrypoint_num_gpus=spec.gpus or None,
-            entrypoint_num_cpus=self.num_cpus,
-            entrypoint_memory=self.memory_mb * 2**20 if self.memory_mb else None,
-            # which run's job this is, for whoever lists the cluster's jobs (job ids repeat across runs)
-            metadata={"idealab_job_id": spec.job_id, "idealab_log_dir": str(job.stdout_path.parent)},
-        )
+        with contextlib.ExitStack() as stack:
+            working_dir = spec.workspace
+            if spec.scoring is not None:
+                working_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idealab-ray-upload-")))
+                ignore = shutil.ignore_patterns(*COPY_IGNORE)
+                shutil.copytree(spec.workspace, working_dir / UPLOAD_WORKSPACE, symlinks=True, ignore=ignore)
+                shutil.copytree(spec.scoring.workspace, working_dir / UPLOAD_SCORING, symlinks=True)
+            self.client.submit_job(
+                entrypoint=ENTRYPOINT,
+                submission_id=job.sid,
+                runtime_env=self._runtime_env(spec, working_dir),
+                entrypoint_num_gpus=spec.gpus or None,
+                entrypoint_num_cpus=self.num_cpus,
+                entrypoint_memory=self.memory_mb * 2**20 if self.memory_mb else None,
+                # which run's job this is, for whoever lists the cluster's jobs (job ids repeat across runs)
+                metadata={"idealab_job_id": spec.job_id, "idealab_log_dir": str(job.stdout_path.parent)},
+            )
 
     def _requeue(self, job: _RayJob, info: Any) -> bool:
         """Whether the job never started because it waited in Ray's queue past RAY_JOB_START_TIMEOUT_SECONDS
@@ -424,6 +442,8 @@ class RayBackend:
             if files.get(name) is not None:
                 (log_dir / name).write_bytes(base64.b64decode(files[name]))
         self._restore_protected(job.spec.workspace, bundle["protected"])
+        if job.spec.scoring is not None:  # what scoring did to its directory, where the tamper check looks
+            self._restore_protected(job.spec.scoring.workspace, bundle.get("scoring", {}))
         exit_fields = bundle["exit"]
         assert isinstance(exit_fields, dict)
         record = ExitRecord(**exit_fields)
@@ -440,10 +460,11 @@ class RayBackend:
         assert isinstance(protected, dict)
         for rel, content in protected.items():
             path = workspace / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
             if content is None:
                 path.unlink(missing_ok=True)
             else:
-                with contextlib.suppress(PermissionError):
+                with contextlib.suppress(FileNotFoundError, PermissionError):
                     path.chmod(0o644)
                 path.write_bytes(base64.b64decode(content))
 

@@ -169,6 +169,22 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, se
     )
 
 
+def preflight_manifest(manifest: Manifest) -> Manifest:
+    """The manifest a preflight check runs as a job: `run.preflight` as the training, within
+    `run.preflight_timeout_s` and without the `[budget]` (the preflight command sets its own short length),
+    then, with `[score]`, the scoring step's `preflight_command` (else its `command`) in the same fresh
+    scoring directory as a real job's."""
+    run = manifest.run
+    if run.preflight is None:
+        raise ValueError(f"environment {manifest.name!r} has no [run] preflight")
+    short = replace(run, command=run.preflight, timeout_s=run.preflight_timeout_s, seed_flag=None)
+    checked = replace(manifest, budget=None, run=short)
+    score = manifest.score
+    if score is not None and score.preflight_command is not None:
+        checked = replace(checked, score=replace(score, command=score.preflight_command))
+    return checked
+
+
 def prepare_job(manifest: Manifest, workspace: Path, log_dir: Path) -> None:
     """What a job needs besides its copy, made before it is submitted: with `[score]`, a fresh artefact
     directory and the scoring directory (pristine protected files, the editable files as they will run)."""

@@ -40,6 +40,7 @@ from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
 from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, result_from_record
 from idealab.executor.sandbox import job_environment
 from idealab.executor.scoring import supervisor_score_step
+from idealab.executor.supervision import supervisor_spec
 from idealab.executor.supervisor import (
     ENVIRONMENT_NAME,
     EXIT_NAME,
@@ -49,7 +50,6 @@ from idealab.executor.supervisor import (
     STDOUT_NAME,
     SUPERVISOR_LOG_NAME,
     ExitRecord,
-    SupervisorSpec,
 )
 from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES
 
@@ -253,15 +253,9 @@ class SlurmBackend:
         if spec.gpus:
             del env["CUDA_VISIBLE_DEVICES"]  # the node's, from the job's GRES
         wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, devices, sandboxed)
-        budget = spec.budget
-        SupervisorSpec(
-            job_id=spec.job_id, command=spec.command, cwd=str(spec.workspace), timeout_s=spec.timeout_s,
-            grace_s=self.grace_s, log_cap_bytes=self.log_cap_bytes, metric_name=spec.metric_name,
-            metric_regex=spec.metric_regex, max_metric_values=self.max_metric_values, wrapper=wrapper,
-            sandboxed=sandboxed, max_processes=policy.limits.processes,
-            budget_s=budget.seconds if budget is not None else None,
-            budget_clock=budget.clock if budget is not None else "wall",
-            budget_grace_s=budget.grace_s if budget is not None else self.grace_s,
+        supervisor_spec(
+            spec, wrapper, sandboxed, grace_s=self.grace_s, log_cap_bytes=self.log_cap_bytes,
+            max_metric_values=self.max_metric_values, max_processes=policy.limits.processes,
             score=supervisor_score_step(spec, job_dir, devices, sandboxed, policy.limits, self.conceal),
         ).write(job_dir)  # fmt: skip
         (job_dir / ENVIRONMENT_NAME).write_text(json.dumps({"env": env, "keep": list(NODE_VARIABLES)}))

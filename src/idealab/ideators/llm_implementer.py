@@ -13,14 +13,22 @@ import asyncio
 import itertools
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from idealab.errors import StopRun
 from idealab.executor.base import Backend, JobResult, JobSpec
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import describe_exit, sandbox_policy
+from idealab.executor.runner import (
+    classify,
+    describe_exit,
+    job_spec,
+    preflight_manifest,
+    prepare_job,
+    protected_hashes,
+    sandbox_policy,
+)
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.guards import check_changes
@@ -29,6 +37,7 @@ from idealab.ideators.prompting import implement_prompt, implement_prompt_stable
 from idealab.llm import Annotator, BudgetExhausted, LLMError, LLMRequest, LLMResponse, Message
 from idealab.manifest import Manifest
 from idealab.patching import ApplyResult, apply_edit, diff_texts, write_changes
+from idealab.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +196,22 @@ class LLMImplementer:
         with tempfile.TemporaryDirectory(prefix="idealab-preflight-", dir=self.scratch) as tmp:
             code = copy_environment(workspace, Path(tmp) / "code")
             write_changes(code, result.changes)
-            spec = JobSpec(
-                job_id=job_id,
-                workspace=code,
-                command=command,
-                timeout_s=manifest.run.preflight_timeout_s,
-                gpus=0,
-                env=dict(manifest.run.env),
-                log_dir=Path(tmp) / "logs",
-                sandbox=sandbox_policy(manifest),  # the same sandbox as the real job's
-            )
+            log_dir = Path(tmp) / "logs"
+            checked = preflight_manifest(manifest)
+            if manifest.score is None:
+                spec = JobSpec(
+                    job_id=job_id,
+                    workspace=code,
+                    command=command,
+                    timeout_s=manifest.run.preflight_timeout_s,
+                    gpus=0,
+                    env=dict(manifest.run.env),
+                    log_dir=log_dir,
+                    sandbox=sandbox_policy(manifest),  # the same sandbox as the real job's
+                )
+            else:  # training, then the scoring step, as a real job runs them (the same sandboxes)
+                await asyncio.to_thread(prepare_job, checked, code, log_dir)
+                spec = replace(job_spec(checked, code, job_id, log_dir), gpus=0)
             async with self._preflights:
                 handle = await self.backend.submit(spec)
                 try:
@@ -204,7 +219,17 @@ class LLMImplementer:
                 except asyncio.CancelledError:
                     await self.backend.cancel(handle)
                     raise
-            return _preflight_failure(command, manifest.run.preflight_timeout_s, done)
+            failure = _preflight_failure(command, manifest.run.preflight_timeout_s, done)
+            if failure is not None or manifest.score is None:
+                return failure
+            outcome = await asyncio.to_thread(classify, done, checked, code, protected_hashes(manifest))
+            if outcome.status is Status.OK:
+                return None
+            assert checked.score is not None
+            return (
+                f"The preflight check `{command}` ran, but its scoring (`{checked.score.command}`) did not accept "
+                f"the result ({outcome.status.value}): {outcome.reason}"
+            )
 
 
 def _preflight_failure(command: str, timeout_s: float, done: JobResult) -> str | None:

@@ -7,9 +7,9 @@ IDEALAB_ARTEFACT_DIR.
 The metric is the mean next-character cross-entropy (nats) over a fixed set of validation windows:
 EVAL_WINDOWS windows of EVAL_CONTEXT + 1 characters, evenly spaced over the validation text (a file only
 this process can read), so every run is scored on exactly the same EVAL_WINDOWS * EVAL_CONTEXT predictions
-whatever it trained with. The loss is computed here from the model's logits, and the model must be causal:
-a position's logits may not change when later characters change (checked at several batch sizes and
-several cut points).
+whatever it trained with (`--quick`, the preflight's scoring: QUICK_WINDOWS windows only). The loss is
+computed here from the model's logits, and the model must be causal: a position's logits may not change
+when later characters change (checked at several batch sizes and several cut points).
 
 The model code is imported from train.py (not run as __main__, so it does not train), and so runs in this
 process. Everything the scoring relies on is bound before that import and checked after it and after the
@@ -31,6 +31,7 @@ from torch import nn
 import prepare
 
 EVAL_WINDOWS = 512  # 512 * 64 = 32,768 scored characters
+QUICK_WINDOWS = 64  # `--quick` (the manifest's score.preflight_command): the full causality check, one batch
 EVAL_BATCH = 64
 CAUSAL_TOLERANCE = 1e-4
 CAUSAL_BATCHES = (1, 5, EVAL_BATCH)  # a model must not look ahead at any batch size...
@@ -151,7 +152,9 @@ def evaluate(model, windows, vocab_size):
 
 
 def main():
-    global _STDOUT
+    global _STDOUT, EVAL_WINDOWS
+    if "--quick" in sys.argv[1:]:
+        EVAL_WINDOWS = QUICK_WINDOWS
     before = _snapshot()
     _STDOUT = os.dup(1)  # the metric line goes here; whatever else is printed in this process goes to stderr
     os.dup2(2, 1)
