@@ -298,7 +298,12 @@ def test_a_preflight_runs_the_scoring_step_and_its_verdict_goes_back_to_the_mode
     root = tmp_path / "env"
     shutil.copytree(SCORED, root)
     toml = root / "idealab.toml"
-    toml.write_text(toml.read_text().replace("timeout_s = 60\n", 'timeout_s = 60\npreflight = "python train.py"\n', 1))
+    text = toml.read_text().replace("timeout_s = 60\n", 'timeout_s = 60\npreflight = "python train.py"\n', 1)
+    toml.write_text(
+        text.replace(
+            'command = "python score.py"\n', 'command = "python score.py"\npreflight_command = "python score.py"\n', 1
+        )
+    )
     manifest = load_manifest(root)
     workspace = copy_environment(root, tmp_path / "workspace", omit=copy_omits(manifest))
     assert not (workspace / "score.py").exists()  # the implementer's copy has no scorer: the preflight brings it

@@ -19,7 +19,7 @@ import pytest
 
 from idealab.executor.bwrap import bwrap_problem
 from idealab.executor.local import LocalBackend
-from idealab.executor.runner import Outcome, copy_omits, run_job
+from idealab.executor.runner import Outcome, copy_omits, preflight_manifest, run_job
 from idealab.executor.sandbox import copy_environment
 from idealab.executor.slots import SlotPool
 from idealab.manifest import Clock, ManifestError, load_manifest
@@ -289,3 +289,15 @@ def test_a_job_whose_scoring_finished_after_the_orchestrator_was_sigkilled_is_co
     assert all(jobs[key] == "ok" for key, _ in running)  # collected from the exit records, not run again
     assert baseline == ("ok", pytest.approx(TRUE_LOSS))
     assert job_processes(workdir) == []
+
+
+def test_a_preflight_is_scored_only_with_a_declared_quick_scorer(tmp_path: Path) -> None:
+    root = tmp_path / "env"
+    shutil.copytree(Path(__file__).parent / "envs" / "scored", root)
+    toml = root / "idealab.toml"
+    toml.write_text(toml.read_text().replace("timeout_s = 60\n", 'timeout_s = 60\npreflight = "python train.py"\n', 1))
+    plain = preflight_manifest(load_manifest(root))
+    assert plain.score is None and plain.budget is None and plain.run.command == "python train.py"
+    toml.write_text(toml.read_text().replace('command = "python score.py"\n', 'command = "python score.py"\npreflight_command = "python score.py --quick"\n', 1))  # noqa: E501
+    quick = preflight_manifest(load_manifest(root))
+    assert quick.score is not None and quick.score.command == "python score.py --quick"

@@ -120,7 +120,7 @@ class ScoreSpec:
     command: str
     timeout_s: float = 600.0  # wall-clock limit of the scoring process
     private_data: tuple[str, ...] = ()
-    preflight_command: str | None = None  # the scoring of a preflight check (None: `command`)
+    preflight_command: str | None = None  # a preflight check's quick scoring (None: the preflight is not scored)
 
 
 class Clock(StrEnum):

@@ -172,17 +172,17 @@ def job_spec(manifest: Manifest, workspace: Path, job_id: str, log_dir: Path, se
 def preflight_manifest(manifest: Manifest) -> Manifest:
     """The manifest a preflight check runs as a job: `run.preflight` as the training, within
     `run.preflight_timeout_s` and without the `[budget]` (the preflight command sets its own short length),
-    then, with `[score]`, the scoring step's `preflight_command` (else its `command`) in the same fresh
-    scoring directory as a real job's."""
+    then, where `[score]` declares a `preflight_command`, that quick scoring step in the same fresh scoring
+    directory as a real job's (without one, no scoring: a full scorer may need the job's GPUs or hours)."""
     run = manifest.run
     if run.preflight is None:
         raise ValueError(f"environment {manifest.name!r} has no [run] preflight")
     short = replace(run, command=run.preflight, timeout_s=run.preflight_timeout_s, seed_flag=None)
     checked = replace(manifest, budget=None, run=short)
     score = manifest.score
-    if score is not None and score.preflight_command is not None:
-        checked = replace(checked, score=replace(score, command=score.preflight_command))
-    return checked
+    if score is None or score.preflight_command is None:
+        return replace(checked, score=None)
+    return replace(checked, score=replace(score, command=score.preflight_command))
 
 
 def prepare_job(manifest: Manifest, workspace: Path, log_dir: Path) -> None:
