@@ -49,8 +49,9 @@ $(RAY_STAMP): requirements-ray.txt | $(STAMP)
 demo: $(STAMP) sandbox
 	$(BIN)/idealab env prepare charlm --preset demo
 	rm -rf runs/demo
-	# 3 measured baseline runs, 12 ideas, the top 2 confirmed with 3 seeds each (about 20-25 short jobs)
-	$(BIN)/idealab run --env charlm --preset demo --epochs 3 --ideas-per-epoch 4 --slots 2 --seed 0 \
+	# 3 measured baseline runs, 8 ideas, the top 2 confirmed with 3 seeds each (about 15-20 short jobs, each
+	# trained for 15 CPU s and scored in a separate process)
+	$(BIN)/idealab run --env charlm --preset demo --epochs 2 --ideas-per-epoch 4 --slots 2 --seed 0 \
 		--baseline-runs 3 --confirm-top 2 --confirm-seeds 3 --workdir runs/demo
 
 # Debian's chromium for the browser tests (skipped, with the reason, where it cannot be installed).
