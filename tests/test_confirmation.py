@@ -6,7 +6,6 @@ environment's read-only score.py, so the seeds the loop hands out decide every o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sqlite3
@@ -27,6 +26,7 @@ from idealab.search.loop import Search, SearchConfig, trial_seed
 from idealab.status import Status
 from idealab.store import IdeaRecord, Store
 from jobprocs import job_processes
+from searchrun import run_to_end
 
 NOISY = Path(__file__).parent / "envs" / "noisy"
 SD = 0.1
@@ -72,13 +72,7 @@ def run_search(
         settings, tmp_path / "run", job_slots=slots,
     )  # fmt: skip
 
-    async def go() -> None:
-        try:
-            await search.run()
-        finally:
-            await backend.close()
-
-    asyncio.run(go())
+    run_to_end(search, backend)
     assert search.internal_errors == []
     return store, run.id, search
 

@@ -14,6 +14,7 @@ from idealab.manifest import load_manifest
 from idealab.search.loop import Search, SearchConfig, SearchEvent
 from idealab.status import Status
 from idealab.store import Store
+from searchrun import run_to_end
 
 NOISY = Path(__file__).parent / "envs" / "noisy"  # loss = 2 - GAIN + noise of sd 0.1
 
@@ -77,13 +78,7 @@ def test_a_queued_copy_written_by_an_earlier_job_is_rebuilt_from_its_stored_chan
         on_event=implementer.on_event, job_slots=1,
     )  # fmt: skip
 
-    async def go() -> None:
-        try:
-            await search.run()
-        finally:
-            await backend.close()
-
-    asyncio.run(go())
+    run_to_end(search, backend)
     writer, queued = store.ideas(run.id, epoch=0)
     assert writer.status is Status.OK
     log = workdir / "experiments" / "00001" / "logs" / "i1-a1" / "stdout.log"

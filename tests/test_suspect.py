@@ -5,7 +5,6 @@ loopback fake provider."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from fakeprovider import Reply
@@ -22,6 +21,7 @@ from idealab.search.loop import Search, SearchConfig
 from idealab.search.suspect import AuditVerdict, bound_flag
 from idealab.status import Status
 from idealab.store import Store
+from searchrun import run_to_end
 
 NOISY = Path(__file__).parent / "envs" / "noisy"
 
@@ -57,13 +57,7 @@ def run_search(tmp_path: Path, ideas, auditor=None, **config) -> tuple[Store, in
         tmp_path / "run", job_slots=2, auditor=auditor,
     )  # fmt: skip
 
-    async def go() -> None:
-        try:
-            await search.run()
-        finally:
-            await backend.close()
-
-    asyncio.run(go())
+    run_to_end(search, backend)
     assert search.internal_errors == []
     return store, run.id
 
