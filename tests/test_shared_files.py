@@ -71,10 +71,11 @@ def test_five_experiments_on_a_50_mb_data_file_use_its_size_once(tmp_path: Path)
     workdir = tmp_path / "run"
     run(env, workdir, ideas=4)
     rows = statuses(workdir)
-    assert len(rows) == 5 and {status for _, status, _ in rows} == {"ok"}  # every job read the whole file
+    # the baseline and 4 ideas, and a re-run of any result the suspect rule flagged (epoch -2)
+    assert len([r for r in rows if r[0] != -2]) == 5 and {status for _, status, _ in rows} == {"ok"}
     assert disk_use(workdir) < 1.2 * 50 * MB  # one copy in the pool; five experiments would make 5x
     copies = sorted(workdir.glob("experiments/*/code/data.bin"))
-    assert len(copies) == 5
+    assert len(copies) == len(rows)
     assert len({p.stat().st_ino for p in copies}) == 1 and copies[0].stat().st_mode & 0o777 == 0o444
     assert (env / "data.bin").stat().st_nlink == 1  # the environment's own file is never linked
     assert (copies[0].parent / "train.py").stat().st_nlink == 1  # editable files are real copies
