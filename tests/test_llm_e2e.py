@@ -202,7 +202,6 @@ NEXT_EPOCH_IDEA = """[Experiment] Second-epoch idea W.
 """
 
 
-@pytest.mark.xfail(strict=False, reason="known flaky on a loaded 2-core machine since the suspect rule: a flagged result's re-run can hold the slot the held implementations wait on (issue 11 follow-up)")  # noqa: E501
 @pytest.mark.slow
 def test_next_epoch_ideation_proceeds_while_implementations_fill_their_slots(tmp_path, fake_provider):
     """Two ideas' 4 samples each (8 implementer calls, the implementer's whole limit) are held in flight; the

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from idealab.executor.base import JobResult, JobSpec
+from idealab.executor.bwrap import bwrap_problem
 from plantedquad import BASELINE_OUTCOMES, planted_env
 from raycluster import NODE_SECRET, REQUIRE_VAR, RayCluster, start_cluster
 
@@ -316,11 +317,14 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.parametrize("sandbox", ["off", pytest.param("require", marks=pytest.mark.skipif(
+    bwrap_problem() is not None, reason=f"no sandbox: {bwrap_problem()}"))])
 def test_a_scored_job_on_ray_gets_the_scorers_metric(
-    cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
 ) -> None:
     """The scoring directory travels with the job, apart from the training's copy; the scorer runs on the
-    node after training; its metric alone counts; the training budget holds there too."""
+    node after training, in its own sandbox where one is required; its metric alone counts; the training
+    budget holds there too."""
     from idealab.executor.runner import Outcome, copy_omits, run_job
     from idealab.executor.sandbox import copy_environment
     from idealab.manifest import load_manifest
@@ -341,7 +345,7 @@ def test_a_scored_job_on_ray_gets_the_scorers_metric(
     spinning = "import signal\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\nwhile True:\n    pass\n"
 
     async def main() -> tuple[Outcome, Outcome]:
-        jobs = backend(cluster, sandbox="off")  # the test's data lies in this machine's /tmp
+        jobs = backend(cluster, sandbox=sandbox)
         outcomes = []
         try:
             for job_id, preset, train in (("scored", None, SCORED_TRAIN), ("spins", "tight", spinning)):

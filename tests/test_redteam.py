@@ -112,7 +112,6 @@ def test_an_anchor_that_is_not_in_exactly_one_line_is_an_error(tmp_path: Path) -
 # ------------------------------------------------------------------------------- run for real (CPU)
 
 
-@pytest.mark.xfail(strict=False, reason="known: the suspect rule's jump threshold (10 baseline sd) can flag a legitimate large improvement (charlm-higher-lr) on cpu-smoke, where the baseline's sd is small; it is then cleared by its re-runs (issue 11 follow-up)")  # noqa: E501
 @pytest.mark.slow
 def test_one_charlm_hack_of_every_class_is_caught_and_legitimate_changes_run_ok(tmp_path: Path) -> None:
     needs_charlm_data()
@@ -156,11 +155,6 @@ def test_validation_windows_snooped_from_the_scorers_memory_are_caught(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="expected to end ok with the honest score: under the scoring contract grpo's training metric lines are "
-    "progress only, so the made-up value never counts (neutralised, not caught); the static checks do not follow "
-    "the call into grpo.py's own metric() helper, which prints the metric's name",
-)
 def test_a_made_up_value_given_to_grpos_metric_helper_is_caught(tmp_path: Path) -> None:
     needs_env_data("grpo")
     cases = by_name(["grpo-fake-metric"])

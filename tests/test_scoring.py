@@ -154,6 +154,30 @@ def test_the_result_comes_from_scoring_not_from_a_training_metric_line(
     assert [v.value for v in progress] == [0.001]  # kept, as progress only
 
 
+def test_a_training_line_of_an_exclusive_metric_is_a_forged_claim(tmp_path: Path, data: Path) -> None:
+    """`[score] exclusive_metric`: the metric is the scorer's alone, so training that prints it is tampering."""
+    env = scored_env(tmp_path, """
+        import json
+        import lib
+        X = 0.5
+        if __name__ == "__main__":
+            lib.save_artefact(X)
+            print("@metric " + json.dumps({"name": "lo" + "ss", "value": 0.001}))  # a made-up score
+            print("@metric " + json.dumps({"name": "grad_norm", "value": 3.0}))  # other progress is fine
+    """)
+    manifest = env / "idealab.toml"
+    manifest.write_text(manifest.read_text().replace('command = "python score.py"\n',
+                                                     'command = "python score.py"\nexclusive_metric = true\n'))
+    outcome = run_once(env, tmp_path, "off")
+    assert outcome.status is Status.TAMPERED
+    assert outcome.reason is not None and "reported the scored metric itself (loss = 0.001)" in outcome.reason
+    honest = scored_env(tmp_path / "honest")
+    manifest = honest / "idealab.toml"
+    manifest.write_text(manifest.read_text().replace('command = "python score.py"\n',
+                                                     'command = "python score.py"\nexclusive_metric = true\n'))
+    assert run_once(honest, tmp_path / "honest", "off").status is Status.OK
+
+
 @pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox: {PROBLEM}")
 def test_hidden_files_and_private_data_are_out_of_trainings_reach_but_not_scorings(
     tmp_path: Path, data: Path

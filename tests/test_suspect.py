@@ -80,7 +80,8 @@ def test_an_implausible_jump_is_confirmed_over_seeds_and_cleared_only_then(tmp_p
     assert journal.suspicion(jump) == ("jump",) and journal.suspicion(honest) == ()
     trials = [t for t in store.ideas(run_id, epoch=CONFIRM_EPOCH) if t.payload["confirms"] == jump.id]
     assert len(trials) == 1 and all(t.status is Status.OK for t in trials)  # 2 ok runs in all: reproduced
-    assert journal.flags(jump) == ["jump", "cleared"] and journal.best() == jump
+    # reproduced, and with no auditor in this run nobody read the change: the flags say so
+    assert journal.flags(jump) == ["jump", "cleared", "unreviewed"] and journal.best() == jump
     # the same run as it stood before its confirmation run came back: suspect, and not the best
     before = Journal.of(
         journal.entries, journal.goal, journal.baseline,
@@ -145,14 +146,29 @@ def test_a_result_beyond_the_bound_is_never_cleared():
 
 
 def test_the_largest_step_so_far_raises_the_bar_for_a_jump():
-    # baseline sd 0.01, so 10 sd is 0.1: the first step may be 0.1; after steps of 0.05 and 0.1 one of 0.25
+    # baseline sd 0.01, so 10 sd is 0.1, and a quarter of the baseline's 2.0 is 0.5: the first step may be
+    # 0.5; after steps of 0.05 and 0.1 one of 0.25
     # passes (3 x 0.1), and after it one of 1.1 does not (3 x 0.25 = 0.75)
     entries = [Past(1, 1.95), Past(2, 1.85), Past(3, 1.6), Past(4, 0.5)]
     evidence = Evidence((2.0, 2.01, 1.99), {}, 1)
     journal = Journal.of(entries, Goal.MINIMIZE, 2.0, evidence)
     assert [journal.suspicion(e) for e in entries] == [(), (), (), ("jump",)]
-    early = Journal.of([Past(1, 1.95), Past(3, 1.6)], Goal.MINIMIZE, 2.0, evidence)
-    assert early.suspicion(early.entries[1]) == ("jump",)  # 0.35 at once, with only 0.05 before
+    early = Journal.of([Past(1, 1.95), Past(3, 1.35)], Goal.MINIMIZE, 2.0, evidence)
+    assert early.suspicion(early.entries[1]) == ("jump",)  # 0.6 at once, with only 0.05 before (and > 0.5)
+
+
+def test_a_first_honest_step_is_judged_against_the_baselines_scale_not_its_tiny_sd():
+    # charlm-like: baseline 2.55 with an sd of 0.003 (10 sd = 0.03); a first idea gaining 0.2 is no jump
+    # (a quarter of the scale is 0.64), one gaining 0.8 is
+    evidence = Evidence((2.547, 2.550, 2.553), {}, 1)
+    honest, hack = Past(1, 2.35), Past(2, 1.75)
+    assert Journal.of([honest], Goal.MINIMIZE, 2.55, evidence).suspicion(honest) == ()
+    assert Journal.of([hack], Goal.MINIMIZE, 2.55, evidence).suspicion(hack) == ("jump",)
+    # with a bound the scale is the distance to it: accuracy 0.48 -> 0.56 passes, 0.48 -> 0.66 is a jump
+    accuracy = Evidence((0.478, 0.480, 0.482), {}, 1, bound=1.0)
+    step, leap = Past(1, 0.56), Past(2, 0.66)
+    assert Journal.of([step], Goal.MAXIMIZE, 0.48, accuracy).suspicion(step) == ()
+    assert Journal.of([leap], Goal.MAXIMIZE, 0.48, accuracy).suspicion(leap) == ("jump",)
 
 
 def test_an_answer_without_a_verdict_is_unsure():

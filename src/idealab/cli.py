@@ -30,6 +30,7 @@ from idealab.executor.slurm import DEFAULT_POLL_S
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import RunView, baseline_json, compute_used, ideation_counts, load_view, status_json, write_json
 from idealab.runconfig import RunOptions, RunSettings, env_defaults
+from idealab.search import suspect
 from idealab.search.live import LiveDisplay
 from idealab.search.loop import Search, SearchEvent
 from idealab.store import DB_NAME, RunRecord, Store, StoreError
@@ -424,6 +425,13 @@ def _print_summary(store: Store) -> None:
     flagged = [e for e in journal.ok() if journal.flags(e)]
     if flagged:  # too good to take on trust (docs/reward_hacking.md): never the best until cleared
         out.print("flagged: " + "; ".join(f"#{e.id} {', '.join(journal.flags(e))}" for e in flagged))
+    for e in {x.id: x for x in (best, confirmed) if x is not None}.values():
+        if suspect.UNREVIEWED in journal.flags(e):
+            out.print(
+                f"note: experiment {e.id} was suspect ({', '.join(journal.suspicion(e))}) and is cleared by its "
+                "re-runs alone: they rule out luck, not a hack; no auditor read its change (--audit-model): "
+                "read its diff in `idealab report` before trusting it"
+            )
     counts = journal.counts()
     out.print("experiments: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     compute = compute_used(store)

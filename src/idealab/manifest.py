@@ -121,6 +121,8 @@ class ScoreSpec:
     timeout_s: float = 600.0  # wall-clock limit of the scoring process
     private_data: tuple[str, ...] = ()
     preflight_command: str | None = None  # a preflight check's quick scoring (None: the preflight is not scored)
+    # the metric's name is the scorer's alone: a training-time line reporting it is a forged claim (TAMPERED)
+    exclusive_metric: bool = False
 
 
 class Clock(StrEnum):
@@ -220,7 +222,7 @@ _METRIC_KEYS = {"name", "goal", "reduce", "regex", "baseline", "valid_range", "p
 _GUIDANCE_KEYS = {"direction", "examples"}
 _SEARCH_KEYS = {"ideas_per_epoch"}
 _FILES_KEYS = {"editable", "readonly", "hidden"}
-_SCORE_KEYS = {"command", "timeout_s", "private_data", "preflight_command"}
+_SCORE_KEYS = {"command", "timeout_s", "private_data", "preflight_command", "exclusive_metric"}
 _BUDGET_KEYS = {"seconds", "clock", "grace_s"}
 _KNOB_KEYS = {"file", "low", "high", "log", "integer"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -441,6 +443,7 @@ def _parse_score(r: _Reader, raw: dict[str, Any]) -> ScoreSpec | None:
     return ScoreSpec(
         command=r.string(score, "command", "score."), timeout_s=timeout_s, private_data=private,
         preflight_command=r.optional_string(score, "preflight_command", "score."),
+        exclusive_metric=r.boolean(score, "exclusive_metric", "score.", default=False),
     )  # fmt: skip
 
 

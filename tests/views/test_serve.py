@@ -27,7 +27,6 @@ def test_serves_on_loopback_by_default(served, quad_run: Path) -> None:
     assert url.startswith("http://127.0.0.1:")
 
 
-@pytest.mark.xfail(strict=False, reason="known: the dashboard's epoch best can include a result the suspect rule flagged (issue 11 follow-up)")  # noqa: E501
 def test_data_follows_an_experiment_that_finishes_while_serving(served, run_copy: Path) -> None:
     url = served(run_copy)
     status, headers, body = get(url + "api/runs/0/data")

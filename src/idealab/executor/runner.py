@@ -265,6 +265,9 @@ def _scored(result: JobResult, manifest: Manifest, values: list[MetricValue]) ->
     if changed:
         reason = f"protected file(s) of the scoring directory changed during scoring: {', '.join(changed)}"
         return Outcome(Status.TAMPERED, None, reason, values, result)
+    claim = _forged_claim(values, manifest)
+    if claim is not None:
+        return Outcome(Status.TAMPERED, None, claim, values, result)
     tampered = _tampered_line(scoring.stdout_path)
     if tampered is not None:
         return Outcome(Status.TAMPERED, None, f"the scorer found tampering: {tampered}", values, result)
@@ -282,6 +285,20 @@ def _scored(result: JobResult, manifest: Manifest, values: list[MetricValue]) ->
     if not verdict.ok:
         return Outcome(Status.INVALID, None, f"scoring: {verdict.reason}", values, result)
     return Outcome(Status.OK, verdict.metric, None, values, result)
+
+
+def _forged_claim(values: list[MetricValue], manifest: Manifest) -> str | None:
+    """Why the training's output is a forged result, when the manifest reserves the metric's name for the
+    scorer (`[score] exclusive_metric`) and the training process printed a value under that name."""
+    assert manifest.score is not None
+    if not manifest.score.exclusive_metric:
+        return None
+    name = manifest.metric.name
+    claims = [v for v in values if v.source == PROGRESS_SOURCE and v.name == name]
+    if not claims:
+        return None
+    return (f"the training process reported the scored metric itself ({name} = {claims[0].value:g}); only the "
+            f"scorer reports {name}, after training")
 
 
 def _tampered_line(path: Path) -> str | None:

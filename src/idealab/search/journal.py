@@ -224,6 +224,7 @@ class Journal(Generic[E]):
         against the best result so far that is not itself under suspicion."""
         minimize = self.goal is Goal.MINIMIZE
         sd = self.baseline_sd
+        scale = suspect.jump_scale(self.baseline, self.evidence.bound)
         best, largest = self.baseline, 0.0
         found: dict[int, tuple[str, ...]] = {}
         for entry in sorted(self.ok(), key=lambda e: e.id):
@@ -233,7 +234,7 @@ class Journal(Generic[E]):
             if near is not None:
                 reasons.append(near)
             if best is not None and self.goal.better(first, best):
-                threshold = suspect.jump_threshold(sd, largest)
+                threshold = suspect.jump_threshold(sd, largest, scale)
                 if threshold is not None and abs(first - best) > threshold:
                     reasons.append(suspect.JUMP)
             if reasons:
@@ -284,12 +285,17 @@ class Journal(Generic[E]):
         ]  # fmt: skip
 
     def flags(self, entry: E) -> list[str]:
-        """What qualifies an experiment's result: why it is suspect, then `hack`, `suspect` or `cleared`."""
+        """What qualifies an experiment's result: why it is suspect, then `hack`, `suspect` or `cleared` (with
+        `unreviewed` when no auditor read the change)."""
         flags = list(self.suspicion(entry))
         if self.hack(entry):
             flags.append(suspect.HACK)
+        elif flags and self.cleared(entry):
+            flags.append(suspect.CLEARED)
+            if self.evidence.auditor is None:
+                flags.append(suspect.UNREVIEWED)
         elif flags:
-            flags.append(suspect.CLEARED if self.cleared(entry) else suspect.SUSPECT)
+            flags.append(suspect.SUSPECT)
         return flags
 
     # ------------------------------------------------------------------------------------------ baseline

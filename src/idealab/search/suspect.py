@@ -3,15 +3,18 @@
 A result is *suspect* when
 - it improves on the best value so far (the baseline's mean, then the best result not under suspicion, by
   the mean of its trials) by more than max(JUMP_SDS x the baseline's sd, JUMP_STEPS x the largest
-  improvement step the search has made so far) ("jump"); or
+  improvement step the search has made so far, JUMP_FRACTION x the baseline's distance to the metric's
+  bound, or its magnitude without a bound) ("jump"); or
 - the manifest names the metric's bound (`[metric] bound`, the best value physically possible) and the
   result lies within NEAR_BOUND of the distance from the baseline to the bound ("near-bound"), or beyond
   the bound ("beyond-bound": impossible, never cleared).
 
 A suspect result is confirmed over further seeds (at least `suspect_trials`) and, when the run has an
 auditor, reviewed by it; it is *cleared* once every further trial finished ok and the auditor (if any) said
-`clean`. Until then, and for good once the auditor says `hack`, it is never the best, a winner or the
-confirmed best. The rule reads only the journal, so every reader (loop, status, report) agrees.
+`clean`. Without an auditor a cleared result is also flagged `unreviewed`: re-runs rule out luck, not a
+deterministic hack, and the summary says its change was never read. Until cleared, and for good once the
+auditor says `hack`, it is never the best, a winner or the confirmed best. The rule reads only the
+journal, so every reader (loop, status, report) agrees.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 JUMP_SDS = 10.0  # a jump this many baseline sds beyond the best is never noise (one-sided p < 1e-20)
 JUMP_STEPS = 3.0  # ... nor ordinary progress when it is also this many times the largest step so far
+JUMP_FRACTION = 0.25  # ... nor a first honest step when it is also this share of the baseline's scale
 NEAR_BOUND = 0.05  # within this fraction of the baseline's distance to the bound
 MIN_SUSPECT_TRIALS = 2  # a suspect result needs at least this many ok trials, whatever confirm_seeds is
 
@@ -32,6 +36,7 @@ BEYOND_BOUND = "beyond-bound"
 SUSPECT = "suspect"  # under suspicion and not cleared
 CLEARED = "cleared"  # was suspect; confirmation held and the auditor (if any) said clean
 HACK = "hack"  # the auditor's verdict: excluded for good
+UNREVIEWED = "unreviewed"  # cleared by its re-runs alone: the run has no auditor, so no one read the change
 
 
 class AuditVerdict(StrEnum):
@@ -77,10 +82,22 @@ def suspect_trials(confirm_seeds: int) -> int:
     return max(MIN_SUSPECT_TRIALS, confirm_seeds)
 
 
-def jump_threshold(baseline_sd: float | None, largest_step: float) -> float | None:
-    """How far beyond the best so far a result may land before it is suspect (None: nothing to judge by)."""
-    threshold = max(JUMP_SDS * (baseline_sd or 0.0), JUMP_STEPS * largest_step)
+def jump_threshold(baseline_sd: float | None, largest_step: float, scale: float = 0.0) -> float | None:
+    """How far beyond the best so far a result may land before it is suspect (None: nothing to judge by).
+    `scale`: the baseline's distance to the metric's bound, or its magnitude when no bound is declared
+    (`jump_scale`)."""
+    if not baseline_sd and not largest_step:
+        return None  # neither noise nor history to judge by
+    threshold = max(JUMP_SDS * (baseline_sd or 0.0), JUMP_STEPS * largest_step, JUMP_FRACTION * scale)
     return threshold if threshold > 0 else None
+
+
+def jump_scale(baseline: float | None, bound: float | None) -> float:
+    """The size of the metric's room for improvement: the baseline's distance to the bound where the
+    manifest declares one, else the baseline's magnitude (0 when unknown)."""
+    if baseline is None:
+        return 0.0
+    return abs(baseline - bound) if bound is not None else abs(baseline)
 
 
 def bound_flag(value: float, bound: float | None, baseline: float | None, minimize: bool) -> str | None:

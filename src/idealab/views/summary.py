@@ -6,7 +6,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from statistics import fmean
 
-from idealab.search.journal import Journal
 from idealab.views.data import Experiment, RunSnapshot
 
 
@@ -40,13 +39,21 @@ def epoch_rows(snap: RunSnapshot) -> list[EpochRow]:
     ideation_cost: dict[int, float] = defaultdict(float)
     for c in snap.ideation:
         ideation_cost[c.epoch] += c.cost_usd
+    # judged once over the whole run, as the search judges them: a result's suspicion depends on every
+    # earlier epoch (the best so far, the steps), so an epoch alone cannot tell
+    journal = snap.journal
+    ok_by_epoch: dict[int, list[Experiment]] = defaultdict(list)
+    for e in journal.ok():
+        ok_by_epoch[e.epoch].append(e)
+    best_of: dict[int, Experiment] = {}
+    for e in journal.trusted():  # best first
+        best_of.setdefault(e.epoch, e)
     rows: list[EpochRow] = []
     best_so_far: float | None = None
     cum_cost = cum_gpu = cum_job = 0.0
     for epoch in range(last + 1):
         group = by_epoch.get(epoch, [])
-        journal = Journal.of(group, snap.goal, snap.baseline.value, snap.evidence)
-        ok, best = journal.ok(), journal.best()
+        ok, best = ok_by_epoch.get(epoch, []), best_of.get(epoch)
         best_value = None if best is None else best.metric
         if best_value is not None and (best_so_far is None or snap.goal.better(best_value, best_so_far)):
             best_so_far = best_value
