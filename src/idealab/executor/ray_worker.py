@@ -51,6 +51,7 @@ from idealab.executor.supervisor import (
     ExitRecord,
     supervise,
 )
+from idealab.paths import DATA_DIR_VAR
 
 REQUEST_VAR = "IDEALAB_RAY_REQUEST"
 START_MARK = "IDEALAB-RAY-START "
@@ -211,6 +212,8 @@ def _supervised(request: dict[str, Any], spec: JobSpec, job_dir: Path) -> ExitRe
     base = {k: v for k, v in os.environ.items() if k != REQUEST_VAR}
     home = job_home(job_dir, sandboxed)
     env = job_environment(spec.env, gpu_ids, job_id, base, policy.allow_env, home)
+    if DATA_DIR_VAR in env:  # the sandboxes reveal (and hide the private part of) the job's data directory
+        os.environ[DATA_DIR_VAR] = env[DATA_DIR_VAR]
     wrapper = sandbox_wrapper(policy, spec.workspace, job_dir, gpu_ids, sandboxed)
     # the disk cap covers the job's copy, and its HOME outside the sandbox (inside, the private /tmp is a
     # tmpfs of the cap's size), as for a local job
