@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from idealab.metrics import MetricValue
 from idealab.status import Status
 from idealab.store import DB_NAME, JobEnd, RunRecord, Store, StoreError
+from idealab.store.engine import HEAD_REVISION, MIGRATIONS_DIR
 from idealab.store.models import Base
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -46,6 +47,15 @@ def test_migrations_create_the_schema_and_record_a_version(store: Store) -> None
     with _sqlite(store) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "ideas", "code_changes", "jobs", "metric_values", "llm_calls", "alembic_version"} <= names
+
+
+def test_the_head_revision_a_read_only_open_accepts_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
 
 
 def _as_schema_0001(store: Store, run: RunRecord) -> str:

@@ -89,9 +89,11 @@ class Journal(Generic[E]):
     goal: Goal
     baseline: float | None  # the bar: the measured repeats' mean, else a given value; None while unknown
     evidence: Evidence = field(default_factory=Evidence)
-    # each entry's Estimate, made once: a listing asks for it several times per entry (value, verdict,
-    # p-value, noise floor), ten thousand entries at a time
+    # each entry's Estimate and verdict, made once: a listing asks for them several times per entry (value,
+    # verdict, p-value, noise floor), ten thousand entries at a time. A journal never changes once made, so
+    # the derived lists below (ok, ranked, trusted) are made once too; their callers get copies.
     _estimates: dict[int, Estimate] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _verdicts: dict[int, Verdict | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -144,20 +146,28 @@ class Journal(Generic[E]):
     @property
     def experiments(self) -> list[E]:
         """Every idea of the search proper (baseline repeats and confirmation trials excluded)."""
-        return [e for e in self.entries if e.epoch > BASELINE_EPOCH]
+        return list(self._experiments)
+
+    @cached_property
+    def _experiments(self) -> tuple[E, ...]:
+        return tuple(e for e in self.entries if e.epoch > BASELINE_EPOCH)
 
     def in_epoch(self, epoch: int) -> list[E]:
         return [e for e in self.entries if e.epoch == epoch]
 
     def with_result(self, epoch: int | None = None) -> list[E]:
         """Experiments whose job ran and ended (ok, crashed, timed out, invalid, tampered)."""
-        pool = self.experiments if epoch is None else self.in_epoch(epoch)
+        pool = self._experiments if epoch is None else self.in_epoch(epoch)
         return [e for e in pool if e.status.has_result]
 
     def ok(self) -> list[E]:
         """The scored experiments by their first (search-time) run: ok, or timed out with a partial metric
         (`metric.partial_on_timeout`; only such a timeout carries a metric)."""
-        return [e for e in self.experiments if _scored(e)]
+        return list(self._ok)
+
+    @cached_property
+    def _ok(self) -> tuple[E, ...]:
+        return tuple(e for e in self._experiments if _scored(e))
 
     # ------------------------------------------------------------------------------------------- values
 
@@ -186,30 +196,38 @@ class Journal(Generic[E]):
 
     def ranked(self) -> list[E]:
         """The ok experiments by value (confirmed means where they exist), best first."""
-        return sorted(self.ok(), key=lambda e: self.goal.rank_key(self.value(e)))
+        return list(self._ranked)
+
+    @cached_property
+    def _ranked(self) -> tuple[E, ...]:
+        return tuple(sorted(self._ok, key=lambda e: self.goal.rank_key(self.value(e))))
 
     def trusted(self) -> list[E]:
         """The ranked experiments that may be reported: none under suspicion (or called a hack)."""
-        return [e for e in self.ranked() if not self.excluded(e)]
+        return list(self._trusted)
+
+    @cached_property
+    def _trusted(self) -> tuple[E, ...]:
+        return tuple(e for e in self._ranked if not self.excluded(e))
 
     def best(self) -> E | None:
-        trusted = self.trusted()
+        trusted = self._trusted
         return trusted[0] if trusted else None
 
     def search_best(self) -> E | None:
         """The best first (search-time) result: the maximum over many noisy runs, biased towards luck."""
-        ok = sorted((e for e in self.ok() if not self.excluded(e)), key=lambda e: self.goal.rank_key(_first(e)))
+        ok = sorted((e for e in self._ok if not self.excluded(e)), key=lambda e: self.goal.rank_key(_first(e)))
         return ok[0] if ok else None
 
     def confirmed_best(self) -> E | None:
-        confirmed = [e for e in self.trusted() if self.estimate(e).confirmed]
+        confirmed = [e for e in self._trusted if self.estimate(e).confirmed]
         return confirmed[0] if confirmed else None
 
     def top(self, k: int) -> list[E]:
         """The current top k by value, among ideas none of whose further trials failed (and none the
         auditor called a hack)."""
         steady: list[E] = []
-        for e in self.ranked():
+        for e in self._ranked:
             if len(steady) == k:
                 break
             if all(_scored(t) or not t.status.terminal for t in self.estimate(e).trials) and not self.hack(e):
@@ -227,7 +245,7 @@ class Journal(Generic[E]):
         scale = suspect.jump_scale(self.baseline, self.evidence.bound)
         best, largest = self.baseline, 0.0
         found: dict[int, tuple[str, ...]] = {}
-        for entry in sorted(self.ok(), key=lambda e: e.id):
+        for entry in sorted(self._ok, key=lambda e: e.id):
             first = _first(entry)
             reasons = []
             near = suspect.bound_flag(first, self.evidence.bound, self.baseline, minimize)
@@ -279,7 +297,7 @@ class Journal(Generic[E]):
         """Suspect experiments that confirmation or the auditor may still clear."""
         return [
             e
-            for e in self.ok()
+            for e in self._ok
             if self.suspicion(e) and not self.cleared(e) and not self.hack(e)
             and suspect.BEYOND_BOUND not in self.suspicion(e)
         ]  # fmt: skip
@@ -300,11 +318,11 @@ class Journal(Generic[E]):
 
     # ------------------------------------------------------------------------------------------ baseline
 
-    @property
+    @cached_property
     def baseline_sd(self) -> float | None:
         return stats.sample_sd(self.evidence.baseline_values)
 
-    @property
+    @cached_property
     def noise_band(self) -> tuple[float, float] | None:
         """Where one more run of the unmodified code lands 95% of the time (needs two baseline runs)."""
         return stats.prediction_band(self.evidence.baseline_values)
@@ -323,6 +341,11 @@ class Journal(Generic[E]):
 
     def verdict(self, entry: E) -> Verdict | None:
         """None for an entry that was not scored (see `ok`)."""
+        if entry.id not in self._verdicts:
+            self._verdicts[entry.id] = self._verdict(entry)
+        return self._verdicts[entry.id]
+
+    def _verdict(self, entry: E) -> Verdict | None:
         if not _scored(entry) or entry.metric is None:
             return None
         if self.baseline is None:
@@ -345,7 +368,7 @@ class Journal(Generic[E]):
 
     def winners(self) -> list[E]:
         """The ok experiments that beat a known baseline, best first (none under suspicion)."""
-        return [e for e in self.trusted() if self.beats_baseline(e)]
+        return [e for e in self._trusted if self.beats_baseline(e)]
 
     def label(self, entry: E, metric_name: str, fmt: str = ".6g") -> str:
         """`loss = 1.5, unconfirmed (1 run), inside the noise floor`, `loss = 1.2 (mean of 3 runs, 95% CI
@@ -370,7 +393,7 @@ class Journal(Generic[E]):
     def counts(self) -> dict[str, int]:
         """Experiments per status."""
         counts: dict[str, int] = {}
-        for entry in self.experiments:
+        for entry in self._experiments:
             counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
         return counts
 
