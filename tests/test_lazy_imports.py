@@ -27,6 +27,16 @@ def test_cli_start_imports_no_llm_code() -> None:
     assert imported_after("import idealab.cli", *LLM_MODULES) == set()
 
 
+def test_status_imports_neither_the_search_nor_alembic(tmp_path: Path) -> None:
+    from idealab.store import Store
+
+    with Store.open(tmp_path) as store:  # migrated here: the read-only open of `status` only reads
+        store.create_run("quad", str(QUAD), None, {}, {"metric": {"name": "loss", "goal": "minimize"}})
+    args = ["status", "--json", "--workdir", str(tmp_path)]
+    status = f"from idealab.cli import app\napp({args!r}, standalone_mode=False)"
+    assert imported_after(status, "alembic", "idealab.search.loop", "idealab.startup", "idealab.tracking") == set()
+
+
 def test_a_mutate_run_imports_no_llm_code(tmp_path: Path) -> None:
     run = (
         "from idealab.cli import app\n"

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from idealab import startup
 from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
-from idealab.executor.backends import BackendChoice, BackendRequest, make_backend, resolve_backend
-from idealab.executor.base import Backend
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
-from idealab.executor.local import LocalBackend
-from idealab.executor.runner import Outcome, copy_omits, run_job, with_sandbox_options
-from idealab.executor.sandbox import copy_environment
-from idealab.executor.slots import SlotPool
 from idealab.executor.slurm import DEFAULT_POLL_S
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import RunView, baseline_json, compute_used, ideation_counts, load_view, status_json, write_json
-from idealab.runconfig import RunOptions, RunSettings, env_defaults
 from idealab.search import suspect
-from idealab.search.live import LiveDisplay
-from idealab.search.loop import Search, SearchEvent
 from idealab.store import DB_NAME, RunRecord, Store, StoreError
-from idealab.tracking import TrackerSink, check_tracker, open_tracker
 from idealab.views.data import RunSnapshot, read_snapshot
-from idealab.workdir_lock import WorkdirLock
+
+# What only `run` and `env check` use (the search, the backends, the run's start-up and tracking) is imported
+# in them: `status` and `report` start without it (tests/test_lazy_imports.py).
+if TYPE_CHECKING:
+    from idealab.executor.backends import BackendChoice
+    from idealab.executor.base import Backend
+    from idealab.executor.runner import Outcome
+    from idealab.executor.slots import SlotPool
+    from idealab.runconfig import RunSettings
+    from idealab.search.loop import Search
+    from idealab.tracking import TrackerSink
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Execution-grounded automated AI research.")
 env_app = typer.Typer(no_args_is_help=True, help="Research environments: list, check, prepare.")
@@ -66,6 +64,8 @@ def _fault(fault: RunFault, hint: str | None = None) -> typer.Exit:
 
 
 def _pool(slots: int | None, gpus: str | None, gpus_per_job: int, local: bool = True) -> SlotPool:
+    from idealab import startup
+
     try:
         return startup.slot_pool(slots, gpus, gpus_per_job, local)
     except startup.StartError as exc:
@@ -194,6 +194,17 @@ def run(
     ] = None,
 ) -> None:
     """Run (or resume) a search in WORKDIR. SIGINT or SIGTERM stop it cleanly; run it again to resume."""
+    import asyncio
+
+    from idealab import startup
+    from idealab.executor.backends import BackendRequest, make_backend, resolve_backend
+    from idealab.executor.runner import with_sandbox_options
+    from idealab.runconfig import RunOptions, env_defaults
+    from idealab.search.live import LiveDisplay
+    from idealab.search.loop import Search, SearchEvent
+    from idealab.tracking import check_tracker
+    from idealab.workdir_lock import WorkdirLock
+
     workdir = workdir.resolve()
     try:
         check_tracker(track)
@@ -334,6 +345,8 @@ def _check_sandbox_option(sandbox: str | None) -> None:
 def _tracker_sink(
     track: str | None, store: Store, run_record: RunRecord, manifest: Manifest, workdir: Path
 ) -> TrackerSink | None:
+    from idealab.tracking import TrackerSink, open_tracker
+
     if track is None:
         return None
     try:
@@ -349,6 +362,8 @@ async def _run_search(search: Search, backend: Backend, terminated: list[signal.
     (`backend.close`), and every idea in flight is left in a state a resume restarts from; ideas being
     implemented are cancelled, which ends their preflight jobs.
     """
+    import asyncio
+
     main = asyncio.current_task()
     assert main is not None
 
@@ -654,6 +669,8 @@ def env_check(
     memory_mb: Annotated[int | None, typer.Option(help="Memory limit of each job process (MiB).")] = None,
 ) -> None:
     """Run the unmodified environment once through the executor and report its metric."""
+    from idealab.executor.runner import with_sandbox_options
+
     try:
         manifest = load_manifest(resolve_env(env), preset)
         _check_sandbox_option(sandbox)
@@ -692,6 +709,12 @@ def env_check(
 
 def _check_in(manifest: Manifest, pool: SlotPool, base: Path, seed: int = 0) -> Outcome:
     """Copy the environment to `base/code` and run it once with `seed`, logs in `base/logs`."""
+    import asyncio
+
+    from idealab.executor.local import LocalBackend
+    from idealab.executor.runner import copy_omits, run_job
+    from idealab.executor.sandbox import copy_environment
+
     workspace = copy_environment(manifest.root, base / "code", omit=copy_omits(manifest))
 
     async def go() -> Outcome:

@@ -259,6 +259,25 @@ class LLMCallSummary(NamedTuple):
     created_at: float
 
 
+class JobSummary(NamedTuple):
+    """A job as the views list it: how it ran and ended, and its log files (paths as stored, not `Path`s:
+    ten thousand `Path`s cost a noticeable share of a report). No command, workspace, pid or handle."""
+
+    id: int
+    idea_id: int
+    job_key: str
+    gpu_ids: tuple[int, ...]
+    stdout_path: str
+    stderr_path: str
+    status: str
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    timed_out: bool
+    error: str | None
+
+
 @dataclass(frozen=True)
 class CodeChangeRecord:
     id: int
@@ -347,12 +366,16 @@ def code_change_record(c: CodeChange) -> CodeChangeRecord:
     )
 
 
+def gpu_ids_of(stored: str) -> tuple[int, ...]:
+    """The GPU ids of a job as stored ("0,1", or "" for none)."""
+    return tuple(int(g) for g in stored.split(",") if g)
+
+
 def job_record(j: Job, legacy: bool = False) -> JobRecord:
     """`legacy`: read from a database of schema 0001 (no handle, no backend), which a read-only command
     reads as it is."""
-    gpu_ids = tuple(int(g) for g in j.gpu_ids.split(",") if g)
     return JobRecord(
-        j.id, j.idea_id, j.job_key, j.command, gpu_ids, Path(j.workspace), Path(j.stdout_path),
+        j.id, j.idea_id, j.job_key, j.command, gpu_ids_of(j.gpu_ids), Path(j.workspace), Path(j.stdout_path),
         Path(j.stderr_path), j.pid, j.status, j.submitted_at, j.started_at, j.finished_at,
         j.exit_code, j.timed_out, j.error, None if legacy else j.handle, None if legacy else j.backend,
     )  # fmt: skip

@@ -49,6 +49,7 @@ from idealab.store.models import (
     Job,
     JobEnd,
     JobRecord,
+    JobSummary,
     LLMCall,
     LLMCallRecord,
     LLMCallSummary,
@@ -56,6 +57,7 @@ from idealab.store.models import (
     Run,
     RunRecord,
     code_change_record,
+    gpu_ids_of,
     idea_record,
     job_record,
     llm_call_record,
@@ -512,6 +514,19 @@ class Store:
             query = query.options(defer(Job.handle), defer(Job.backend))
         with self._read() as s:
             return [job_record(job, self._legacy_jobs) for job in s.scalars(query)]
+
+    def job_summaries(self) -> list[JobSummary]:
+        """Every job's listing columns in the order they were made, read as plain rows (no ORM objects):
+        what the views show of ten thousand jobs."""
+        table = Job.__table__.c  # Core, and only columns every schema has (0001 included)
+        query = select(*(table[name] for name in JobSummary._fields)).order_by(table.id)
+        with self._engine.connect() as conn:
+            return [
+                JobSummary(r.id, r.idea_id, r.job_key, gpu_ids_of(r.gpu_ids), r.stdout_path, r.stderr_path,
+                           r.status, r.submitted_at, r.started_at, r.finished_at, r.exit_code, bool(r.timed_out),
+                           r.error)  # fmt: skip
+                for r in conn.execute(query)
+            ]
 
     def add_metric_values(self, job_key: str, values: Iterable[MetricValue]) -> None:
         with self._write() as s:

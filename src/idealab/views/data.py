@@ -21,7 +21,7 @@ from idealab.manifest import Goal
 from idealab.search.evidence import Evidence
 from idealab.search.journal import BASELINE_EPOCH, Journal, confirm_seeds_of, trust_of
 from idealab.status import Status
-from idealab.store import IdeaRecord, JobRecord, LLMCallSummary, RunRecord, Store
+from idealab.store import IdeaRecord, JobSummary, LLMCallSummary, RunRecord, Store
 from idealab.store.engine import readonly_uri
 
 LOG_TAIL_LINES = 40
@@ -106,6 +106,9 @@ class LLMSpend:
     models: tuple[str, ...] = ()
 
 
+NO_SPEND = LLMSpend()
+
+
 @dataclass(frozen=True)
 class Experiment:
     id: int
@@ -127,7 +130,7 @@ class Experiment:
     applied_diff: str | None  # the change as the implementer's accepted edit
     trials: tuple[Trial, ...]
     llm: LLMSpend
-    last_job: JobRecord | None  # its logs are read on demand (`log_tail`): ten thousand tails are not shown at once
+    last_job: JobSummary | None  # its logs are read on demand (`log_tail`): ten thousand tails are not shown at once
 
     @property
     def metric(self) -> float | None:
@@ -204,13 +207,13 @@ def load_snapshot(store: Store, workdir: Path, with_values: bool = False) -> Run
     if run is None:
         raise LookupError("this work directory holds no run yet")
     ideas = store.ideas(run.id)
-    jobs_by_idea: dict[int, list[JobRecord]] = defaultdict(list)
-    for job in store.jobs():
+    jobs_by_idea: dict[int, list[JobSummary]] = defaultdict(list)
+    for job in store.job_summaries():
         jobs_by_idea[job.idea_id].append(job)
     calls = store.llm_call_summaries(run.id)
     spend = _spend_by_idea(calls)
     experiments = [
-        _experiment(idea, jobs_by_idea.get(idea.id, []), spend.get(idea.id, LLMSpend()), store, with_values)
+        _experiment(idea, jobs_by_idea.get(idea.id, []), spend.get(idea.id, NO_SPEND), store, with_values)
         for idea in ideas
     ]
     baseline_rows = [e for e in experiments if e.epoch == BASELINE_EPOCH]  # (confirmation runs: epoch -2)
@@ -234,7 +237,7 @@ def load_snapshot(store: Store, workdir: Path, with_values: bool = False) -> Run
 
 def _experiment(
     idea: IdeaRecord,
-    jobs: list[JobRecord],
+    jobs: list[JobSummary],
     llm: LLMSpend,
     store: Store,
     with_values: bool,
@@ -270,7 +273,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _trial(job: JobRecord, values: Iterable[Any]) -> Trial:
+def _trial(job: JobSummary, values: Iterable[Any]) -> Trial:
     points = tuple(MetricPoint(v.name, _finite(v.value), v.step, v.source) for v in values)
     return Trial(
         job.job_key, job.status, job.exit_code, job.timed_out, job.gpu_ids, job.submitted_at, job.started_at,
@@ -279,20 +282,19 @@ def _trial(job: JobRecord, values: Iterable[Any]) -> Trial:
 
 
 def _spend_by_idea(calls: list[LLMCallSummary]) -> dict[int, LLMSpend]:
-    grouped: dict[int, list[LLMCallSummary]] = defaultdict(list)
-    for call in calls:
-        if call.idea_id is not None:
-            grouped[call.idea_id].append(call)
-    return {
-        idea_id: LLMSpend(
-            calls=len(group),
-            input_tokens=sum(c.input_tokens for c in group),
-            output_tokens=sum(c.output_tokens for c in group),
-            cost_usd=sum(c.cost_usd or 0.0 for c in group),
-            models=tuple(sorted({c.model for c in group})),
+    spend: dict[int, LLMSpend] = {}
+    for call in calls:  # one pass, summed in the calls' order (most ideas have one call)
+        if call.idea_id is None:
+            continue
+        was = spend.get(call.idea_id, NO_SPEND)
+        spend[call.idea_id] = LLMSpend(
+            calls=was.calls + 1,
+            input_tokens=was.input_tokens + call.input_tokens,
+            output_tokens=was.output_tokens + call.output_tokens,
+            cost_usd=was.cost_usd + (call.cost_usd or 0.0),
+            models=was.models if call.model in was.models else tuple(sorted((*was.models, call.model))),
         )
-        for idea_id, group in grouped.items()
-    }
+    return spend
 
 
 def _ideation_calls(calls: list[LLMCallSummary], ideas: list[IdeaRecord]) -> list[IdeationCall]:
@@ -317,7 +319,8 @@ def log_tail(workdir: Path, e: Experiment, lines: int = LOG_TAIL_LINES) -> str:
         return ""
     idea_id = e.id
     parts = []
-    for name, stored in (("stdout", job.stdout_path), ("stderr", job.stderr_path)):
+    for name, path in (("stdout", job.stdout_path), ("stderr", job.stderr_path)):
+        stored = Path(path)
         moved = workdir / "experiments" / f"{idea_id:05d}" / "logs" / job.job_key / stored.name
         text = _tail(_locate(stored, moved), lines)
         if text.strip():
