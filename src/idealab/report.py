@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 from idealab.baseline_reuse import REUSE_KEY
+from idealab.gcpause import paused_gc
 from idealab.manifest import Goal
 from idealab.search import stats
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, Entry, Journal, confirm_seeds_of
@@ -149,6 +150,11 @@ def status_json(store: Store, limit: int = 0, offset: int = 0) -> dict[str, Any]
 
     `experiments` lists the latest `limit` experiments (0: all) after skipping the `offset` latest, in
     (epoch, idx) order; `experiments_total` counts them all. Everything else is about the whole run."""
+    with paused_gc():
+        return _status_json(store, limit, offset)
+
+
+def _status_json(store: Store, limit: int, offset: int) -> dict[str, Any]:
     run = store.get_run()
     if run is None:
         raise LookupError("this work directory holds no run yet")

@@ -17,6 +17,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
+from idealab.gcpause import paused_gc
 from idealab.manifest import Goal
 from idealab.search.evidence import Evidence
 from idealab.search.journal import BASELINE_EPOCH, Journal, confirm_seeds_of, trust_of
@@ -203,6 +204,11 @@ class RunSnapshot:
 
 def load_snapshot(store: Store, workdir: Path, with_values: bool = False) -> RunSnapshot:
     """Everything the views show about the run in `store`; `with_values` adds every reported metric value."""
+    with paused_gc():
+        return _load_snapshot(store, workdir, with_values)
+
+
+def _load_snapshot(store: Store, workdir: Path, with_values: bool) -> RunSnapshot:
     run = store.get_run()
     if run is None:
         raise LookupError("this work directory holds no run yet")

@@ -20,6 +20,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
 import idealab
+from idealab.gcpause import paused_gc
 from idealab.report import iso
 from idealab.views.data import Experiment, RunSnapshot, log_tail
 from idealab.views.summary import epoch_rows, totals
@@ -40,6 +41,11 @@ def report_data(snap: RunSnapshot, embed: set[int] | None = None) -> dict[str, A
 
     The diff and log tail are embedded for the experiments in `embed` (default: `featured`); the others
     carry `details: false`, and the page says where to find them (the dashboard fetches them on demand)."""
+    with paused_gc():
+        return _report_data(snap, embed)
+
+
+def _report_data(snap: RunSnapshot, embed: set[int] | None) -> dict[str, Any]:
     journal = snap.journal  # one journal: the suspect rule reads the whole run once
     best = journal.best()
     base = snap.baseline
