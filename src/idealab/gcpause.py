@@ -2,8 +2,8 @@
 
 Reading ten thousand experiments allocates hundreds of thousands of small records, dicts and tuples that
 hold no reference cycles and live until the view is written. The allocations themselves trigger the
-collector, whose passes over the growing heap cost about a seventh of a report's or a status's time
-(benchmarks/scale.py); reference counting frees everything as before, and the collector runs again after.
+collector, whose passes over the growing heap cost about an eighth of a report's time at 10,000
+experiments (docs/BENCHMARKS.md); reference counting frees everything as before, and the collector runs again after.
 """
 
 from __future__ import annotations
