@@ -111,6 +111,9 @@ class InstantBackend:
         self._tasks: dict[str, asyncio.Task[JobResult]] = {}
         self.rng = random.Random(0)
 
+    def claim(self, spec: JobSpec) -> str:
+        return f"instant:{spec.job_id}"
+
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
         self._tasks[spec.job_id] = asyncio.create_task(self._run(spec, on_start))
         return spec.job_id

@@ -28,6 +28,9 @@ class SimBackend:
     _tasks: dict[str, asyncio.Task[JobResult]] = field(default_factory=dict)
     name = "sim"
 
+    def claim(self, spec: JobSpec) -> str:
+        return f"sim:{spec.job_id}"
+
     async def reattach(self, spec: JobSpec, handle: str) -> str | None:
         return None  # its jobs are tasks of the process that ran them: gone after a restart
 

@@ -246,6 +246,83 @@ def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_pat
     assert len(mine) == 1  # ran once
 
 
+def test_killed_before_the_handle_was_stored_the_job_is_followed_once(cluster: RayCluster, tmp_path: Path) -> None:
+    """The orphan window: an orchestrator SIGKILLed the moment Ray accepted the job, before anything stored
+    its handle. The handle `claim` gave before the submission (the submission id, chosen here) finds it:
+    followed to its result, not submitted again; a claimed job that never reached Ray is reported gone."""
+    spec = job(tmp_path, "orphan", """import time; time.sleep(3); print('@metric {"name": "loss", "value": 0.5}')""")
+    submitter = f"""
+        import asyncio, os, signal
+        from pathlib import Path
+        from idealab.executor.base import JobSpec
+        from idealab.executor.ray_backend import RayBackend
+
+        async def main():
+            jobs = RayBackend({cluster.address!r}, grace_s=2, num_cpus=0.5)
+            spec = JobSpec("orphan", Path({str(spec.workspace)!r}), "python job.py", 120,
+                           log_dir=Path({str(spec.log_dir)!r}), metric_name="loss")
+            print(jobs.claim(spec), flush=True)  # what the search loop stores before it submits
+            await jobs.submit(spec, lambda start: os.kill(os.getpid(), signal.SIGKILL))  # Ray has the job
+            await asyncio.sleep(600)
+
+        asyncio.run(main())
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(submitter)], capture_output=True, text=True,
+                          env=cli_env(), timeout=300)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    handle = done.stdout.strip()
+    assert handle.startswith("ray:idealab-orphan-")
+
+    async def main() -> tuple[JobResult, str | None]:
+        jobs = backend(cluster)
+        followed = await jobs.reattach(spec, handle)
+        assert followed == "orphan"
+        result = await jobs.wait(followed)
+        never = job(tmp_path, "never", "pass")
+        gone = await jobs.reattach(never, jobs.claim(never))  # claimed, then killed before submit_job
+        await jobs.close()
+        return result, gone
+
+    result, gone = asyncio.run(main())
+    assert result.exit_code == 0 and result.stdout_path.read_text() == '@metric {"name": "loss", "value": 0.5}\n'
+    assert gone is None
+    from ray.job_submission import JobSubmissionClient
+
+    listed = JobSubmissionClient(cluster.address).list_jobs()
+    mine = [j for j in listed if (j.metadata or {}).get("idealab_log_dir") == str(spec.log_dir)]
+    assert len(mine) == 1  # submitted once, run once
+
+
+def test_a_running_jobs_output_arrives_while_it_runs(cluster: RayCluster, tmp_path: Path) -> None:
+    """What the job prints reaches its stdout.log here while it runs (for `idealab logs`, the dashboard),
+    not only with its result."""
+    spec = job(tmp_path, "talky", """\
+        import sys, time
+        print("step 1", flush=True)
+        print("warming up", file=sys.stderr, flush=True)
+        time.sleep(6)
+        print("step 2", flush=True)
+    """)
+
+    async def main() -> tuple[str, str, bool, JobResult]:
+        jobs = backend(cluster)
+        handle = await jobs.submit(spec)
+        waiting = asyncio.ensure_future(jobs.wait(handle))
+        stdout, stderr = jobs.logs(handle)
+        while "step 1" not in (stdout.read_text() if stdout.exists() else ""):
+            assert not waiting.done(), "the job ended before its first line arrived"
+            await asyncio.sleep(0.1)
+        seen, seen_err, running = stdout.read_text(), stderr.read_text(), not waiting.done()
+        result = await waiting
+        await jobs.close()
+        return seen, seen_err, running, result
+
+    seen, seen_err, running, result = asyncio.run(asyncio.wait_for(main(), 240))
+    assert running and seen == "step 1\n" and seen_err == "warming up\n"  # during the job, before step 2
+    assert result.exit_code == 0 and result.stdout_path.read_text() == "step 1\nstep 2\n"
+    assert "IDEALAB-RAY-OUTPUT" not in (result.stdout_path.parent / "ray-driver.log").read_text()
+
+
 def test_sigkill_mid_run_then_resume_reattaches_to_the_ray_jobs(cluster: RayCluster, tmp_path: Path) -> None:
     """The orchestrator is SIGKILLed while Ray runs its jobs; the same command again follows those jobs to
     their results instead of running them again: one Ray job per experiment, every result kept once."""

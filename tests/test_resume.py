@@ -159,7 +159,7 @@ def test_sigkill_mid_job_then_resume_waits_for_the_running_job(tmp_path):
     proc.kill()
     proc.wait(timeout=60)
     with sqlite3.connect(db) as conn:
-        query = "SELECT job_key, handle FROM jobs WHERE finished_at IS NULL AND handle IS NOT NULL"
+        query = "SELECT job_key, handle FROM jobs WHERE finished_at IS NULL AND started_at IS NOT NULL"
         in_flight = dict(conn.execute(query))
     supervisors = [int(handle.split(":")[1]) for handle in in_flight.values()]
     assert supervisors and all(Path(f"/proc/{pid}").exists() for pid in supervisors)  # still running
@@ -175,3 +175,46 @@ def test_sigkill_mid_job_then_resume_waits_for_the_running_job(tmp_path):
         assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
     assert statuses == {"ok"}
     assert job_processes(workdir) == []
+
+
+CRASHPOINT = Path(__file__).parent / "crashpoint.py"
+
+
+@pytest.mark.slow
+def test_killed_between_spawning_a_job_and_storing_its_handle_then_resumed(tmp_path):
+    """The orphan window: the orchestrator dies the moment its first job's supervisor exists, before the
+    job's handle is stored. The handle claimed before (`local:pending`) finds that job on resume: waited
+    for and judged once, not run a second time beside the orphan."""
+    env, workdir = slow_quad(tmp_path, 3), tmp_path / "run"
+    db = workdir / "idealab.db"
+    run = [
+        "run", "--env", str(env), "--preset", "slow", "--epochs", "1", "--ideas-per-epoch", "2", "--slots", "2",
+        "--baseline-runs", "1", "--confirm-top", "0", "--workdir", str(workdir), "--quiet",
+    ]  # fmt: skip
+    crashed = subprocess.run(
+        [sys.executable, str(CRASHPOINT), "idealab.executor.local.LocalBackend", *run],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        orphans = dict(conn.execute("SELECT job_key, handle FROM jobs WHERE started_at IS NULL"))
+    assert orphans and set(orphans.values()) == {"local:pending"}  # claimed; their start never got stored
+    running = {job_id(pid) for pid in job_processes(workdir)} & set(orphans)
+    assert running  # yet one runs (others claimed may not have been spawned yet: those run again)
+
+    done = subprocess.run([sys.executable, "-m", "idealab", *run], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        jobs = dict(conn.execute("SELECT job_key, status FROM jobs"))
+        statuses = {s for (s,) in conn.execute("SELECT status FROM ideas")}
+    assert all(jobs[key] == "abandoned" for key in set(orphans) - running), jobs
+    for key in running:  # found, waited for and judged: its idea has no other job
+        assert jobs[key] == "ok", jobs
+        assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
+    assert statuses == {"ok"}
+    assert job_processes(workdir) == []
+
+
+def job_id(pid: int) -> str:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"IDEALAB_JOB_ID="))

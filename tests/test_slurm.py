@@ -253,10 +253,124 @@ def test_sigkill_then_resume_reattaches_to_running_slurm_jobs(slurm_env: dict[st
     for key in in_flight:  # nothing ran a second time
         assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
     assert {s for (s,) in query(db, "SELECT status FROM ideas")} == {"ok"}
-    submitted = [h for h, _ in jobs.values() if h is not None]  # a job that waited for a slot had no Slurm job
+    # a job that waited for a slot had no Slurm job, nor had one claimed and found never submitted
+    submitted = [h for h, s in jobs.values() if h is not None and not (s == "abandoned" and "pending" in str(h))]
     assert len(slurm_jobs_under(workdir, slurm_env)) == len(submitted)  # none submitted twice or orphaned
     per_job = "SELECT j.job_key, count(m.id) FROM jobs j JOIN metric_values m ON m.job_id = j.id GROUP BY j.id"
     counts = dict(query(db, per_job))
     for key in jobs:  # every metric value stored once
         (metrics,) = list((workdir / "experiments").glob(f"*/logs/{key}/metrics.jsonl"))
         assert counts[key] == len(metrics.read_text().splitlines()) >= 1
+
+
+CRASHING = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from idealab.executor.base import JobSpec
+from idealab.executor.bwrap import SandboxPolicy
+from idealab.executor.slurm import SlurmBackend, SlurmOptions
+
+async def main():
+    backend = SlurmBackend(SlurmOptions(poll_s=0.3), grace_s=2)
+    spec = JobSpec(sys.argv[1], Path(sys.argv[2]), sys.argv[3], 60, log_dir=Path(sys.argv[4]),
+                   sandbox=SandboxPolicy(mode="off"))
+    print(backend.claim(spec), flush=True)  # what the search loop stores before it submits
+    await backend.submit(spec, lambda start: os.kill(os.getpid(), signal.SIGKILL))  # sbatch has answered
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+COUNTED = "sh -c 'echo ran >> runs; while [ ! -e go ]; do sleep 0.1; done; echo finished'"  # until told
+
+
+def killed_after_sbatch(spec: JobSpec, env: dict[str, str]) -> str:
+    """Submit `spec` from an orchestrator process that SIGKILLs itself the moment sbatch has accepted the
+    job, before its Slurm job id could be stored anywhere; the pending handle it claimed first."""
+    argv = [sys.executable, "-c", CRASHING, spec.job_id, str(spec.workspace), spec.command, str(spec.log_dir)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_killed_before_the_job_id_was_stored_the_job_is_found_by_name(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The orphan window: the job is found by the name claimed for it, waited for and collected once."""
+    spec = job(tmp_path, "orphan", COUNTED)
+    handle = killed_after_sbatch(spec, slurm_env)
+    assert handle.startswith("slurm:pending:idealab-orphan-")
+    assert len(slurm_jobs_under(tmp_path, slurm_env)) == 1  # Slurm has it; nobody stored its id
+
+    async def main() -> tuple[JobResult, str | None]:
+        backend = SlurmBackend(POLL, grace_s=2)
+        try:
+            adopted = await backend.reattach(spec, handle)
+            assert adopted == "orphan"
+            while not (spec.workspace / "runs").exists():  # it runs on the node
+                await asyncio.sleep(0.1)
+            (spec.workspace / "go").touch()
+            result = await backend.wait(adopted)
+            never = job(tmp_path, "never", COUNTED)  # claimed, then the orchestrator died before sbatch
+            gone = await backend.reattach(never, backend.claim(never))
+            return result, gone
+        finally:
+            await backend.close()
+
+    result, gone = asyncio.run(asyncio.wait_for(main(), 240))
+    assert result.exit_code == 0 and result.stdout_path.read_text() == "finished\n"
+    assert (spec.workspace / "runs").read_text() == "ran\n"  # ran once
+    assert gone is None
+    assert len(slurm_jobs_under(tmp_path, slurm_env)) == 1  # and was submitted once
+
+
+def test_killed_before_the_job_id_was_stored_a_job_that_ended_is_collected(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    spec = job(tmp_path, "ended", COUNTED)
+    (spec.workspace / "go").touch()  # it ends at once, with no orchestrator
+    handle = killed_after_sbatch(spec, slurm_env)
+    deadline = time.time() + 120
+    while not (spec.log_dir / "exit.json").exists():  # type: ignore[operator]
+        assert time.time() < deadline, "the job never ended"
+        time.sleep(0.1)
+
+    async def main() -> JobResult:
+        backend = SlurmBackend(POLL, grace_s=2)
+        try:
+            adopted = await backend.reattach(spec, handle)
+            assert adopted == "ended"
+            return await backend.wait(adopted)
+        finally:
+            await backend.close()
+
+    result = asyncio.run(asyncio.wait_for(main(), 120))
+    assert result.exit_code == 0 and result.stdout_path.read_text() == "finished\n"
+    assert (spec.workspace / "runs").read_text() == "ran\n"
+    assert len(slurm_jobs_under(tmp_path, slurm_env)) == 1
+
+
+def test_a_search_killed_right_after_sbatch_resumes_without_an_orphan(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The orchestrator dies the moment sbatch accepted its first job, before the job id was stored; the
+    resumed search finds that job by the name claimed for it: judged once, no second Slurm job beside it."""
+    workdir, command = tmp_path / "run", run_command(tmp_path / "run", slow_quad(tmp_path, 3))
+    db = workdir / "idealab.db"
+    crashpoint = [sys.executable, str(Path(__file__).parent / "crashpoint.py"), "idealab.executor.slurm.SlurmBackend"]
+    crashed = subprocess.run([*crashpoint, *command[3:]], capture_output=True, text=True, env=slurm_env, timeout=300)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+    orphans = dict(query(db, "SELECT job_key, handle FROM jobs WHERE started_at IS NULL AND handle IS NOT NULL"))
+    assert orphans and all(str(h).startswith("slurm:pending:idealab-") for h in orphans.values())
+    submitted = slurm_jobs_under(workdir, slurm_env)
+    assert submitted  # Slurm has the job nobody stored the id of
+
+    done = subprocess.run(command, capture_output=True, text=True, env=slurm_env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    jobs = {k: (h, s) for k, h, s in query(db, "SELECT job_key, handle, status FROM jobs")}
+    assert {s for (s,) in query(db, "SELECT status FROM ideas")} == {"ok"}
+    found = [key for key in orphans if jobs[key][1] == "ok"]
+    assert len(found) >= len(submitted)  # every job Slurm had was found and judged ...
+    for key in found:  # ... and its idea ran no other job
+        assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
+    started = [h for h, _ in jobs.values() if str(h).startswith("slurm:") and str(h)[6:].isdigit()]
+    assert len(slurm_jobs_under(workdir, slurm_env)) == len(started) + len(submitted)  # none twice

@@ -7,6 +7,9 @@ out of stdout as it streams); the search loop knows nothing of processes. The lo
 
 Every started job has a durable `handle` (told in `JobStart`, stored by the loop), so that an orchestrator
 that restarts after a crash can `reattach` to a job its predecessor submitted instead of running it again.
+Before that, `claim` gives the job's engine-side identity, chosen before anything is submitted: the caller
+stores it first, so an orchestrator killed between the engine accepting a job and the store learning its
+handle leaves no job that nobody knows about (`reattach` finds it by that identity, or learns it never ran).
 """
 
 from __future__ import annotations
@@ -124,14 +127,23 @@ class Backend(Protocol):
 
     name: str  # as on the command line (`--backend NAME`), stored beside each job's handle
 
+    def claim(self, spec: JobSpec) -> str:
+        """The job's durable handle before it is submitted (a "pending" handle where the engine's own id is
+        not known yet): the identity under which the next `submit` of this job puts it into the engine. The
+        caller stores it before calling `submit`; `reattach` accepts it. Calling it again gives the same one."""
+        ...
+
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
-        """Queue a job; returns its handle (the job_id). `on_start` fires when it starts running; a backend
-        whose jobs wait in a scheduler's queue fires it once the scheduler accepted the job (so its handle
-        is stored at once) and again, with the real start time and devices, once it runs."""
+        """Queue a job (under the identity `claim` gave; claimed now if it was not); returns its handle (the
+        job_id). `on_start` fires when it starts running; a backend whose jobs wait in a scheduler's queue
+        fires it once the scheduler accepted the job (so its handle is stored at once) and again, with the
+        real start time and devices, once it runs."""
         ...
 
     async def reattach(self, spec: JobSpec, handle: str) -> str | None:
-        """Take over a job that a previous orchestrator process started (`handle`: its `JobStart.handle`).
+        """Take over a job that a previous orchestrator process started (`handle`: its `JobStart.handle`, or
+        the pending one `claim` gave: then the job is looked up by that identity, and None when it never
+        reached the engine).
 
         Returns a handle to `wait()` on when the job still runs (wait returns when it ends) or has already
         ended (wait returns its collected result at once); None when the job is gone without a result (the

@@ -8,9 +8,11 @@ metric values and writes what it saw to `exit.json`. So the orchestrator never r
 it runs, and a job stops at its limit even when the orchestrator has died. Nothing polls: the task waits
 on the supervisor's exit, a timer and an event.
 
-A job's handle is "local:<supervisor pid>:<GPU ids>". After an orchestrator restart, `reattach` collects
-the result of a job that ended meanwhile (its exit.json), and waits for one whose supervisor still runs
-(holding its GPUs in the pool again) instead of stopping it.
+A job's handle is "local:<supervisor pid>:<GPU ids>". Before its supervisor exists it is "local:pending"
+(`claim`): the job is then known by its log directory, which its supervisor is started with, and its id,
+which is in the supervisor's environment. After an orchestrator restart, `reattach` collects the result of
+a job that ended meanwhile (its exit.json), and waits for one whose supervisor still runs (holding its GPUs
+in the pool again) instead of stopping it; given the pending handle, it looks for that supervisor first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrap
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.procs import (
     describe_returncode,
+    find_job_process,
     is_job_process,
     kill_job,
     kill_stale_job,
@@ -60,6 +63,7 @@ DEFAULT_GRACE_S = 10.0
 DEFAULT_REAP_TIMEOUT_S = 30.0
 BACKSTOP_MARGIN_S = 30.0  # how late past its limit + grace a silent supervisor is killed from here
 SUPERVISOR_MODULE = "idealab.executor.supervisor"
+PENDING_HANDLE = "local:pending"  # claimed, supervisor not started yet (or started, its pid not stored)
 
 
 def job_log_dir(spec: JobSpec) -> Path:
@@ -129,6 +133,9 @@ class LocalBackend:
 
     # ------------------------------------------------------------------------------ Backend protocol
 
+    def claim(self, spec: JobSpec) -> str:
+        return PENDING_HANDLE  # the job's log directory and id, both in the spec, find its supervisor
+
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
         if spec.job_id in self._jobs:
             raise ValueError(f"job id {spec.job_id!r} was already submitted to this backend")
@@ -141,17 +148,17 @@ class LocalBackend:
         return spec.job_id
 
     async def reattach(self, spec: JobSpec, handle: str) -> str | None:
-        pid, gpu_ids = parse_handle(handle)
         if spec.job_id in self._jobs:
             raise ValueError(f"job id {spec.job_id!r} was already submitted to this backend")
         log_dir = job_log_dir(spec)
+        pid, gpu_ids = _find_supervisor(log_dir, spec.job_id) if handle == PENDING_HANDLE else parse_handle(handle)
         job = _Job(spec, log_dir / STDOUT_NAME, log_dir / STDERR_NAME)
         record = ExitRecord.read(log_dir)
         if record is not None:  # it ended while no orchestrator waited for it
             collected = result_from_record(record, gpu_ids, job.stdout_path, job.stderr_path, log_dir / METRICS_NAME)
-            job.task = asyncio.create_task(_ready(collected))
+            job.task = asyncio.create_task(ready(collected))
         else:
-            exited = pid_exit(pid)
+            exited = pid_exit(pid) if pid else None
             if exited is None or not is_job_process(pid, spec.job_id):  # its supervisor died without a result
                 if exited is not None:
                     exited.cancel()
@@ -377,6 +384,16 @@ def _supervisor_env(job_env: dict[str, str]) -> dict[str, str]:
     return {**job_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), DROP_PYTHONPATH_VAR: "1"}
 
 
+def _find_supervisor(job_dir: Path, job_id: str) -> tuple[int, tuple[int, ...]]:
+    """The pid and GPUs of job `job_id`'s live supervisor, found by the arguments it was started with; pid
+    0 when none runs (it never started, or it ended: then its exit.json says how; GPUs unknown then)."""
+    found = find_job_process(["-m", SUPERVISOR_MODULE, str(job_dir)], job_id)
+    if found is None:
+        return 0, ()
+    pid, environ = found
+    return pid, tuple(int(g) for g in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.isdigit())
+
+
 def format_handle(supervisor_pid: int, gpu_ids: tuple[int, ...]) -> str:
     return f"local:{supervisor_pid}:{','.join(str(g) for g in gpu_ids)}"
 
@@ -401,7 +418,8 @@ def _started_at(job_dir: Path) -> float:
         return time.time()
 
 
-async def _ready(result: JobResult) -> JobResult:
+async def ready(result: JobResult) -> JobResult:
+    """A job's task whose result was collected already."""
     return result
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from idealab.executor.sandbox import JOB_ID_VAR
@@ -115,6 +116,25 @@ def kill_stale_job(pgid: int, job_id: str) -> bool:
 def is_job_process(pid: int, job_id: str) -> bool:
     """Whether process `pid` is alive and belongs to job `job_id` (its supervisor or the job itself)."""
     return pid > 1 and f"{JOB_ID_VAR}={job_id}".encode() in _environ_entries(pid)
+
+
+def find_job_process(argv_tail: Sequence[str], job_id: str) -> tuple[int, dict[str, str]] | None:
+    """A live process of job `job_id` whose command line ends with `argv_tail`, and the environment it was
+    started with; None when there is none. Finds a job's supervisor whose pid nobody stored (Linux: /proc)."""
+    tail = [arg.encode() for arg in argv_tail]
+    marker = f"{JOB_ID_VAR}={job_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:  # gone meanwhile, or not ours to inspect
+            continue
+        environ = _environ_entries(int(entry.name)) if argv[-len(tail) :] == tail else set()
+        if marker in environ:
+            pairs = (item.decode(errors="replace").partition("=") for item in environ if b"=" in item)
+            return int(entry.name), {name: value for name, _, value in pairs}
+    return None
 
 
 def pid_exit(pid: int) -> asyncio.Future[None] | None:

@@ -14,8 +14,10 @@ version skew impossible. The node only needs a Python >= 3.11 with `ray` (which 
 and whatever the environment's training code imports.
 
 Following a job waits on Ray's log stream (`tail_job_logs`, a websocket that ends with the job), so nothing
-polls while it runs; the worker's start line gives the GPUs, and its result line brings the logs, metric
-values and exit record back into the job's log directory when it ends. Cancel and the backstop are
+polls while it runs; the worker's start line gives the GPUs, its output lines are the job's stdout and
+stderr as they are written (appended to the job's logs here while it runs: `idealab logs` and the
+dashboard show its progress), and its result line brings the logs, metric values and exit record back
+into the job's log directory when it ends. Cancel and the backstop are
 `stop_job`: Ray sends SIGTERM to the entrypoint and every process under it, which the supervisor turns into
 a graceful stop of the job's group; what is left after `RAY_JOB_STOP_WAIT_TIME_S` (set per job to the
 grace period plus a margin) is SIGKILLed by Ray. A job's handle is `ray:<submission id>`; it is durable, so
@@ -47,6 +49,7 @@ from idealab.executor.bwrap import SANDBOX_MODES, Limits
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, MIN_CAP_BYTES
 from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, result_from_record
 from idealab.executor.ray_worker import (
+    OUTPUT_MARK,
     REQUEST_VAR,
     RESULT_MARK,
     SHIPPED_FILES,
@@ -118,6 +121,7 @@ class _RayJob:
     started_at: float | None = None
     task: asyncio.Task[JobResult] | None = None
     stream_text: list[str] = field(default_factory=list)  # the part of the log stream not yet parsed
+    live: set[str] = field(default_factory=set)  # the logs this stream of Ray's has written to so far
 
     @property
     def sid(self) -> str:
@@ -165,15 +169,20 @@ class RayBackend:
         self._base_env = base_env
         self.client = client if client is not None else connect(address)
         self._jobs: dict[str, _RayJob] = {}
+        self._claims: dict[str, str] = {}  # job_id: the handle claimed for it, not submitted yet
         self._backstops: set[asyncio.Future[None]] = set()  # stop requests of jobs past their limit
         self._closed = False
 
     # ------------------------------------------------------------------------------ Backend protocol
 
+    def claim(self, spec: JobSpec) -> str:
+        """Ray lets the client choose the submission id: the handle is the final one before Ray has the job."""
+        return self._claims.setdefault(spec.job_id, new_handle(spec.job_id))
+
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
         if spec.job_id in self._jobs:
             raise ValueError(f"job id {spec.job_id!r} was already submitted to this backend")
-        job = self._track(spec, new_handle(spec.job_id))
+        job = self._track(spec, self._claims.pop(spec.job_id, "") or new_handle(spec.job_id))
         if self._closed:
             job.task = asyncio.create_task(self._ended_unstarted(job, cancelled=True))
         else:
@@ -366,10 +375,12 @@ class RayBackend:
         backstop: asyncio.TimerHandle | None = None
         try:
             while True:
+                job.stream_text.clear()
+                job.live.clear()  # a new stream starts at the log's beginning: the job's logs are written again
                 try:
                     async with contextlib.aclosing(self.client.tail_job_logs(job.sid)) as stream:
                         async for chunk in stream:
-                            if not job.started and self._saw_start(job, chunk, on_start):
+                            if self._read_stream(job, chunk, on_start) and backstop is None:
                                 backstop = self._arm_backstop(job)
                 except (RuntimeError, OSError) as exc:  # the stream broke (dashboard restart, network)
                     log.warning("Ray log stream of %s broke (%s); following it again", job.sid, exc)
@@ -382,7 +393,8 @@ class RayBackend:
                 backstop.cancel()
         text = await asyncio.to_thread(self.client.get_job_logs, job.sid)
         if not job.started:
-            self._saw_start(job, text, on_start)
+            job.stream_text.clear()
+            self._read_stream(job, text, on_start)
         if self._requeue(job, info):
             return None
         return self._collect(job, info, text)
@@ -400,25 +412,43 @@ class RayBackend:
         delay = job.spec.timeout_s + self.grace_s + BACKSTOP_MARGIN_S
         return asyncio.get_running_loop().call_later(delay, fire)
 
-    def _saw_start(self, job: _RayJob, chunk: str, on_start: OnStart | None) -> bool:
-        """Look for the worker's start line in the log (`chunk`: its next part, or all of it); when it is
-        there, note the GPUs and start time and tell `on_start`. Lines before it are short (Ray's set-up)."""
+    def _read_stream(self, job: _RayJob, chunk: str, on_start: OnStart | None) -> bool:
+        """Read the next part of the job's Ray log (`chunk`): at the worker's start line, note the GPUs and
+        start time and tell `on_start`; append the job's output lines to its logs here. Whether the job was
+        seen to start in this chunk."""
+        if "\n" not in chunk:  # a part of a long line (the result's): joined once, when it is complete
+            job.stream_text.append(chunk)
+            return False
         lines = ("".join(job.stream_text) + chunk).split("\n")
         job.stream_text[:] = [lines.pop()]  # an unfinished line waits for the rest
+        started_now = False
         for line in lines:
-            if line.startswith(START_MARK):
-                job.stream_text.clear()
+            if line.startswith(OUTPUT_MARK):
+                self._live_output(job, line[len(OUTPUT_MARK) :])
+            elif line.startswith(START_MARK) and not job.started:
                 started = json.loads(line[len(START_MARK) :])
                 job.gpu_ids = tuple(int(g) for g in started["gpu_ids"])
                 job.started_at = float(started["started_at"])
-                job.started = True
+                job.started = started_now = True
                 if on_start is not None:
                     on_start(
                         JobStart(job.spec.job_id, job.started_at, job.gpu_ids, None, job.stdout_path,
                                  job.stderr_path, handle=job.handle)
                     )  # fmt: skip
-                return True
-        return False
+        return started_now
+
+    @staticmethod
+    def _live_output(job: _RayJob, text: str) -> None:
+        """A piece of the job's output (`<log name> <base64>`), appended to that log in its log directory
+        (the first piece of a stream replaces what an earlier stream of the same log wrote)."""
+        name, _, data = text.partition(" ")
+        if name not in SHIPPED_FILES:  # only the job's own log names: never a path
+            return
+        log_dir = job.stdout_path.parent
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (log_dir / name).open("ab" if name in job.live else "wb") as out:
+            out.write(base64.b64decode(data))
+        job.live.add(name)
 
     def _collect(self, job: _RayJob, info: Any, text: str) -> JobResult:
         """The job's result from its Ray log: the worker's bundle, written into the job's log directory."""
@@ -429,7 +459,7 @@ class RayBackend:
         for line in text.splitlines(keepends=True):
             if line.startswith(RESULT_MARK):
                 bundle_text = line[len(RESULT_MARK) :].strip()
-            else:
+            elif not line.startswith(OUTPUT_MARK):  # the job's output is in its own logs
                 kept.append(line)
         (log_dir / DRIVER_LOG_NAME).write_text("".join(kept))
         if bundle_text is None:

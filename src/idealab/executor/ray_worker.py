@@ -8,6 +8,9 @@ record), then prints what the orchestrator needs back as one line of the job's R
 
 - `IDEALAB-RAY-START {json}` as soon as the job starts: the GPUs Ray gave it (CUDA_VISIBLE_DEVICES), the
   node, the start time;
+- `IDEALAB-RAY-OUTPUT <log name> <base64>` for each piece of the job's output as its supervisor writes it
+  (stdout.log, stderr.log, ...), so that the orchestrator, which follows this log, sees the job's progress
+  while it runs; at most the log cap of each log goes this way (the rest comes with the result);
 - `IDEALAB-RAY-RESULT <base64(zlib(json))>` at the end: the exit record, the logs (the scoring step's too)
   and metric values, the content of any protected file the job changed and of any file scoring changed in
   its directory (so the orchestrator's tamper checks see them).
@@ -56,6 +59,7 @@ from idealab.paths import DATA_DIR_VAR
 REQUEST_VAR = "IDEALAB_RAY_REQUEST"
 START_MARK = "IDEALAB-RAY-START "
 RESULT_MARK = "IDEALAB-RAY-RESULT "
+OUTPUT_MARK = "IDEALAB-RAY-OUTPUT "
 SHIPPED_FILES = (STDOUT_NAME, STDERR_NAME, METRICS_NAME, SUPERVISOR_LOG_NAME, SCORE_STDOUT_NAME, SCORE_STDERR_NAME)
 UPLOAD_WORKSPACE = "workspace"  # a job with a scoring step uploads these two directories (see `run`)
 UPLOAD_SCORING = "scoring"
@@ -78,6 +82,23 @@ def _b64(path: Path) -> str | None:
 
 def _digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+class LiveOutput:
+    """The supervisor's echo: each piece of the job's output as an OUTPUT_MARK line of this process's stdout
+    (the Ray job's log), at most `cap_bytes` per log file: a job printing without end must not fill the
+    node's disk with Ray's copy of it."""
+
+    def __init__(self, cap_bytes: int) -> None:
+        self.cap_bytes = cap_bytes
+        self.sent: dict[str, int] = {}
+
+    def __call__(self, name: str, data: bytes) -> None:
+        sent = self.sent.get(name, 0)
+        part = data[: max(0, self.cap_bytes - sent)]
+        if part:
+            self.sent[name] = sent + len(part)
+            print(f"{OUTPUT_MARK}{name} {base64.b64encode(part).decode()}", flush=True)
 
 
 def _gpu_ids() -> list[int]:
@@ -226,7 +247,7 @@ def _supervised(request: dict[str, Any], spec: JobSpec, job_dir: Path) -> ExitRe
     # the supervisor hands its own environment to the job, as the local backend's does
     os.environ.clear()
     os.environ.update(env)
-    return supervise(job_dir)
+    return supervise(job_dir, LiveOutput(int(request["log_cap_bytes"])))
 
 
 def main() -> int:

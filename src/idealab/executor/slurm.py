@@ -15,7 +15,9 @@ sandbox and `exit.json` work the same on the node; Slurm's own `--time` is only 
 - Cancel: `scancel --batch --signal=TERM` asks the supervisor to stop the job gracefully (it writes
   `exit.json`); then `scancel` ends the Slurm job, and with it every process left on the node.
 - Restart: the handle is "slurm:<job id>"; `reattach` looks the job up with `squeue` and waits for it, or
-  collects its `exit.json` when it ended meanwhile.
+  collects its `exit.json` when it ended meanwhile. Before sbatch answers, it is "slurm:pending:<job name>"
+  (`claim`): each job is submitted under a job name of its own, so `reattach` finds by `squeue --name` a job
+  whose id was never stored; one Slurm no longer lists ended with its `exit.json` or never reached Slurm.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import shlex
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +40,7 @@ from idealab.errors import RunFault
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
 from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
-from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, result_from_record
+from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, ready, result_from_record
 from idealab.executor.sandbox import job_environment
 from idealab.executor.scoring import supervisor_score_step
 from idealab.executor.supervision import supervisor_spec
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 5.0
 SCRIPT_NAME = "job.sbatch"
+PENDING_PREFIX = "slurm:pending:"  # + the job's name: claimed, its Slurm job id not known (yet)
 NODE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")  # what the job keeps of the node's environment
 ACTIVE_STATES = frozenset(
     {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
@@ -87,6 +91,7 @@ class _Job:
     spec: JobSpec
     stdout_path: Path
     stderr_path: Path
+    name: str  # the Slurm job name, unique to this job (see `claim`)
     on_start: OnStart | None = None
     slurm_id: str | None = None  # set once sbatch accepted it
     state: str = "SUBMITTING"  # the last state squeue told
@@ -136,14 +141,19 @@ class SlurmBackend:
         self.limits = limits or Limits()
         self.conceal = tuple(conceal)
         self._jobs: dict[str, _Job] = {}
+        self._claims: dict[str, str] = {}  # job_id: the Slurm job name claimed for it, not submitted yet
         self._closed = False
         self._wake = asyncio.Event()  # a job was submitted or asked to stop: look now, not at the next tick
         self._watcher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------ Backend protocol
 
+    def claim(self, spec: JobSpec) -> str:
+        name = self._claims.setdefault(spec.job_id, job_name(spec.job_id))
+        return PENDING_PREFIX + name
+
     async def submit(self, spec: JobSpec, on_start: OnStart | None = None) -> str:
-        job = self._register(spec)
+        job = self._register(spec, self._claims.pop(spec.job_id, "") or job_name(spec.job_id))
         job.on_start = on_start
         if self._closed:
             job.stop.set()
@@ -151,14 +161,23 @@ class SlurmBackend:
         return spec.job_id
 
     async def reattach(self, spec: JobSpec, handle: str) -> str | None:
-        slurm_id = parse_handle(handle)
-        states = await self._states([slurm_id])
         job_dir = job_log_dir(spec)
+        name = handle.removeprefix(PENDING_PREFIX) if handle.startswith(PENDING_PREFIX) else ""
+        slurm_id = await self._id_by_name(name) if name else parse_handle(handle)
+        if slurm_id is None:  # Slurm lists no job of that name: it ended long enough ago, or never got there
+            record = ExitRecord.read(job_dir)
+            if record is None:
+                return None
+            job = self._register(spec, name)
+            collected = result_from_record(record, (), job.stdout_path, job.stderr_path, job_dir / METRICS_NAME)
+            job.task = asyncio.create_task(ready(collected))
+            return spec.job_id
+        states = await self._states([slurm_id])
         active = states.get(slurm_id) in ACTIVE_STATES
         if not active and ExitRecord.read(job_dir) is None:
             await _scancel(slurm_id)  # whatever is left of it (a state squeue did not list)
             return None
-        job = self._register(spec)
+        job = self._register(spec, name)
         job.slurm_id, job.state, job.running_told = slurm_id, states.get(slurm_id, "GONE"), True
         job.task = asyncio.create_task(self._follow(job), name=f"idealab-slurm-{spec.job_id}")
         return spec.job_id
@@ -190,11 +209,11 @@ class SlurmBackend:
 
     # ------------------------------------------------------------------------------------ internals
 
-    def _register(self, spec: JobSpec) -> _Job:
+    def _register(self, spec: JobSpec, name: str) -> _Job:
         if spec.job_id in self._jobs:
             raise ValueError(f"job id {spec.job_id!r} was already submitted to this backend")
         log_dir = job_log_dir(spec)
-        job = _Job(spec, log_dir / STDOUT_NAME, log_dir / STDERR_NAME)
+        job = _Job(spec, log_dir / STDOUT_NAME, log_dir / STDERR_NAME, name)
         self._jobs[spec.job_id] = job
         return job
 
@@ -225,7 +244,7 @@ class SlurmBackend:
             return self._result(job, error=f"could not prepare the Slurm job: {exc}")
         if isinstance(script, str):
             return self._result(job, error=script)
-        slurm_id = await _sbatch(self._sbatch_argv(job.spec, script))
+        slurm_id = await _sbatch(self._sbatch_argv(job.spec, job.name, script))
         if not slurm_id.isdigit():  # refused: why
             return self._result(job, error=slurm_id)
         job.slurm_id = slurm_id
@@ -263,13 +282,13 @@ class SlurmBackend:
         script.write_text(batch_script(spec.job_id, job_dir))
         return script
 
-    def _sbatch_argv(self, spec: JobSpec, script: Path) -> list[str]:
+    def _sbatch_argv(self, spec: JobSpec, name: str, script: Path) -> list[str]:
         opts = self.options
         memory_mb = spec.sandbox.limits.merged(self.limits).memory_mb
         minutes = max(1, math.ceil((spec.limit_s + 2 * self.grace_s + BACKSTOP_MARGIN_S) / 60))
         log_path = str(script.parent / SUPERVISOR_LOG_NAME)
         argv = [
-            "sbatch", "--parsable", f"--job-name=idealab-{spec.job_id}", f"--chdir={spec.workspace}",
+            "sbatch", "--parsable", f"--job-name={name}", f"--chdir={spec.workspace}",
             f"--output={log_path}", f"--error={log_path}", "--export=NONE", "--nodes=1", "--ntasks=1",
             f"--time={minutes}",
         ]  # fmt: skip
@@ -361,6 +380,15 @@ class SlurmBackend:
             log.warning("Slurm job %s outlived its limit; cancelling it", job.slurm_id)
             await _scancel(job.slurm_id)
 
+    async def _id_by_name(self, name: str) -> str | None:
+        """The id of the Slurm job named `name`, while Slurm lists it (queued, running, or ended a short while
+        ago: MinJobAge); None when it lists none."""
+        code, out, err = await _command("squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i")
+        if code != 0:
+            raise SlurmError(f"squeue failed (exit {code}): {err.strip()}; is the Slurm controller up?")
+        ids = out.split()
+        return ids[-1] if ids else None
+
     async def _states(self, slurm_ids: list[str]) -> dict[str, str]:
         """{job id: state} of those Slurm still lists (a job it forgot is absent)."""
         if not slurm_ids:
@@ -388,6 +416,11 @@ def batch_script(job_id: str, job_dir: Path) -> str:
         f"# idealab job {job_id}: its supervisor enforces the time limit and writes exit.json\n"
         f"exec /usr/bin/env PYTHONPATH={shlex.quote(src)} {shlex.join(argv)}\n"
     )
+
+
+def job_name(job_id: str) -> str:
+    """A Slurm job name of its own for the job (job ids repeat across runs, which may share a cluster)."""
+    return f"idealab-{re.sub(r'[^A-Za-z0-9_.-]', '_', job_id)}-{uuid.uuid4().hex[:10]}"
 
 
 def missing_commands() -> list[str]:

@@ -8,7 +8,8 @@ the job's command in a process group of its own, and owns the job from then on:
   orchestrator was SIGKILLed;
 - the output: stdout and stderr go through pipes into capped log files (head and tail kept); stdout is
   parsed for metric values as it streams, with a cap on the values kept. The orchestrator never reads a
-  job's output while it runs;
+  job's output while it runs (on a Ray node, where no file is shared, the worker that runs this in its own
+  process is handed each piece of output as well: `supervise(echo=...)`);
 - a stop request (SIGTERM, SIGINT or SIGHUP to the supervisor) ends the job the same graceful way;
 - the training budget, when the manifest declares one: the supervisor measures the wall-clock or CPU time
   of the job's whole tree itself (every descendant, double-forked and setsid'd ones included: see
@@ -37,6 +38,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES, CappedLog
 from idealab.executor.disk_quota import DiskWatch
@@ -67,6 +69,7 @@ _SHELL_WORDS = frozenset(
     "export readonly return set shift source times trap ulimit umask unset wait alias command type".split()
 )
 PathLike = str | os.PathLike[str]
+Echo = Callable[[str, bytes], None]  # (log file name, a piece of the job's output written to it)
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -422,9 +425,10 @@ def _children_cpu_s() -> float:
 class _Supervision:
     """The event loop of one job: pipes, the child's exit, stop signals and the deadlines."""
 
-    def __init__(self, spec: SupervisorSpec, job_dir: str) -> None:
+    def __init__(self, spec: SupervisorSpec, job_dir: str, echo: Echo | None = None) -> None:
         self.spec = spec
         self.job_dir = job_dir
+        self.echo = echo
         self.selector = selectors.DefaultSelector()
         self.cgroup: _PidsCgroup | None = None
         self.limit_hit: str | None = None
@@ -706,6 +710,8 @@ class _Supervision:
             os.close(pipe.fd)
             return
         pipe.log.write(data)
+        if self.echo is not None:
+            self.echo(os.path.basename(pipe.log.path), data)
         if pipe.metrics is not None:
             pipe.metrics.feed(data)
 
@@ -774,10 +780,11 @@ class _Supervision:
         )
 
 
-def supervise(job_dir: PathLike) -> ExitRecord:
-    """Run the job described in `job_dir` to its end and write its exit record."""
+def supervise(job_dir: PathLike, echo: Echo | None = None) -> ExitRecord:
+    """Run the job described in `job_dir` to its end and write its exit record. `echo(log name, bytes)` is
+    given every piece of the job's output as it is written to its log (stdout.log, stderr.log, ...)."""
     job_dir = os.path.abspath(job_dir)
-    record = _Supervision(SupervisorSpec.read(job_dir), job_dir).run()
+    record = _Supervision(SupervisorSpec.read(job_dir), job_dir, echo).run()
     record.write(job_dir)
     return record
 

@@ -251,7 +251,7 @@ class Search:
                         f"job {job.job_key} was started on the {job.backend} backend and may still run there; "
                         f"resume with --backend {job.backend}"
                     )
-                if job.handle is not None:  # it started (the idea may not say so yet: a second write)
+                if job.handle is not None:  # submitted, perhaps started (the idea may not say so yet)
                     seed = _seed(idea, self.config.seed)
                     spec = job_spec(self.manifest, job.workspace, job.job_key, job.stdout_path.parent, seed)
                     handle = await self.backend.reattach(spec, job.handle)
@@ -683,12 +683,13 @@ class Search:
         _, log_root = self._paths(idea)
         job_key = f"i{idea.id}-a{idea.attempts + 1}"
         log_dir = log_root / job_key
+        spec = job_spec(self.manifest, workspace, job_key, log_dir, _seed(idea, self.config.seed))
+        # the handle the backend will give the job, stored before it is asked: an orchestrator killed once
+        # the engine has the job, before `on_start` stored its handle, leaves no job a resume cannot find
         self.store.add_job(
             idea.id, job_key, self.manifest.run.command, str(workspace),
-            str(log_dir / "stdout.log"), str(log_dir / "stderr.log"),
-        )
-
-        spec = job_spec(self.manifest, workspace, job_key, log_dir, _seed(idea, self.config.seed))
+            str(log_dir / "stdout.log"), str(log_dir / "stderr.log"), self.backend.claim(spec), self.backend.name,
+        )  # fmt: skip
         await asyncio.to_thread(prepare_job, self.manifest, workspace, log_dir)
         handle = await self.backend.submit(spec, self._on_start(idea, job_key))
         await self._judge(idea, job_key, workspace, await self.backend.wait(handle))

@@ -458,8 +458,11 @@ class Store:
         workspace: Path | str,
         stdout_path: Path | str,
         stderr_path: Path | str,
+        handle: str | None = None,
+        backend: str | None = None,
     ) -> JobRecord:
-        """Record a job as `ready` (waiting for a slot) and count one more attempt for its idea."""
+        """Record a job as `ready` (waiting for a slot) and count one more attempt for its idea. `handle`: the
+        one its backend claimed for it (`Backend.claim`), stored before the job is submitted."""
         try:
             with self._write() as s:
                 idea = _get(s, Idea, idea_id)
@@ -467,7 +470,7 @@ class Store:
                 job = Job(
                     idea_id=idea_id, job_key=job_key, command=command, gpu_ids="", workspace=str(workspace),
                     stdout_path=str(stdout_path), stderr_path=str(stderr_path), status=Status.READY.value,
-                    submitted_at=time.time(), timed_out=False,
+                    submitted_at=time.time(), timed_out=False, handle=handle, backend=backend,
                 )  # fmt: skip
                 s.add(job)
                 s.flush()
@@ -484,12 +487,14 @@ class Store:
         handle: str | None = None,
         backend: str | None = None,
     ) -> None:
-        """Record that a job started (again, with better figures, where its backend tells twice)."""
+        """Record that a job started (again, with better figures, where its backend tells twice); without a
+        `handle`, the one claimed for it stays."""
         with self._write() as s:
             job = _job(s, job_key)
             job.status, job.started_at, job.pid = Status.RUNNING.value, started_at, pid
             job.gpu_ids = ",".join(str(gpu) for gpu in gpu_ids)
-            job.handle, job.backend = handle, backend
+            if handle is not None:
+                job.handle, job.backend = handle, backend
 
     def job_finished(
         self,
