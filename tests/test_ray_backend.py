@@ -294,7 +294,7 @@ def test_killed_before_the_handle_was_stored_the_job_is_followed_once(cluster: R
 
 
 def test_a_running_jobs_output_arrives_while_it_runs(cluster: RayCluster, tmp_path: Path) -> None:
-    """What the job prints reaches its stdout.log here while it runs (for `idealab logs`, the dashboard),
+    """What the job prints reaches its stdout.log here while it runs (for the dashboard's log tail),
     not only with its result."""
     spec = job(tmp_path, "talky", """\
         import sys, time

@@ -15,8 +15,8 @@ and whatever the environment's training code imports.
 
 Following a job waits on Ray's log stream (`tail_job_logs`, a websocket that ends with the job), so nothing
 polls while it runs; the worker's start line gives the GPUs, its output lines are the job's stdout and
-stderr as they are written (appended to the job's logs here while it runs: `idealab logs` and the
-dashboard show its progress), and its result line brings the logs, metric values and exit record back
+stderr as they are written (appended to the job's logs here while it runs: the dashboard's log tail
+shows its progress), and its result line brings the logs, metric values and exit record back
 into the job's log directory when it ends. Cancel and the backstop are
 `stop_job`: Ray sends SIGTERM to the entrypoint and every process under it, which the supervisor turns into
 a graceful stop of the job's group; what is left after `RAY_JOB_STOP_WAIT_TIME_S` (set per job to the
@@ -306,11 +306,17 @@ class RayBackend:
                 return await self._ended_unstarted(job, error=f"Ray did not accept the job: {refused}")
             if job.stop_requested:  # cancelled while it was being uploaded
                 await self._stop(job)
-            elif on_start is not None:  # accepted: its handle is durable now, queued in Ray or not
-                on_start(JobStart(job.spec.job_id, time.time(), (), None, job.stdout_path, job.stderr_path, job.handle))
+            elif on_start is not None:  # accepted: queued in Ray or not, it counts as started
+                on_start(self._accepted(job))
             result = await self._follow(job, on_start)
             if result is not None:
                 return result
+            if on_start is not None:  # to be submitted again under a new id: stored before Ray has it
+                on_start(self._accepted(job))
+
+    @staticmethod
+    def _accepted(job: _RayJob) -> JobStart:
+        return JobStart(job.spec.job_id, time.time(), (), None, job.stdout_path, job.stderr_path, job.handle)
 
     async def _submit_retrying(self, job: _RayJob) -> str | None:
         """Submit, trying again while the cluster is briefly unavailable (its job agent not ready yet, a head
