@@ -192,13 +192,15 @@ def _has_handles(conn: sqlite3.Connection) -> bool:
     return any(row[1] == "handle" for row in conn.execute("PRAGMA table_info(jobs)"))
 
 
-def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["accepted", "crash"])
+def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_path: Path, when: str) -> None:
     """A job submitted by an orchestrator that was then SIGKILLed is followed to its result by a new one:
-    not run again (one Ray job with that id), its logs and metric collected."""
+    not run again (one Ray job with that id), its logs and metric collected. `crash`: the orchestrator died
+    the moment Ray accepted the job, before anything stored its handle; the handle `claim` gave before the
+    submission (the submission id, chosen here) finds it. A claimed job that never reached Ray is gone."""
     spec = job(tmp_path, "survivor", """import time; time.sleep(4); print('@metric {"name": "loss", "value": 0.25}')""")
     submitter = f"""
-        import asyncio, sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import asyncio, os, signal
         from pathlib import Path
         from idealab.executor.base import JobSpec
         from idealab.executor.ray_backend import RayBackend
@@ -208,8 +210,12 @@ def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_pat
             spec = JobSpec("survivor", Path({str(spec.workspace)!r}), "python job.py", 120,
                            log_dir=Path({str(spec.log_dir)!r}), metric_name="loss")
             def on_start(start):
+                if {when!r} == "crash":  # Ray has the job; nothing stored its handle
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if start.gpu_ids == () and start.handle:
                     print(start.handle, flush=True)
+            if {when!r} == "crash":
+                print(jobs.claim(spec), flush=True)  # what the search loop stores before it submits
             await jobs.submit(spec, on_start)
             await asyncio.sleep(600)
 
@@ -220,6 +226,8 @@ def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_pat
     try:
         assert proc.stdout is not None
         handle = proc.stdout.readline().strip()
+        if when == "crash":
+            assert proc.wait(timeout=300) == -signal.SIGKILL
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -230,7 +238,8 @@ def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_pat
         followed = await jobs.reattach(spec, handle)
         assert followed == "survivor"
         result = await jobs.wait(followed)
-        gone = await jobs.reattach(job(tmp_path, "never", "pass"), "ray:idealab-no-such-job")
+        never = job(tmp_path, "never", "pass")
+        gone = await jobs.reattach(never, jobs.claim(never))  # claimed, then killed before submit_job
         await jobs.close()
         return result, gone
 
@@ -244,53 +253,6 @@ def test_reattach_after_the_orchestrator_was_killed(cluster: RayCluster, tmp_pat
     listed = JobSubmissionClient(cluster.address).list_jobs()
     mine = [j for j in listed if (j.metadata or {}).get("idealab_log_dir") == str(spec.log_dir)]
     assert len(mine) == 1  # ran once
-
-
-def test_killed_before_the_handle_was_stored_the_job_is_followed_once(cluster: RayCluster, tmp_path: Path) -> None:
-    """The orphan window: an orchestrator SIGKILLed the moment Ray accepted the job, before anything stored
-    its handle. The handle `claim` gave before the submission (the submission id, chosen here) finds it:
-    followed to its result, not submitted again; a claimed job that never reached Ray is reported gone."""
-    spec = job(tmp_path, "orphan", """import time; time.sleep(3); print('@metric {"name": "loss", "value": 0.5}')""")
-    submitter = f"""
-        import asyncio, os, signal
-        from pathlib import Path
-        from idealab.executor.base import JobSpec
-        from idealab.executor.ray_backend import RayBackend
-
-        async def main():
-            jobs = RayBackend({cluster.address!r}, grace_s=2, num_cpus=0.5)
-            spec = JobSpec("orphan", Path({str(spec.workspace)!r}), "python job.py", 120,
-                           log_dir=Path({str(spec.log_dir)!r}), metric_name="loss")
-            print(jobs.claim(spec), flush=True)  # what the search loop stores before it submits
-            await jobs.submit(spec, lambda start: os.kill(os.getpid(), signal.SIGKILL))  # Ray has the job
-            await asyncio.sleep(600)
-
-        asyncio.run(main())
-    """
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(submitter)], capture_output=True, text=True,
-                          env=cli_env(), timeout=300)  # fmt: skip
-    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    handle = done.stdout.strip()
-    assert handle.startswith("ray:idealab-orphan-")
-
-    async def main() -> tuple[JobResult, str | None]:
-        jobs = backend(cluster)
-        followed = await jobs.reattach(spec, handle)
-        assert followed == "orphan"
-        result = await jobs.wait(followed)
-        never = job(tmp_path, "never", "pass")
-        gone = await jobs.reattach(never, jobs.claim(never))  # claimed, then killed before submit_job
-        await jobs.close()
-        return result, gone
-
-    result, gone = asyncio.run(main())
-    assert result.exit_code == 0 and result.stdout_path.read_text() == '@metric {"name": "loss", "value": 0.5}\n'
-    assert gone is None
-    from ray.job_submission import JobSubmissionClient
-
-    listed = JobSubmissionClient(cluster.address).list_jobs()
-    mine = [j for j in listed if (j.metadata or {}).get("idealab_log_dir") == str(spec.log_dir)]
-    assert len(mine) == 1  # submitted once, run once
 
 
 def test_a_running_jobs_output_arrives_while_it_runs(cluster: RayCluster, tmp_path: Path) -> None:

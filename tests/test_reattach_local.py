@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from idealab.executor.base import JobResult, JobSpec
 from idealab.executor.bwrap import SandboxPolicy
 from idealab.executor.local import LocalBackend
@@ -69,9 +71,12 @@ def wait_until_ended(workspace: Path) -> None:
         time.sleep(0.05)
 
 
-def test_a_running_job_is_waited_for_holding_its_gpu(tmp_path: Path) -> None:
-    handle = started_then_killed(tmp_path)
-    assert handle.startswith("local:") and handle.endswith(":0")
+@pytest.mark.parametrize("when", ["started", "crash"])
+def test_a_running_job_is_waited_for_holding_its_gpu(tmp_path: Path, when: str) -> None:
+    """`crash`: known only by the pending handle, the job is found by its log directory and id, and its GPU
+    read from its supervisor's environment."""
+    handle = started_then_killed(tmp_path, when)
+    assert handle == "local:pending" if when == "crash" else handle.startswith("local:") and handle.endswith(":0")
 
     async def main() -> tuple[JobResult, tuple[int, ...], tuple[int, ...]]:
         pool = SlotPool([0, 1])
@@ -86,51 +91,12 @@ def test_a_running_job_is_waited_for_holding_its_gpu(tmp_path: Path) -> None:
     result, held, after = asyncio.run(asyncio.wait_for(main(), 60))
     assert held == (1,) and after == (0, 1)
     assert result.exit_code == 0 and result.gpu_ids == (0,) and result.stdout_path.read_text() == "finished\n"
-
-
-def test_a_job_that_ended_meanwhile_is_collected(tmp_path: Path) -> None:
-    handle = started_then_killed(tmp_path)
-    wait_until_ended(tmp_path)
-
-    async def main() -> JobResult:
-        backend = LocalBackend(SlotPool([0, 1]), sandbox="off")
-        adopted = await backend.reattach(spec(tmp_path), handle)
-        assert adopted is not None
-        return await backend.wait(adopted)
-
-    result = asyncio.run(asyncio.wait_for(main(), 30))
-    assert result.exit_code == 0 and result.stdout_path.read_text() == "finished\n"
-
-
-def test_a_job_gone_without_a_result_is_reported_gone(tmp_path: Path) -> None:
-    async def main() -> str | None:
-        backend = LocalBackend(SlotPool([0, 1]), sandbox="off")
-        return await backend.reattach(spec(tmp_path), "local:999999999:0")  # no such process, no exit.json
-
-    assert asyncio.run(main()) is None
-
-
-def test_killed_before_its_handle_was_stored_the_job_is_found_and_waited_for(tmp_path: Path) -> None:
-    handle = started_then_killed(tmp_path, "crash")
-    assert handle == "local:pending"
-
-    async def main() -> tuple[JobResult, tuple[int, ...]]:
-        pool = SlotPool([0, 1])
-        backend = LocalBackend(pool, sandbox="off")
-        adopted = await backend.reattach(spec(tmp_path), handle)
-        assert adopted is not None
-        held = pool.free_gpus  # found by its log directory and id: GPU 0, from its environment
-        (tmp_path / "go").touch()
-        return await backend.wait(adopted), held
-
-    result, held = asyncio.run(asyncio.wait_for(main(), 60))
-    assert held == (1,) and result.gpu_ids == (0,)
-    assert result.exit_code == 0 and result.stdout_path.read_text() == "finished\n"
     assert (tmp_path / "runs").read_text() == "ran\n"  # once: not started again
 
 
-def test_killed_before_its_handle_was_stored_a_job_that_ended_is_collected(tmp_path: Path) -> None:
-    handle = started_then_killed(tmp_path, "crash")
+@pytest.mark.parametrize("when", ["started", "crash"])
+def test_a_job_that_ended_meanwhile_is_collected(tmp_path: Path, when: str) -> None:
+    handle = started_then_killed(tmp_path, when)
     wait_until_ended(tmp_path)
 
     async def main() -> JobResult:
@@ -142,6 +108,14 @@ def test_killed_before_its_handle_was_stored_a_job_that_ended_is_collected(tmp_p
     result = asyncio.run(asyncio.wait_for(main(), 30))
     assert result.exit_code == 0 and result.stdout_path.read_text() == "finished\n"
     assert (tmp_path / "runs").read_text() == "ran\n"
+
+
+def test_a_job_gone_without_a_result_is_reported_gone(tmp_path: Path) -> None:
+    async def main() -> str | None:
+        backend = LocalBackend(SlotPool([0, 1]), sandbox="off")
+        return await backend.reattach(spec(tmp_path), "local:999999999:0")  # no such process, no exit.json
+
+    assert asyncio.run(main()) is None
 
 
 def test_a_claimed_job_that_never_started_is_reported_gone(tmp_path: Path) -> None:
