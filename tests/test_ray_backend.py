@@ -331,6 +331,43 @@ def test_sigkill_mid_run_then_resume_reattaches_to_the_ray_jobs(cluster: RayClus
     assert not ray_job_processes()
 
 
+def test_a_search_killed_right_after_ray_took_a_job_resumes_without_an_orphan(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """The orchestrator dies the moment Ray accepted its first job, before anything stored its handle; the
+    resumed search follows that job by the submission id stored with it beforehand: judged once, no second
+    Ray job for it."""
+    from idealab.executor.ray_backend import RayBackend
+
+    workdir = tmp_path / "run"
+    db = workdir / "idealab.db"
+    command = run_command(cluster, QUAD, workdir, 3)
+    command[command.index("--baseline-runs") + 1] = "1"
+    crashpoint = [sys.executable, str(Path(__file__).parent / "crashpoint.py"), f"{RayBackend.__module__}.RayBackend"]
+    crashed = subprocess.run([*crashpoint, *command[3:]], capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        orphans = dict(conn.execute("SELECT job_key, stdout_path FROM jobs WHERE started_at IS NULL"))
+    from ray.job_submission import JobSubmissionClient
+
+    def submitted() -> list[str]:
+        return [(j.metadata or {}).get("idealab_log_dir", "") for j in JobSubmissionClient(cluster.address).list_jobs()]
+
+    taken = [key for key, out in orphans.items() if str(Path(out).parent) in submitted()]
+    assert taken  # Ray has a job nobody stored as started
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=580, env=cli_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        jobs = dict(conn.execute("SELECT job_key, status FROM jobs"))
+        statuses = {s for (s,) in conn.execute("SELECT status FROM ideas")}
+    assert statuses == {"ok"}
+    for key in taken:  # followed to its result; its idea ran no other job, Ray ran it once
+        assert jobs[key] == "ok", jobs
+        assert [k for k in jobs if k.startswith(key.split("-")[0] + "-")] == [key], jobs
+        assert submitted().count(str(Path(orphans[key]).parent)) == 1
+
+
 def _in_flight_with_handles(db: Path) -> list[str]:
     if not db.exists():
         return []
