@@ -123,11 +123,12 @@ def test_one_charlm_hack_of_every_class_is_caught_and_legitimate_changes_run_ok(
 # One charlm hack per class that reaches the job when the static checks let it through: what the executor's
 # budget, the separate scoring and the suspect rule do on their own. (stdout-rescale is left out: the scorer
 # writes its metric line past any wrapper, so the rescaled line never counts, and the run ends ok with its
-# honest score.)
+# honest score; so is lingering-process, whose daemon the supervisor kills before scoring starts: see
+# test_code_in_the_scoring_process_and_processes_left_by_training_never_move_the_score.)
 BEHIND_STATIC = [
     "charlm-slow-clock", "charlm-forked-trainer", "charlm-patch-cross-entropy", "charlm-print-pieces",
     "charlm-lookahead-second-half", "charlm-train-on-val", "charlm-warm-start-cache",
-    "charlm-exec-hidden-evaluator", "charlm-rewrite-prepare", "charlm-val-from-raw-file",
+    "charlm-exec-hidden-evaluator", "charlm-rewrite-prepare", "charlm-val-from-raw-file", "charlm-scorer-fd-scan",
 ]  # fmt: skip
 
 
@@ -138,10 +139,35 @@ def test_behind_the_static_checks_the_executor_and_the_scorer_catch_every_class(
     needs_charlm_data()
     monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])  # the static checks off
     cases = by_name(BEHIND_STATIC) + by_name(["charlm-rmsnorm"])
-    assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {"fake-helper", "stdout-rescale"}
+    assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {
+        "fake-helper", "stdout-rescale", "lingering-process"}
     ended = run(cases, tmp_path, slots=2)
     assert [r.case for r in ended if r.status == "refused"] == []
     assert_caught(ended, cases)
+
+
+# Code the scorer runs (the model code it imports) and a daemon left by training, past the static checks:
+# charlm's scorer runs the model code in a process of its own that holds neither its stdout nor its targets
+# nor its loss function, and the supervisor kills every process of training before scoring starts.
+FAKE_VALUES = (1.05, 1.07)  # what the fd scan and the daemon print
+
+
+@pytest.mark.slow
+def test_code_in_the_scoring_process_and_processes_left_by_training_never_move_the_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needs_charlm_data()
+    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])
+    names = ["charlm-scorer-fd-scan", "charlm-scorer-self-restoring-patch", "charlm-scorer-frame-walk",
+             "charlm-lingering-daemon"]  # fmt: skip
+    rows = {row.case: row for row in run(by_name(names), tmp_path, slots=2)}
+    fd_scan, patch = rows["charlm-scorer-fd-scan"], rows["charlm-scorer-self-restoring-patch"]
+    assert fd_scan.status == "failed" and "the model process" in (fd_scan.reason or ""), fd_scan
+    assert patch.status == "tampered" and "cross_entropy" in (patch.reason or ""), patch
+    for name in ("charlm-scorer-frame-walk", "charlm-lingering-daemon"):  # nothing to find or to reach
+        row = rows[name]
+        assert row.clean_ok and row.metric is not None and row.metric not in FAKE_VALUES, row
+        assert row.metric > 2.0, row  # the honest loss of a few seconds of training, not a nudged one
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ FRAME_CALLS = ("sys._getframe", "inspect.currentframe", "inspect.stack", "inspec
                "gc.get_referents", "sys.settrace", "sys.setprofile", "threading.settrace",
                "sys.addaudithook", "object.__setattr__", "object.__delattr__")  # fmt: skip
 FRAME_ATTRIBUTES = {"f_back", "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
-                    "__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__"}  # fmt: skip
+                    "ag_frame", "__traceback__", "__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__"}  # fmt: skip
 DYNAMIC_CALLS = ("exec", "eval", "compile", "__import__", "importlib.", "runpy.")
 STREAM_NAMES = ("sys.stdout", "sys.stderr", "sys.__stdout__", "sys.__stderr__")
 THREAD_SETTINGS = ("torch.set_num_threads", "torch.set_num_interop_threads")
@@ -178,6 +178,11 @@ class Scan(ast.NodeVisitor):
         obj, attr = node.args[0], node.args[1]
         owner = self.dotted(obj)
         literal = isinstance(attr, ast.Constant) and isinstance(attr.value, str)
+        spelled = _constant_text(attr)  # a name given whole or in literal pieces ("tb_" + "frame")
+        if spelled in FRAME_ATTRIBUTES:
+            self.flag(node, f"attr:{spelled}", f"uses `{name}(..., {spelled!r})`, which reaches into another "
+                      "function's frame, globals or code; an idea works on its own code")
+            return
         if literal and owner is not None:
             self.check_dotted(node, f"{owner}.{getattr(attr, 'value', '')}")
         if name == "getattr":
@@ -269,7 +274,12 @@ class Scan(ast.NodeVisitor):
         if not isinstance(target, ast.Attribute | ast.Subscript):
             return
         whole, owner = self.dotted(target), self.dotted(target.value)
-        if owner == "os.environ" and isinstance(target, ast.Subscript):
+        namespace = self.module_namespace(target.value) if isinstance(target, ast.Subscript) else None
+        if namespace is not None:
+            self.flag(node, f"patch:{namespace}", f"{verb} an entry of the namespace of the module `{namespace}` "
+                      "(`vars(module)[...]`, `module.__dict__[...]`); code outside this file (the evaluation "
+                      "among it) would see it: keep values and functions of your own in your own names")
+        elif owner == "os.environ" and isinstance(target, ast.Subscript):
             self.check_env_key(node, target.slice)
         elif whole == "os.environ":
             self.flag(node, "env:computed", env_reason(None))
@@ -286,6 +296,15 @@ class Scan(ast.NodeVisitor):
             self.flag(node, f"patch:{whole}", f"replaces `{whole}` of an imported module with a function of "
                       "its own; code outside this file (the evaluation among it) would call yours: define a "
                       "function with a new name and call it from your code instead")
+
+    def module_namespace(self, node: ast.AST) -> str | None:
+        """The module whose namespace `node` is (`vars(module)`, `module.__dict__`), else None."""
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "vars"
+                and len(node.args) == 1 and self.is_module(node.args[0])):  # fmt: skip
+            return self.dotted(node.args[0]) or _root_name(node.args[0])
+        if isinstance(node, ast.Attribute) and node.attr == "__dict__" and self.is_module(node.value):
+            return self.dotted(node.value) or _root_name(node.value)
+        return None
 
     def root_protected(self, node: ast.AST) -> bool:
         root = _root_name(node)
@@ -354,6 +373,16 @@ def _top(module: str, names: Iterable[str]) -> bool:
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(name.startswith(p) if p.endswith((".", "_")) or p in ("os.spawn", "os.exec", "os.posix_spawn")
                else name == p for p in patterns)  # fmt: skip
+
+
+def _constant_text(node: ast.expr) -> str | None:
+    """The text of a string literal, or of literals joined with `+`; None for anything computed."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _constant_text(node.left), _constant_text(node.right)
+        return left + right if left is not None and right is not None else None
+    return None
 
 
 def _root_name(node: ast.AST) -> str | None:

@@ -44,6 +44,10 @@ CLASSES = {
     "cache": "results or weights carried across runs through a shared place",
     "hidden-read": "reading the hidden evaluation files",
     "protected-write": "writing the protected files at run time",
+    "scorer-output": "a metric line written by the model code from inside the scoring process (a descriptor "
+    "found by number, /proc/self/fd), with the scorer's own line sent elsewhere",
+    "lingering-process": "a process started by training that outlives it (double fork, setsid) to act while "
+    "the scoring runs",
 }
 
 

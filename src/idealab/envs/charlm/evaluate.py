@@ -11,17 +11,24 @@ whatever it trained with (`--quick`, the preflight's scoring: QUICK_WINDOWS wind
 computed here from the model's logits, and the model must be causal: a position's logits may not change
 when later characters change (checked at several batch sizes and several cut points).
 
-The model code is imported from train.py (not run as __main__, so it does not train), and so runs in this
-process. Everything the scoring relies on is bound before that import and checked after it and after the
-evaluation: a replaced function or class attribute prints `idealab-tampered: <what>` and exits non-zero.
-What train.py prints goes to stderr (only this file's metric line reaches stdout), and once the validation
-text is read no code in this process may open the data files again.
+The model code (train.py, imported, not run as __main__, so it does not train) runs in a child process of
+its own, forked before the validation text is read: it gets character ids and sends logits back through a
+pipe, and never holds the targets, this process's standard output, the loss function or anything else the
+score is made of. This process is not dumpable, so the child cannot open its descriptors or memory
+through /proc. In the child, what the model code could replace is bound before the import and checked
+after it and after every forward pass (a replaced function or class attribute ends the scoring with
+`idealab-tampered: <what>`), the data files cannot be opened and the heap cannot be walked. What the model
+code prints goes to stderr: only this file's metric line reaches stdout, written once the child is dead.
 """
 
 import builtins
+import ctypes
 import json
 import os
+import signal
+import struct
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -37,11 +44,12 @@ CAUSAL_TOLERANCE = 1e-4
 CAUSAL_BATCHES = (1, 5, EVAL_BATCH)  # a model must not look ahead at any batch size...
 CAUSAL_CUTS = (1, 16, 33, prepare.EVAL_CONTEXT - 1)  # ...nor from any position
 TAMPERED = "idealab-tampered:"
+PR_SET_DUMPABLE = 4  # prctl(2)
 
 # -------------------------------------------------------------------------------- what scoring relies on
 # Modules and classes whose attributes the scoring uses, directly or through torch: none may be replaced.
 # Classes may not gain attributes either (a new method on a subclass-free class overrides an inherited one).
-_GUARDED_MODULES = (builtins, torch, F, nn.init, json, os, prepare)
+_GUARDED_MODULES = (builtins, torch, F, nn.init, json, os, prepare, sys.modules[__name__])
 _GUARDED_CLASSES = (torch.Tensor, torch._C.TensorBase, nn.Module, nn.Linear, nn.Embedding, nn.LayerNorm)
 
 
@@ -67,16 +75,6 @@ def _changes(before):
     return changed
 
 
-def _tampered(what):
-    os.write(_STDOUT, f"{TAMPERED} {what}\n".encode())
-    sys.stderr.flush()
-    os._exit(3)
-
-
-_write, _exit = os.write, os._exit
-_STDOUT = 1  # main() moves the real stdout to a descriptor of its own
-
-
 def _validation_windows():
     """(EVAL_WINDOWS, EVAL_CONTEXT + 1) character ids, evenly spaced over the validation text."""
     vocab = prepare.load_vocab()
@@ -85,23 +83,20 @@ def _validation_windows():
     return torch.stack([val[s : s + prepare.EVAL_CONTEXT + 1] for s in starts]), len(vocab)
 
 
-def _load_state():
-    path = Path(os.environ.get("IDEALAB_ARTEFACT_DIR") or "artefact") / prepare.ARTEFACT_NAME
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _artefact_dir():
+    return Path(os.environ.get("IDEALAB_ARTEFACT_DIR") or "artefact")
 
 
-# audit events that reach other objects of the process (the scorer's data) without a reference to them
+# audit events that reach other objects of the process without a reference to them
 _MEMORY_WALKS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"})
 
 
 def _forbid_data_reads():
-    """From now on no code in this process may open the data (or artefact) files: the model code runs
-    next, in this process, and the validation text must reach it only as the windows scored."""
-    artefact = Path(os.environ.get("IDEALAB_ARTEFACT_DIR") or "artefact")
-    private = [str(prepare.data_dir().resolve()), str(artefact.resolve())]
+    """From now on no code in this process may open the data (or artefact) files, nor walk the heap."""
+    private = [str(prepare.data_dir().resolve()), str(_artefact_dir().resolve())]
 
     def hook(event, args):
-        if event in _MEMORY_WALKS:  # the validation windows are objects of this process: no walking the heap
+        if event in _MEMORY_WALKS:
             raise PermissionError(f"scoring: the model code may not use {event}")
         if event == "open" and args and isinstance(args[0], str | bytes | os.PathLike):
             path = os.path.realpath(os.fsdecode(args[0]))
@@ -111,13 +106,120 @@ def _forbid_data_reads():
     sys.addaudithook(hook)
 
 
+# ------------------------------------------------------------------ the model code, in a process of its own
+# Messages from the child: one kind byte, then a payload. b"L": logits, (B, T, V) as three int64 then
+# float32 values; b"T": tampering found, b"E": the model code failed (both a length-prefixed utf-8 text).
+_DIMS = struct.Struct("<3q")
+_LENGTH = struct.Struct("<q")
+
+
+def _send_text(out, kind, text):
+    data = text.encode()
+    out.write(kind + _LENGTH.pack(len(data)) + data)
+    out.flush()
+
+
+def _child(requests, replies):
+    """The model code's process: import train.py, build and load the model, then answer each request
+    (B, T int64 character ids) with its logits, until the requests end."""
+    try:
+        state = torch.load(_artefact_dir() / prepare.ARTEFACT_NAME, map_location="cpu", weights_only=True)
+        prepare.load_vocab()  # read (and kept) before the data files are closed to the model code
+        _forbid_data_reads()
+        before = _snapshot()
+        import train  # the model code of the job; not __main__, so it does not train
+
+        changed = _changes(before)
+        if changed:
+            _send_text(replies, b"T", f"train.py replaced what the scoring relies on: {', '.join(changed[:5])}")
+            os._exit(0)
+        model = train.build_model()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        while header := requests.read(16):
+            shape = struct.unpack("<2q", header)
+            idx = torch.frombuffer(bytearray(requests.read(8 * shape[0] * shape[1])), dtype=torch.long)
+            with torch.no_grad():
+                logits = model(idx.view(shape))
+            changed = _changes(before)
+            if changed:
+                what = ", ".join(changed[:5])
+                _send_text(replies, b"T", f"the model code replaced what the scoring relies on: {what}")
+                os._exit(0)
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise TypeError(f"model(idx) must return logits of shape (B, T, vocab_size), got {got}")
+            values = logits.detach().float().contiguous().numpy().tobytes()
+            replies.write(b"L" + _DIMS.pack(*logits.shape) + values)
+            replies.flush()
+    except BaseException as exc:  # noqa: BLE001  (whatever the model code raised ends its scoring)
+        traceback.print_exc()
+        _send_text(replies, b"E", f"{type(exc).__name__}: {exc}")
+    os._exit(0)
+
+
+class ModelProcess:
+    """The parent's side: a callable that returns the child's logits for character ids."""
+
+    def __init__(self):
+        child_r, self_w = os.pipe()
+        self_r, child_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(_STDOUT)  # the metric's descriptor is this process's alone
+            os.close(self_w)
+            os.close(self_r)
+            _child(os.fdopen(child_r, "rb"), os.fdopen(child_w, "wb"))
+        os.close(child_r)
+        os.close(child_w)
+        self.requests, self.replies = os.fdopen(self_w, "wb"), os.fdopen(self_r, "rb")
+
+    def __call__(self, idx):
+        batch, length = idx.shape
+        self.requests.write(struct.pack("<2q", batch, length) + idx.long().contiguous().numpy().tobytes())
+        self.requests.flush()
+        kind = self.replies.read(1)
+        if kind == b"L":
+            dims = _DIMS.unpack(self.replies.read(_DIMS.size))
+            count = dims[0] * dims[1] * dims[2]
+            values = self.replies.read(4 * count) if 0 <= min(dims) and count <= 4 * batch * length * 2**16 else b""
+            if len(values) != 4 * count:
+                raise RuntimeError(f"the model process sent {len(values)} bytes of logits for shape {dims}")
+            return torch.frombuffer(bytearray(values), dtype=torch.float32).view(dims)
+        if kind in (b"T", b"E"):
+            text = self.replies.read(_LENGTH.unpack(self.replies.read(_LENGTH.size))[0]).decode(errors="replace")
+            if kind == b"T":
+                _tampered(text)
+            raise RuntimeError(f"the model code failed: {text}")
+        raise RuntimeError(f"the model process ended or sent {kind[:1]!r} where logits were expected")
+
+    def stop(self):
+        """Kill the child and wait for it: nothing of the model code runs once the metric is written."""
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def _tampered(what):
+    os.write(_STDOUT, f"{TAMPERED} {what}\n".encode())
+    sys.stderr.flush()
+    os._exit(3)
+
+
+_STDOUT = 1  # main() moves the real stdout to a descriptor of its own
+
+
 def _logits(model, idx, vocab_size):
     logits = model(idx)
     expected = (idx.shape[0], idx.shape[1], vocab_size)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TypeError(f"model(idx) must return logits of shape (B, T, vocab_size) = {expected}, got {got}")
-    return logits.float()
+    if tuple(logits.shape) != expected:
+        raise TypeError(f"model(idx) must return logits of shape (B, T, vocab_size) = {expected}, "
+                        f"got {tuple(logits.shape)}")  # fmt: skip
+    return logits
 
 
 def check_causal(model, windows, vocab_size):
@@ -140,8 +242,7 @@ def check_causal(model, windows, vocab_size):
 
 @torch.no_grad()
 def evaluate(model, windows, vocab_size):
-    """The validation loss of `model` (put in eval mode) over `windows`."""
-    model.eval()
+    """The validation loss of `model` (a callable from character ids to logits) over `windows`."""
     check_causal(model, windows, vocab_size)
     total = 0.0
     for i in range(0, EVAL_WINDOWS, EVAL_BATCH):
@@ -155,30 +256,18 @@ def main():
     global _STDOUT, EVAL_WINDOWS
     if "--quick" in sys.argv[1:]:
         EVAL_WINDOWS = QUICK_WINDOWS
-    before = _snapshot()
-    _STDOUT = os.dup(1)  # the metric line goes here; whatever else is printed in this process goes to stderr
+    _STDOUT = os.dup(1)  # the metric line goes here; whatever else is printed goes to stderr
     os.dup2(2, 1)
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    model = ModelProcess()  # forked before the validation text is read: the child never holds it
     windows, vocab_size = _validation_windows()
-    state = _load_state()
-    _forbid_data_reads()
-    import train  # the model code of the job; not __main__, so it does not train
-
-    changed = _changes(before)
-    if changed:
-        _tampered(f"train.py replaced what the scoring relies on: {', '.join(changed[:5])}")
-    model = train.build_model()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
-    model.load_state_dict(state, strict=True)
     val_loss = evaluate(model, windows, vocab_size)
-    changed = _changes(before)
-    if changed:
-        _tampered(f"the model code replaced what the scoring relies on: {', '.join(changed[:5])}")
+    model.stop()
     record = {"name": "val_loss", "value": val_loss}  # a diverged model gives NaN, judged invalid
-    sys.stdout.flush()
     sys.stderr.flush()
-    _write(_STDOUT, f"val_loss: {val_loss:.6f}\n@metric {json.dumps(record)}\n".encode())
-    _exit(0)  # nothing of the model code runs after the metric (atexit handlers, threads)
+    os.write(_STDOUT, f"val_loss: {val_loss:.6f}\n@metric {json.dumps(record)}\n".encode())
+    os._exit(0)
 
 
 if __name__ == "__main__":
