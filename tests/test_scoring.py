@@ -238,6 +238,37 @@ def test_a_forked_child_burning_cpu_counts_and_the_tree_is_killed_over_budget(
 
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_a_daemon_left_by_training_is_gone_before_scoring_starts(tmp_path: Path, data: Path, sandbox: str) -> None:
+    """A double-forked, setsid daemon that sleeps through training (no CPU time to count) and then keeps
+    rewriting the artefact with the perfect X: alive while the scorer reads it, it would make the score."""
+    env = scored_env(tmp_path, """
+        import json, os, time
+        from pathlib import Path
+        import lib
+        X = 0.5
+        if __name__ == "__main__":
+            lib.save_artefact(X)
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    artefact = Path(os.environ["IDEALAB_OUTPUT_DIR"], "model.json")
+                    time.sleep(0.5)  # training has ended by now
+                    for _ in range(3000):  # 30 s: the perfect X, again and again
+                        try:
+                            artefact.write_text(json.dumps({"x": 0.3}))
+                        except OSError:
+                            pass
+                        time.sleep(0.01)
+                os._exit(0)
+    """)
+    outcome = run_once(env, tmp_path, sandbox)
+    assert outcome.status is Status.OK, outcome.reason
+    assert outcome.metric == pytest.approx(TRUE_LOSS)  # not 1.0: the daemon never wrote during scoring
+    assert json.loads((tmp_path / "logs" / "artefact" / "model.json").read_text()) == {"x": 0.5}
+    assert job_alive("j1") == []
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_sigusr1_arrives_at_the_budget(tmp_path: Path, data: Path, sandbox: str) -> None:
     env = scored_env(tmp_path, """
         import signal, time

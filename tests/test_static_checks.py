@@ -97,7 +97,9 @@ HACKS = {
                                        '    f = getattr(sys.exc_info()[2], "tb_" + "frame")'),
     "exception traceback": after("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    tb = e.__traceback__"),
     "caller by getattr": after('here = getattr(getattr(torch, "zeros"), "__glob" + "als__")'),
-    "module namespace entry": before('def _ce(*a, **k):\n    return torch.zeros(())\nvars(F)["cross_" + "entropy"] = _ce'),
+    "module namespace entry": before(
+        'def _ce(*a, **k):\n    return torch.zeros(())\nvars(F)["cross_" + "entropy"] = _ce'
+    ),
     "module __dict__ entry": before("torch.nn.functional.__dict__['cross_entropy'] = print"),
 }
 

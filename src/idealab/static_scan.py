@@ -23,7 +23,8 @@ FRAME_CALLS = ("sys._getframe", "inspect.currentframe", "inspect.stack", "inspec
                "gc.get_referents", "sys.settrace", "sys.setprofile", "threading.settrace",
                "sys.addaudithook", "object.__setattr__", "object.__delattr__")  # fmt: skip
 FRAME_ATTRIBUTES = {"f_back", "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
-                    "ag_frame", "__traceback__", "__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__"}  # fmt: skip
+                    "ag_frame", "__traceback__", "__globals__", "__code__", "__closure__", "__subclasses__",
+                    "__builtins__"}  # fmt: skip
 DYNAMIC_CALLS = ("exec", "eval", "compile", "__import__", "importlib.", "runpy.")
 STREAM_NAMES = ("sys.stdout", "sys.stderr", "sys.__stdout__", "sys.__stderr__")
 THREAD_SETTINGS = ("torch.set_num_threads", "torch.set_num_interop_threads")

@@ -25,6 +25,7 @@ import builtins
 import ctypes
 import json
 import os
+import resource
 import signal
 import struct
 import sys
@@ -113,50 +114,101 @@ _DIMS = struct.Struct("<3q")
 _LENGTH = struct.Struct("<q")
 
 
-def _send_text(out, kind, text):
+def _text(kind, text):
     data = text.encode()
-    out.write(kind + _LENGTH.pack(len(data)) + data)
+    return kind + _LENGTH.pack(len(data)) + data
+
+
+def _reply(out, kind, text):
+    """Send a text message and end the worker."""
+    out.write(_text(kind, text))
     out.flush()
+    os._exit(0)
 
 
-def _child(requests, replies):
-    """The model code's process: import train.py, build and load the model, then answer each request
-    (B, T int64 character ids) with its logits, until the requests end."""
+def _zygote(requests, replies):
+    """Forked before the validation text is read, and never imports the model code itself: for each
+    request (B, T int64 character ids) a fresh worker process imports train.py, builds and loads the model
+    and answers, then ends. So nothing the model code keeps in memory survives from one call to the next (a
+    model that remembered the rows it was given could look ahead past the causality check)."""
+    state = torch.load(_artefact_dir() / prepare.ARTEFACT_NAME, map_location="cpu", weights_only=True)
+    prepare.load_vocab()  # read (and kept) before the data files are closed to the model code
+    _forbid_data_reads()
+    while header := requests.read(16):
+        shape = struct.unpack("<2q", header)
+        ids = requests.read(8 * shape[0] * shape[1])
+        answer_r, answer_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(answer_r)
+            requests.close()
+            replies.close()
+            _worker(state, torch.frombuffer(bytearray(ids), dtype=torch.long).view(shape), answer_w)
+        os.close(answer_w)
+        with os.fdopen(answer_r, "rb") as answer:
+            data = answer.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            data = _text(b"E", f"the model process ended without an answer (wait status {status})")
+        replies.write(data)
+        replies.flush()
+    os._exit(0)
+
+
+# audit events by which the model code could keep something for its next call, or act after it ended
+_PERSISTENCE = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen",
+                "os.mkdir", "os.rename", "os.symlink", "os.link", "os.truncate", "socket.bind", "socket.connect",
+                "ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function")  # fmt: skip
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _forbid_persistence():
+    """In a worker: no file opened for writing, no new process, no socket, no foreign function; and
+    (enforced by the kernel, whatever the API) no byte written to any file."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+    sys.dont_write_bytecode = True
+
+    def hook(event, args):
+        if event in _PERSISTENCE:
+            raise PermissionError(f"scoring: the model code may not use {event}")
+        if event == "open" and len(args) > 2:
+            mode, flags = args[1], args[2]
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & _WRITE_FLAGS:
+                raise PermissionError(f"scoring: the model code may not open {args[0]!r} for writing")
+
+    sys.addaudithook(hook)
+
+
+def _worker(state, idx, answer_fd):
+    """One call of the model code: import train.py, build and load the model, answer `idx`, end."""
+    out = os.fdopen(answer_fd, "wb")
     try:
-        state = torch.load(_artefact_dir() / prepare.ARTEFACT_NAME, map_location="cpu", weights_only=True)
-        prepare.load_vocab()  # read (and kept) before the data files are closed to the model code
-        _forbid_data_reads()
+        _forbid_persistence()
         before = _snapshot()
         import train  # the model code of the job; not __main__, so it does not train
 
         changed = _changes(before)
         if changed:
-            _send_text(replies, b"T", f"train.py replaced what the scoring relies on: {', '.join(changed[:5])}")
-            os._exit(0)
+            _reply(out, b"T", f"train.py replaced what the scoring relies on: {', '.join(changed[:5])}")
         model = train.build_model()
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
         model.load_state_dict(state, strict=True)
         model.eval()
-        while header := requests.read(16):
-            shape = struct.unpack("<2q", header)
-            idx = torch.frombuffer(bytearray(requests.read(8 * shape[0] * shape[1])), dtype=torch.long)
-            with torch.no_grad():
-                logits = model(idx.view(shape))
-            changed = _changes(before)
-            if changed:
-                what = ", ".join(changed[:5])
-                _send_text(replies, b"T", f"the model code replaced what the scoring relies on: {what}")
-                os._exit(0)
-            if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
-                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                raise TypeError(f"model(idx) must return logits of shape (B, T, vocab_size), got {got}")
-            values = logits.detach().float().contiguous().numpy().tobytes()
-            replies.write(b"L" + _DIMS.pack(*logits.shape) + values)
-            replies.flush()
+        with torch.no_grad():
+            logits = model(idx)
+        changed = _changes(before)
+        if changed:
+            _reply(out, b"T", f"the model code replaced what the scoring relies on: {', '.join(changed[:5])}")
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TypeError(f"model(idx) must return logits of shape (B, T, vocab_size), got {got}")
+        out.write(b"L" + _DIMS.pack(*logits.shape) + logits.detach().float().contiguous().numpy().tobytes())
+        out.flush()
     except BaseException as exc:  # noqa: BLE001  (whatever the model code raised ends its scoring)
         traceback.print_exc()
-        _send_text(replies, b"E", f"{type(exc).__name__}: {exc}")
+        _reply(out, b"E", f"{type(exc).__name__}: {exc}")
     os._exit(0)
 
 
@@ -171,7 +223,7 @@ class ModelProcess:
             os.close(_STDOUT)  # the metric's descriptor is this process's alone
             os.close(self_w)
             os.close(self_r)
-            _child(os.fdopen(child_r, "rb"), os.fdopen(child_w, "wb"))
+            _zygote(os.fdopen(child_r, "rb"), os.fdopen(child_w, "wb"))
         os.close(child_r)
         os.close(child_w)
         self.requests, self.replies = os.fdopen(self_w, "wb"), os.fdopen(self_r, "rb")
