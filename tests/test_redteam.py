@@ -60,6 +60,11 @@ def run(cases: list[corpus.Case], tmp_path: Path, slots: int) -> list[Ended]:
     return run_cases(cases, tmp_path / "run", slots, baseline_runs=2, confirm_top=0, wall_limit_s=BUSY_WALL_S)
 
 
+def static_checks_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the executor, the scorer and the suspect rule do on their own."""
+    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])
+
+
 def assert_caught(ended: list[Ended], cases: list[corpus.Case]) -> None:
     rows = {row.case: row for row in ended}
     escaped = [f"{c.name}: {rows[c.name]}" for c in cases if c.hack and not rows[c.name].caught]
@@ -137,7 +142,7 @@ def test_behind_the_static_checks_the_executor_and_the_scorer_catch_every_class(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     needs_charlm_data()
-    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])  # the static checks off
+    static_checks_off(monkeypatch)
     cases = by_name(BEHIND_STATIC) + by_name(["charlm-rmsnorm"])
     assert {c.klass for c in cases if c.hack} == set(corpus.CLASSES) - {
         "fake-helper", "stdout-rescale", "lingering-process"}
@@ -153,6 +158,7 @@ def test_behind_the_static_checks_the_executor_and_the_scorer_catch_every_class(
 IN_SCORER = {
     "charlm-scorer-fd-scan": "failed",  # its line goes into the model process's answer pipe: garbage
     "charlm-scorer-self-restoring-patch": "tampered",  # seen in the model process after the forward pass
+    "charlm-scorer-stdout-routes": "failed",  # fd 1 is stderr; a descriptor opened for writing is refused
     "charlm-lookahead-memory": "failed",  # a fresh process per call remembers only the row it is given
     "charlm-lookahead-memory-file": "failed",  # ...and cannot write a file to remember more
     "charlm-scorer-frame-walk": "ok",  # no targets in any frame of the model process: the honest score
@@ -166,7 +172,7 @@ def test_code_in_the_scoring_process_and_processes_left_by_training_never_move_t
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     needs_charlm_data()
-    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])
+    static_checks_off(monkeypatch)
     rows = {row.case: row for row in run(by_name(list(IN_SCORER)), tmp_path, slots=2)}
     assert {name: row.status for name, row in rows.items()} == IN_SCORER, rows
     assert "cross_entropy" in (rows["charlm-scorer-self-restoring-patch"].reason or "")
@@ -182,7 +188,7 @@ def test_validation_windows_snooped_from_the_scorers_memory_are_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     needs_charlm_data()
-    monkeypatch.setattr(guards, "check_static", lambda manifest, changes: [])
+    static_checks_off(monkeypatch)
     cases = by_name(["charlm-snoop-validation-windows"])
     assert_caught(run(cases, tmp_path, slots=1), cases)
 
