@@ -119,6 +119,16 @@ def _text(kind, text):
     return kind + _LENGTH.pack(len(data)) + data
 
 
+def _answer_size(data):
+    """The size of the one message at the start of `data` (-1 where there is none)."""
+    if data[:1] == b"L" and len(data) >= 1 + _DIMS.size:
+        dims = _DIMS.unpack(data[1 : 1 + _DIMS.size])
+        return 1 + _DIMS.size + 4 * dims[0] * dims[1] * dims[2] if min(dims) >= 0 else -1
+    if data[:1] in (b"T", b"E") and len(data) >= 1 + _LENGTH.size:
+        return 1 + _LENGTH.size + _LENGTH.unpack(data[1 : 1 + _LENGTH.size])[0]
+    return -1
+
+
 def _reply(out, kind, text):
     """Send a text message and end the worker."""
     out.write(_text(kind, text))
@@ -148,8 +158,8 @@ def _zygote(requests, replies):
         with os.fdopen(answer_r, "rb") as answer:
             data = answer.read()
         _, status = os.waitpid(pid, 0)
-        if not data:
-            data = _text(b"E", f"the model process ended without an answer (wait status {status})")
+        if _answer_size(data) != len(data):  # one answer to this request, no more (none for the next ones)
+            data = _text(b"E", f"the model process sent {len(data)} bytes, not one answer (wait status {status})")
         replies.write(data)
         replies.flush()
     os._exit(0)
@@ -274,15 +284,20 @@ def _logits(model, idx, vocab_size):
     return logits
 
 
+_UNPREDICTABLE = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+
 def check_causal(model, windows, vocab_size):
     """At each batch size and cut point, change every character from the cut on and require the logits
-    before the cut to stay the same."""
+    before the cut to stay the same. The changes are random (a model process that could undo them would
+    know the row it was changed from, and could give the logits that row's lookahead gave)."""
     for batch in CAUSAL_BATCHES:
         idx = windows[:batch, :-1]
         base = _logits(model, idx, vocab_size)
         for cut in CAUSAL_CUTS:
-            changed = idx.clone()
-            changed[:, cut:] = (changed[:, cut:] + 1 + cut) % vocab_size
+            changed = idx.clone()  # every later character changed, by a shift the model cannot predict
+            shift = torch.randint(1, vocab_size, changed[:, cut:].shape, generator=_UNPREDICTABLE)
+            changed[:, cut:] = (changed[:, cut:] + shift) % vocab_size
             drift = (base[:, :cut] - _logits(model, changed, vocab_size)[:, :cut]).abs().max().item()
             if not drift <= CAUSAL_TOLERANCE:
                 raise RuntimeError(
