@@ -117,6 +117,19 @@ class PeekAtEvalBatch(Uniform):  # looks ahead only at the evaluation's batch si
             return PeekAhead.forward(self, idx)
         return Uniform.forward(self, idx)
 
+class Remembering(Uniform):  # what followed the same prefix in the first row it was given, itself included
+    seen = {{}}
+
+    def forward(self, idx):
+        out = Uniform.forward(self, idx).clone()
+        for b, row in enumerate(idx.tolist()):
+            for t in range(len(row) - 1):
+                Remembering.seen.setdefault(tuple(row[: t + 1]), row[t + 1])
+            for t in range(len(row)):
+                if tuple(row[: t + 1]) in Remembering.seen:
+                    out[b, t, Remembering.seen[tuple(row[: t + 1])]] += 5.0
+        return out
+
 def build_model():
     return {model}()
 
@@ -131,7 +144,7 @@ def test_scoring_scores_a_uniform_model_at_log_vocab(tmp_path: Path) -> None:
     assert outcome.metric == pytest.approx(UNIFORM_LOSS, abs=1e-5)
 
 
-@pytest.mark.parametrize("model", ["PeekAhead", "PeekAtEvalBatch"])
+@pytest.mark.parametrize("model", ["PeekAhead", "PeekAtEvalBatch", "Remembering"])
 def test_scoring_rejects_a_model_that_sees_later_characters(tmp_path: Path, model: str) -> None:
     outcome = run_scored(tmp_path, STAND_IN.format(model=model))
     assert outcome.status is Status.FAILED
