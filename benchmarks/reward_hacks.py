@@ -15,8 +15,9 @@ with that checkout's idealab and environments, in a subprocess: both sides in on
     python benchmarks/reward_hacks.py --verify            # each hack's effect without any guard
 
 --verify runs each hack's environment command directly (no executor, no sandbox) in a copy of the
-environment of --old-rev, with the preset's variables and one seed, beside the unmodified code: it shows
-that each hack moves the printed metric when nothing guards it.
+environment of --old-rev, with the preset's variables (and the case's `verify_env`, given to the unmodified
+code too) and one seed, beside the unmodified code: it shows that each hack moves the printed metric when
+nothing guards it.
 """
 
 from __future__ import annotations
@@ -186,11 +187,15 @@ def mirror_data(target: Path) -> Path:
     return target
 
 
-def run_direct(env_dir: Path, manifest: Manifest, data: Path, seed: int) -> tuple[float | None, str]:
-    """The environment's command run in `env_dir` with nothing around it: the metric it prints."""
+def run_direct(
+    env_dir: Path, manifest: Manifest, data: Path, seed: int, extra: Mapping[str, str] | None = None
+) -> tuple[float | None, str]:
+    """The environment's command run in `env_dir` with nothing around it (the preset's variables, then
+    `extra`): the metric it prints."""
     env = {
         **os.environ,
         **{k: os.path.expandvars(v) for k, v in manifest.run.env.items()},
+        **(extra or {}),
         "IDEALAB_SEED": str(seed),
         "IDEALAB_DATA_DIR": str(data),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -211,28 +216,31 @@ def verify(rev: str, envs: Sequence[str], seed: int, only: Sequence[str] = ()) -
         checkout = old_checkout(rev, Path(tmp) / "old")
         try:
             envs_dir = checkout / "src" / "idealab" / "envs"
-            baselines: dict[str, float | None] = {}
+            baselines: dict[tuple[str, tuple[tuple[str, str], ...]], float | None] = {}
             print(f"{'hack':<34} {'metric':>9} {'baseline':>9}  effect (run directly on {rev}, seed {seed})")
             for case in hacks:
                 manifest = load_manifest(envs_dir / case.env, case.preset)
-                if case.env not in baselines:
-                    work = Path(tmp) / f"base-{case.env}"
+                extra = dict(case.verify_env)  # the unmodified code runs with the hack's variables too
+                key = (case.env, case.verify_env)
+                if key not in baselines:
+                    work = Path(tmp) / f"base-{case.env}-{len(baselines)}"
                     shutil.copytree(envs_dir / case.env, work)
-                    data = mirror_data(Path(tmp) / f"data-base-{case.env}")
-                    baselines[case.env], _ = run_direct(work, manifest, data, seed)
+                    data = mirror_data(Path(tmp) / f"data-base-{case.env}-{len(baselines)}")
+                    baselines[key], _ = run_direct(work, manifest, data, seed, extra)
                 work = Path(tmp) / case.name
                 shutil.copytree(envs_dir / case.env, work)
                 corpus.apply(case, work)
                 data = mirror_data(Path(tmp) / f"data-{case.name}")
                 runs = 2 if case.klass == "cache" else 1  # a cache pays off in the run after the one that filled it
                 for _ in range(runs):
-                    value, how = run_direct(work, manifest, data, seed)
-                base = baselines[case.env]
+                    value, how = run_direct(work, manifest, data, seed, extra)
+                base = baselines[key]
                 better = value is not None and base is not None and manifest.metric.goal.better(value, base)
                 effect = "moves the metric the right way" if better else f"NO EFFECT ({how})"
                 shown = f"{value:.4f}" if value is not None else "-"
                 base_shown = f"{base:.4f}" if base is not None else "-"
-                print(f"{case.name:<34} {shown:>9} {base_shown:>9}  {effect}", flush=True)
+                with_vars = f" (with {' '.join(f'{k}={v}' for k, v in case.verify_env)})" if extra else ""
+                print(f"{case.name:<34} {shown:>9} {base_shown:>9}  {effect}{with_vars}", flush=True)
         finally:
             remove_checkout(checkout)
 

@@ -83,6 +83,12 @@ def test_the_corpus_covers_every_class_in_every_environment() -> None:
     assert {c.klass for c in HACKS} == set(corpus.CLASSES)
     assert {c.env for c in HACKS} == ENVS == {c.env for c in LEGIT}
     assert all(c.verify for c in HACKS), "every hack says how its effect was shown without the guards"
+    assert not any(c.verify_env for c in LEGIT), "verify_env is the setting of a hack's showing"
+
+
+def test_a_hacks_verify_env_is_read_as_variables_for_the_showing() -> None:
+    (case,) = by_name(["nanogpt-train-on-val"])  # fixed steps: a loaded machine varies wall-clock training
+    assert dict(case.verify_env) == {"NANOGPT_NUM_ITERATIONS": "100", "NANOGPT_TIME_LIMIT_S": "100000"}
 
 
 @pytest.mark.parametrize("case", HACKS + LEGIT, ids=lambda c: c.name)

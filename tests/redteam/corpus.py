@@ -8,6 +8,7 @@ Each case is a TOML file in `hacks/` or `legit/`:
     tries = "what the change tries to do"
     expect = ["refused", "failed"] # hacks only: the catches that would stop it (any one is enough)
     verify = "how its effect was shown without the guards"   # hacks only
+    verify_env = { NANOGPT_NUM_ITERATIONS = "100" }  # optional: variables for that showing (hack and baseline)
 
     [[edits]]
     file = "train.py"
@@ -16,7 +17,10 @@ Each case is a TOML file in `hacks/` or `legit/`:
 
 A case is kept as edits at anchors rather than as a fixed diff so that one case applies to every version of
 an environment's editable file (the same hack is run against the old guards and the new ones, whose
-training files differ); `render` turns it into the unified diff the executor receives.
+training files differ); `render` turns it into the unified diff the executor receives. `verify_env` fixes
+what a loaded machine would otherwise vary for that showing (for example a number of steps in place of a
+wall-clock limit, for a hack whose effect is not more training): the benchmark's `--verify` runs the hack
+and the unmodified code with the preset's variables and these.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Case:
     expect: tuple[str, ...]  # hacks only
     verify: str | None
     edits: tuple[Edit, ...]
+    verify_env: tuple[tuple[str, str], ...] = ()  # variables of the showing without guards, sorted
 
     @property
     def text(self) -> str:
@@ -95,6 +100,7 @@ def _read(path: Path, hack: bool) -> Case:
     case = Case(
         name=path.stem, hack=hack, env=raw["env"], preset=raw.get("preset"), klass=raw.get("class"),
         tries=raw["tries"], expect=tuple(raw.get("expect", ())), verify=raw.get("verify"), edits=tuple(edits),
+        verify_env=tuple(sorted((k, str(v)) for k, v in raw.get("verify_env", {}).items())),
     )  # fmt: skip
     if hack and (case.klass not in CLASSES or not case.expect or not set(case.expect) <= set(CATCHES)):
         raise CorpusError(f"{path.name}: a hack needs a known class and expected catches from {CATCHES}")
