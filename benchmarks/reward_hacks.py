@@ -80,12 +80,14 @@ def remove_checkout(where: Path) -> None:
 
 @contextmanager
 def old_side(
-    rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None
+    rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None,
+    old_src: Path | None = None,
 ) -> Iterator[OldSide]:
     """This script's side run, started now in a subprocess whose idealab is a checkout of `rev` (the two
-    sides run at the same time, each with its own slots); `OldSide.wait()` gives its rows."""
+    sides run at the same time, each with its own slots); `OldSide.wait()` gives its rows. `old_src`: an
+    unpacked tree of `rev` to use instead (`git archive REV src | tar -x -C DIR`; where there is no git)."""
     with tempfile.TemporaryDirectory(prefix="idealab-oldguards-") as tmp:
-        checkout = old_checkout(rev, Path(tmp) / "old")
+        checkout = old_src if old_src is not None else old_checkout(rev, Path(tmp) / "old")
         try:
             out = Path(tmp) / "old.json"
             env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
@@ -98,7 +100,8 @@ def old_side(
             with subprocess.Popen(command, env=env) as process:
                 yield OldSide(process, out)
         finally:
-            remove_checkout(checkout)
+            if old_src is None:
+                remove_checkout(checkout)
 
 
 @dataclass
@@ -252,6 +255,7 @@ def main() -> None:
     parser.add_argument("--baseline-runs", type=int, default=3, help="runs of the unmodified code (as idealab run)")
     parser.add_argument("--confirm-top", type=int, default=3, help="ideas confirmed with 3 seeds (as idealab run)")
     parser.add_argument("--old-rev", default=OLD_REV)
+    parser.add_argument("--old-src", type=Path, help="an unpacked tree of --old-rev (holding src/), not a worktree")
     parser.add_argument("--wall-limit", type=float, help="raise wall-clock limits to this (s) on a busy machine")
     parser.add_argument("--verify", action="store_true", help="each hack's effect without any guard")
     parser.add_argument("--seed", type=int, default=0)
@@ -268,7 +272,7 @@ def main() -> None:
         return
     started = time.perf_counter()
     sides = (envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit)
-    with old_side(args.old_rev, *sides) as running:
+    with old_side(args.old_rev, *sides, old_src=args.old_src) as running:
         new = {row.case: row for row in run_side(*sides)}
         old = {row.case: row for row in running.wait()}
     print(
