@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from idealab.manifest import Manifest, load_manifest
+from idealab.manifest import Manifest, load_manifest, resolve_env
 from idealab.metrics import extract_values, judge
 from idealab.paths import data_dir
 
@@ -53,16 +53,26 @@ ENVS = ("charlm", "nanogpt", "grpo")
 def run_side(
     envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None
 ) -> list[Ended]:
-    """Every case of `envs` through this checkout's idealab."""
+    """Every case of `envs` that applies to this checkout's environments, through its idealab. A case whose
+    anchors are not in this checkout's files (an attack on a part the old code did not have, such as the
+    separate scorer) is left out and shows as `-` on this side."""
     groups: dict[tuple[str, str | None], list[corpus.Case]] = defaultdict(list)
     for case in corpus.load("hacks") + corpus.load("legit"):
-        if case.env in envs:
+        if case.env in envs and _applies(case):
             groups[(case.env, case.preset)].append(case)
     ended: list[Ended] = []
     with tempfile.TemporaryDirectory(prefix="idealab-redteam-") as tmp:
         for (env, preset), cases in groups.items():
             ended += run_cases(cases, Path(tmp) / f"{env}-{preset}", slots, baseline_runs, confirm_top, wall_limit_s)
     return ended
+
+
+def _applies(case: corpus.Case) -> bool:
+    try:
+        corpus.render(case, resolve_env(case.env))
+    except corpus.CorpusError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------- old side

@@ -208,12 +208,21 @@ def _worker(state, idx, answer_fd):
         model.eval()
         with torch.no_grad():
             logits = model(idx)
+            again = model(idx)  # the same question twice: the answer may depend on the input alone
         changed = _changes(before)
         if changed:
             _reply(out, b"T", f"the model code replaced what the scoring relies on: {', '.join(changed[:5])}")
         if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise TypeError(f"model(idx) must return logits of shape (B, T, vocab_size), got {got}")
+        same_shape = isinstance(again, torch.Tensor) and again.shape == logits.shape
+        drift = (logits - again).abs().max().item() if same_shape else None
+        if drift is None or not drift <= CAUSAL_TOLERANCE:
+            raise RuntimeError(
+                "the model is not a function of its input: asked the same characters twice, its logits changed "
+                f"by {drift if drift is not None else 'shape'} (it keeps state from call to call, or is random "
+                "in eval mode)"
+            )
         out.write(b"L" + _DIMS.pack(*logits.shape) + logits.detach().float().contiguous().numpy().tobytes())
         out.flush()
     except BaseException as exc:  # noqa: BLE001  (whatever the model code raised ends its scoring)
