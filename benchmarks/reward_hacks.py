@@ -51,7 +51,8 @@ ENVS = ("charlm", "nanogpt", "grpo")
 
 
 def run_side(
-    envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None
+    envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None,
+    budget_extra_s: float = 0.0,
 ) -> list[Ended]:
     """Every case of `envs` that applies to this checkout's environments, through its idealab. A case whose
     anchors are not in this checkout's files (an attack on a part the old code did not have, such as the
@@ -63,7 +64,9 @@ def run_side(
     ended: list[Ended] = []
     with tempfile.TemporaryDirectory(prefix="idealab-redteam-") as tmp:
         for (env, preset), cases in groups.items():
-            ended += run_cases(cases, Path(tmp) / f"{env}-{preset}", slots, baseline_runs, confirm_top, wall_limit_s)
+            ended += run_cases(
+                cases, Path(tmp) / f"{env}-{preset}", slots, baseline_runs, confirm_top, wall_limit_s, budget_extra_s
+            )
     return ended
 
 
@@ -91,7 +94,7 @@ def remove_checkout(where: Path) -> None:
 @contextmanager
 def old_side(
     rev: str, envs: Sequence[str], slots: int, baseline_runs: int, confirm_top: int, wall_limit_s: float | None,
-    old_src: Path | None = None,
+    budget_extra_s: float = 0.0, old_src: Path | None = None,
 ) -> Iterator[OldSide]:
     """This script's side run, started now in a subprocess whose idealab is a checkout of `rev` (the two
     sides run at the same time, each with its own slots); `OldSide.wait()` gives its rows. `old_src`: an
@@ -105,6 +108,8 @@ def old_side(
                        "--confirm-top": confirm_top}  # fmt: skip
             if wall_limit_s is not None:
                 options["--wall-limit"] = wall_limit_s
+            if budget_extra_s:
+                options["--budget-extra"] = budget_extra_s
             command = [sys.executable, __file__, "--side-json", str(out)]
             command += [str(part) for option in options.items() for part in option]
             with subprocess.Popen(command, env=env) as process:
@@ -267,6 +272,8 @@ def main() -> None:
     parser.add_argument("--old-rev", default=OLD_REV)
     parser.add_argument("--old-src", type=Path, help="an unpacked tree of --old-rev (holding src/), not a worktree")
     parser.add_argument("--wall-limit", type=float, help="raise wall-clock limits to this (s) on a busy machine")
+    parser.add_argument("--budget-extra", type=float, default=0.0,
+                        help="seconds added to training budgets measured by the executor (slow start-up)")
     parser.add_argument("--verify", action="store_true", help="each hack's effect without any guard")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", default="", help="--verify: only these hacks (comma-separated names)")
@@ -277,17 +284,18 @@ def main() -> None:
         verify(args.old_rev, envs, args.seed, [c for c in args.cases.split(",") if c])
         return
     if args.side_json is not None:
-        rows = run_side(envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit)
+        rows = run_side(envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit, args.budget_extra)
         args.side_json.write_text(json.dumps([row.__dict__ for row in rows]))
         return
     started = time.perf_counter()
-    sides = (envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit)
+    sides = (envs, args.slots, args.baseline_runs, args.confirm_top, args.wall_limit, args.budget_extra)
     with old_side(args.old_rev, *sides, old_src=args.old_src) as running:
         new = {row.case: row for row in run_side(*sides)}
         old = {row.case: row for row in running.wait()}
     print(
         f"red-team corpus, environments {', '.join(envs)} (cpu-smoke presets), {args.slots} job slots; "
-        f"old guards = {args.old_rev}; wall-clock limits raised to {args.wall_limit or 0:g} s"
+        f"old guards = {args.old_rev}; wall-clock limits raised to {args.wall_limit or 0:g} s; "
+        f"executor-measured budgets raised by {args.budget_extra:g} s"
     )
     report(new, old)
     print(f"({time.perf_counter() - started:.0f} s)")

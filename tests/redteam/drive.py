@@ -78,6 +78,15 @@ def with_wall_limit(manifest: Manifest, limit_s: float | None) -> Manifest:
     return manifest
 
 
+def with_budget_extra(manifest: Manifest, extra_s: float) -> Manifest:
+    """The training budget raised by `extra_s` (a machine whose Python and torch start slower spends more of
+    the budget before training; versions without an executor-measured budget are left as they are)."""
+    budget = getattr(manifest, "budget", None)
+    if not extra_s or budget is None:
+        return manifest
+    return replace(manifest, budget=replace(budget, seconds=budget.seconds + extra_s))
+
+
 def run_cases(
     cases: Sequence[corpus.Case],
     workdir: Path,
@@ -85,6 +94,7 @@ def run_cases(
     baseline_runs: int = 3,
     confirm_top: int = 3,
     wall_limit_s: float | None = None,
+    budget_extra_s: float = 0.0,
 ) -> list[Ended]:
     """One search of one epoch over `cases` (all of one environment and preset), with `idealab run`'s trust
     settings by default: the baseline measured 3 times, the top 3 confirmed with 3 seeds.
@@ -92,7 +102,7 @@ def run_cases(
     `wall_limit_s` raises the wall-clock limits of training and scoring to at least that (a machine shared
     with other work stretches wall-clock time; the training budget itself is left as it is)."""
     env, preset = cases[0].env, cases[0].preset
-    manifest = with_wall_limit(load_manifest(resolve_env(env), preset), wall_limit_s)
+    manifest = with_budget_extra(with_wall_limit(load_manifest(resolve_env(env), preset), wall_limit_s), budget_extra_s)
     config = SearchConfig(
         epochs=1, ideas_per_epoch=len(cases), batch_size=len(cases), baseline_runs=baseline_runs,
         confirm_top=confirm_top,
