@@ -528,17 +528,18 @@ def executor_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_gpt: str
 
 
 @pytest.mark.slow
-def test_a_training_time_metric_line_is_progress_not_the_result(
+def test_a_training_time_metric_line_is_a_forged_claim_never_the_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """nanogpt's training never prints val_loss (`[score] exclusive_metric`): a line that does is a forged
+    claim, and the job ends tampered, not scored as if nothing happened."""
     forged = ('    print("@metric " + json.dumps({"name": "val_" + "loss", "value": 0.6}), flush=True)\n'
               '\n\nif __name__ == "__main__":')
     source = patched('\n\nif __name__ == "__main__":', forged).replace("import math\n", "import json\nimport math\n", 1)
     outcome = executor_job(tmp_path, monkeypatch, source)
-    assert outcome.status is Status.OK, outcome.reason
-    assert outcome.metric is not None and outcome.metric > 1.0  # the scorer's loss, not the forged 0.6
-    scored = (tmp_path / "logs" / "score-stdout.log").read_text()
-    assert f"{outcome.metric:.4f}" in scored
+    assert outcome.status is Status.TAMPERED, outcome.reason
+    assert outcome.metric is None
+    assert outcome.reason is not None and "reported the scored metric itself (val_loss = 0.6)" in outcome.reason
 
 
 @pytest.mark.slow
