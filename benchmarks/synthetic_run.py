@@ -32,7 +32,7 @@ from idealab.store import JobEnd, Store
 ROOT = Path(__file__).resolve().parent.parent
 ENV = ROOT / "tests" / "envs" / "noisy"
 PER_EPOCH = 80
-VERSION = 1  # bump when what is built changes, so stale caches are rebuilt
+VERSION = 2  # bump when what is built changes, so stale caches are rebuilt
 
 DIFF = "".join(
     f"@@ -{i * 10},3 +{i * 10},3 @@\n-old line {i} of train.py, as the environment has it\n"

@@ -27,14 +27,25 @@ def test_cli_start_imports_no_llm_code() -> None:
     assert imported_after("import idealab.cli", *LLM_MODULES) == set()
 
 
-def test_status_imports_neither_the_search_nor_alembic(tmp_path: Path) -> None:
+READ_ONLY_SKIPS = ("sqlalchemy", "alembic", "idealab.store.store", "idealab.search.loop", "idealab.startup",
+                   "idealab.tracking")  # fmt: skip
+
+
+def test_status_and_report_import_neither_the_search_nor_sqlalchemy(tmp_path: Path) -> None:
+    """Read-only commands read through `RunReader` (sqlite3): SQLAlchemy, its ORM and Alembic are most of a
+    fresh interpreter's start-up, and these commands never write (docs/BENCHMARKS.md)."""
     from idealab.store import Store
 
     with Store.open(tmp_path) as store:  # migrated here: the read-only open of `status` only reads
         store.create_run("quad", str(QUAD), None, {}, {"metric": {"name": "loss", "goal": "minimize"}})
-    args = ["status", "--json", "--workdir", str(tmp_path)]
-    status = f"from idealab.cli import app\napp({args!r}, standalone_mode=False)"
-    assert imported_after(status, "alembic", "idealab.search.loop", "idealab.startup", "idealab.tracking") == set()
+    for args in (
+        ["status", "--json", "--workdir", str(tmp_path)],
+        ["status", "--workdir", str(tmp_path)],
+        ["report", "--workdir", str(tmp_path), "--out", str(tmp_path / "report.html")],
+    ):
+        command = f"from idealab.cli import app\napp({args!r}, standalone_mode=False)"
+        assert imported_after(command, *READ_ONLY_SKIPS) == set(), args
+    assert (tmp_path / "report.html").is_file()
 
 
 def test_a_mutate_run_imports_no_llm_code(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from idealab.metrics import MetricValue
 from idealab.status import Status
 from idealab.store import DB_NAME, JobEnd, RunRecord, Store, StoreError
-from idealab.store.engine import HEAD_REVISION, MIGRATIONS_DIR
 from idealab.store.models import Base
+from idealab.store.schema import HEAD_REVISION, MIGRATIONS_DIR
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -43,7 +43,7 @@ def _sqlite(store: Store) -> closing[sqlite3.Connection]:
 
 
 def test_migrations_create_the_schema_and_record_a_version(store: Store) -> None:
-    assert store.schema_version() == "0002"
+    assert store.schema_version() == HEAD_REVISION
     with _sqlite(store) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "ideas", "code_changes", "jobs", "metric_values", "llm_calls", "alembic_version"} <= names
@@ -66,6 +66,7 @@ def _as_schema_0001(store: Store, run: RunRecord) -> str:
     with _sqlite(store) as db:
         db.execute("ALTER TABLE jobs DROP COLUMN handle")
         db.execute("ALTER TABLE jobs DROP COLUMN backend")
+        db.execute("DROP INDEX ix_llm_calls_listing")  # (0003)
         db.execute("UPDATE alembic_version SET version_num = '0001'")
     return job.job_key
 
@@ -84,8 +85,43 @@ def test_migrating_0001_gives_running_local_jobs_their_handle(store: Store, run:
     store.close()
     with Store.open(store.path.parent) as migrated:
         (job,) = migrated.jobs()
-        assert migrated.schema_version() == "0002"
+        assert migrated.schema_version() == HEAD_REVISION
         assert (job.handle, job.backend) == ("local:4242:0,1", "local")
+
+
+def test_a_0002_database_is_read_as_it_is_and_migrating_adds_the_covering_index(store: Store, run: RunRecord) -> None:
+    store.add_llm_call(run.id, "ideator", "anthropic", "claude", "[]", "ideas", 1000, 200, 0.25, 3.0)
+    store.close()
+    with _sqlite(store) as db:
+        db.execute("DROP INDEX ix_llm_calls_listing")
+        db.execute("UPDATE alembic_version SET version_num = '0002'")
+    with Store.open_readonly(store.path.parent) as readonly:
+        assert readonly.schema_version() == "0002" and readonly.total_cost(run.id) == 0.25  # nothing migrated
+        assert [c.model for c in readonly.llm_call_summaries(run.id)] == ["claude"]
+    with Store.open(store.path.parent) as migrated:
+        assert migrated.schema_version() == HEAD_REVISION
+    with _sqlite(store) as db:
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ix_llm_calls_listing'").fetchone() == (1,)
+
+
+def test_the_llm_call_listings_read_the_covering_index_not_the_prompts(store: Store, run: RunRecord) -> None:
+    from idealab.store.reader import RunReader
+
+    idea = store.add_idea(run.id, 0, 0, "initial", "idea", "test", {})
+    for n in range(3):
+        store.add_llm_call(run.id, "implementer", "openai", "gpt", "p" * 10_000, "a" * 10_000, 9, 1, 0.5, 1.0,
+                           idea_id=idea.id, extra={"n": n})  # fmt: skip
+    statements: list[str] = []
+    with RunReader.open(store.path.parent) as reader:
+        reader._conn.set_trace_callback(statements.append)  # each statement as run, its values bound
+        assert reader.total_cost(run.id) == 1.5
+        assert len(reader.llm_call_summaries(run.id)) == len(reader.llm_call_summaries(run.id, role="implementer")) == 3
+        reader._conn.set_trace_callback(None)
+        listings = [s for s in statements if "llm_calls" in s]
+        assert len(listings) == 3
+        for statement in listings:
+            plan = " ".join(str(row[-1]) for row in reader._conn.execute("EXPLAIN QUERY PLAN " + statement))
+            assert "COVERING INDEX ix_llm_calls_listing" in plan, (statement, plan)
 
 
 def test_migrations_match_the_models(store: Store) -> None:
@@ -148,9 +184,7 @@ def test_finish_idea_writes_status_metric_job_end_and_values_together(store: Sto
     store.job_started("e0-i0-a1", 100.0, (0, 1), 4242)
     assert store.jobs(statuses=[Status.RUNNING])[0].gpu_ids == (0, 1)
     values = [MetricValue("val_loss", 3.4, 10), MetricValue("val_loss", 3.25, 20)]
-    store.finish_idea(
-        idea.id, Status.OK, 3.25, None, 200.0, job.job_key, values, JobEnd(199.0, 0, False, "ok")
-    )
+    store.finish_idea(idea.id, Status.OK, 3.25, None, 200.0, job.job_key, values, JobEnd(199.0, 0, False, "ok"))
     got = store.get_idea(idea.id)
     assert (got.status, got.metric, got.finished_at, got.attempts) == (Status.OK, 3.25, 200.0, 1)
     [ended] = store.jobs(idea.id)
@@ -187,9 +221,7 @@ def test_finish_idea_that_fails_midway_writes_nothing(store: Store, run: RunReco
 def test_nan_and_inf_metric_values_round_trip(store: Store, run: RunRecord) -> None:
     idea = store.add_idea(run.id, 0, 0, "initial", "t", "llm", {})
     store.add_job(idea.id, "k", "true", "ws", "o", "e")
-    store.add_metric_values(
-        "k", [MetricValue(n, v) for n, v in [("a", math.nan), ("b", math.inf), ("c", -math.inf)]]
-    )
+    store.add_metric_values("k", [MetricValue(n, v) for n, v in [("a", math.nan), ("b", math.inf), ("c", -math.inf)]])
     store.add_metric_values("k", [MetricValue("d", 5e-324, 7, "regex")])
     got = store.metric_values("k")
     assert math.isnan(got[0].value)
@@ -238,7 +270,8 @@ def test_listing_reads_summaries_payloads_and_compute_totals(store: Store, run: 
     store.add_job(second.id, "j3", "c", "w", "o", "e")  # never started: counts nothing
     summaries = store.idea_summaries(run.id)
     assert [(i.id, i.text, i.status, i.metric, i.attempts) for i in summaries] == [
-        (first.id, "a", "ok", 1.5, 1), (second.id, "b", "proposed", None, 2)
+        (first.id, "a", "ok", 1.5, 1),
+        (second.id, "b", "proposed", None, 2),
     ]
     assert store.idea_payloads(run.id) == [{"knobs": {"X": 1}}, {"knobs": {"X": 2}}]
     assert store.compute_seconds() == (15.0, 20.0)  # 10 s on two GPUs, 5 s on none
@@ -246,9 +279,7 @@ def test_listing_reads_summaries_payloads_and_compute_totals(store: Store, run: 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
-    sqlite3.connect(tmp_path / DB_NAME, isolation_level=None).execute(
-        "UPDATE alembic_version SET version_num='9999'"
-    )
+    sqlite3.connect(tmp_path / DB_NAME, isolation_level=None).execute("UPDATE alembic_version SET version_num='9999'")
     with pytest.raises(StoreError, match="newer idealab"):
         Store.open(tmp_path)
 
@@ -339,3 +370,59 @@ def test_writes_do_not_wait_for_an_open_read(store: Store, run: RunRecord, holde
     store.finish_idea(idea.id, Status.FAILED, None, "exit code 1", 3.0)
     assert store.get_idea(idea.id).status is Status.FAILED
     _release(reader)
+
+
+def test_the_sqlalchemy_free_reader_reads_what_the_store_wrote(store: Store, run: RunRecord) -> None:
+    """`RunReader` (sqlite3 only, for status/report/serve) against the ORM's own decoding of the same rows."""
+    from idealab.store.reader import RunReader
+
+    ok = store.add_idea(run.id, 0, 0, "initial", "wider", "llm", {"parents": [], "seed": 3})
+    store.update_idea(ok.id, applied_diff="--- a\n+++ b\n", final_diff="--- a/x\n+++ b/x\n")
+    store.add_job(ok.id, "i1-a1", "python train.py", "ws", "logs/out", "logs/err")
+    store.job_started("i1-a1", 10.0, (0, 1), 42)
+    values = [MetricValue("loss", 1.5, 1, "stdout"), MetricValue("loss", math.nan, 2, "stdout")]
+    store.finish_idea(ok.id, Status.OK, 1.25, None, 70.0, job_key="i1-a1", values=values,
+                      job_end=JobEnd(70.0, 0, False, Status.OK.value))  # fmt: skip
+    store.set_payload_entry(ok.id, "audit", {"verdict": "legit", "model": "m"})
+    late = store.add_idea(run.id, -1, 0, "baseline", "baseline", "none", {})
+    store.add_job(late.id, "i2-a1", "python train.py", "ws2", "o", "e")
+    store.job_started("i2-a1", 5.0, (), 43)
+    store.job_finished("i2-a1", 9.0, None, True, Status.TIMEOUT.value, "killed at the limit")
+    store.add_llm_call(run.id, "ideator", "anthropic", "claude", "[]", "ideas", 1000, 200, 0.25, 3.0,
+                       extra={"ideas": 2, "format": "structured"})  # fmt: skip
+    store.add_llm_call(run.id, "implementer", "local", "unpriced", "[]", "diff", 50, 5, None, 1.0,
+                       idea_id=ok.id, error="timeout")  # fmt: skip
+    with RunReader.open(store.path.parent) as reader:
+        assert reader.get_run() == store.get_run() == run
+        assert reader.schema_version() == store.schema_version() == HEAD_REVISION
+        assert reader.ideas(run.id) == store.ideas(run.id) == [store.get_idea(late.id), store.get_idea(ok.id)]
+        assert reader.ideas(run.id, epoch=0, statuses=["ok"]) == [store.get_idea(ok.id)]
+        assert reader.ideas(run.id, diffs=False)[1].applied_diff is None
+        assert reader.idea_summaries(run.id) == store.idea_summaries(run.id)
+        assert reader.idea_audits(run.id) == {ok.id: {"verdict": "legit", "model": "m"}}
+        assert reader.idea_diffs([ok.id, late.id]) == {
+            ok.id: ("--- a\n+++ b\n", "--- a/x\n+++ b/x\n"),
+            late.id: (None, None),
+        }
+        assert reader.changed_ideas(run.id) == {ok.id}
+        jobs = reader.job_summaries()
+        assert jobs == store.job_summaries()
+        assert [(j.gpu_ids, j.timed_out, j.error) for j in jobs] == [
+            ((0, 1), False, None),
+            ((), True, "killed at the limit"),
+        ]
+        read = reader.metric_values("i1-a1")
+        assert read[0] == values[0] and math.isnan(read[1].value) and read[1].step == 2
+        with pytest.raises(KeyError):
+            reader.metric_values("no-such-job")
+        calls = reader.llm_call_summaries(run.id)
+        assert calls == store.llm_call_summaries(run.id)
+        assert [(c.role, c.cost_usd, c.extra, c.error) for c in calls] == [
+            ("ideator", 0.25, {"ideas": 2, "format": "structured"}, None),
+            ("implementer", None, None, "timeout"),
+        ]
+        assert reader.llm_call_summaries(run.id, role="ideator") == calls[:1]
+        assert reader.total_cost(run.id) == 0.25
+        assert reader.compute_seconds() == (60.0 + 4.0, 120.0) and reader.compute_seconds(-1) == (4.0, 0.0)
+        with pytest.raises(StoreError, match="cannot be written"), reader._guard() as conn:
+            conn.execute("DELETE FROM runs")  # read-only: a write is refused

@@ -219,7 +219,7 @@ def test_status_refuses_a_database_from_a_newer_idealab(tmp_path: Path) -> None:
 def test_status_refuses_an_older_schema_and_says_to_resume(tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 
-    from idealab.store.engine import MIGRATIONS_DIR, READABLE_OLDER
+    from idealab.store.schema import MIGRATIONS_DIR, READABLE_OLDER
 
     scripts = ScriptDirectory(str(MIGRATIONS_DIR))
     readable = {*scripts.get_heads(), *READABLE_OLDER}

@@ -22,7 +22,8 @@ from idealab.identity import ENVIRONMENT_KEY
 from idealab.search.evidence import ReusedBaseline
 from idealab.search.journal import BASELINE_EPOCH
 from idealab.status import Status
-from idealab.store import DB_NAME, Store, StoreError
+from idealab.store import DB_NAME, StoreError
+from idealab.store.reader import RunReader
 
 HARDWARE_KEY = "hardware"  # runs.config: `sysinfo.hardware_identity` of the run's jobs
 REUSE_KEY = "baseline_reuse"  # runs.config: the reused repeats and where they came from
@@ -41,7 +42,7 @@ def load_reusable_baseline(
     if not (source / DB_NAME).is_file():
         raise ReuseError(f"--reuse-baseline {source}: no idealab run there (no {DB_NAME})")
     try:
-        with Store.open_readonly(source, leave_untouched=True) as store:
+        with RunReader.open(source, leave_untouched=True) as store:
             run = store.get_run()
             rows = [] if run is None else store.ideas(run.id, epoch=BASELINE_EPOCH)
     except (StoreError, RunFault) as exc:

@@ -18,12 +18,13 @@ from idealab.cli_data import Download, SharedData, data_app, prepare_env
 from idealab.errors import RunFault
 from idealab.executor.bwrap import SANDBOX_MODES
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
-from idealab.executor.slurm import DEFAULT_POLL_S
+from idealab.executor.defaults import SLURM_POLL_S
 from idealab.manifest import Manifest, ManifestError, builtin_env_names, load_manifest, resolve_env
 from idealab.report import RunView, baseline_json, compute_used, ideation_counts, load_view, status_json, write_json
 from idealab.search import suspect
-from idealab.store import DB_NAME, RunRecord, Store, StoreError
-from idealab.views.data import RunSnapshot, read_snapshot
+from idealab.store import DB_NAME, RunRecord, StoreError
+from idealab.store.reader import RunReader
+from idealab.views.data import RunSnapshot, opened_snapshot, read_snapshot
 
 # What only `run` and `env check` use (the search, the backends, the run's start-up and tracking) is imported
 # in them: `status` and `report` start without it (tests/test_lazy_imports.py).
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from idealab.executor.slots import SlotPool
     from idealab.runconfig import RunSettings
     from idealab.search.loop import Search
+    from idealab.store import Store
     from idealab.tracking import TrackerSink
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Execution-grounded automated AI research.")
@@ -181,7 +183,7 @@ def run(
     ] = None,
     slurm_cpus_per_job: Annotated[int | None, typer.Option(help="CPUs of each Slurm job (--cpus-per-task).")] = None,
     slurm_poll_s: Annotated[
-        float | None, typer.Option(help=f"Seconds between squeue calls about the jobs (default {DEFAULT_POLL_S:g}).")
+        float | None, typer.Option(help=f"Seconds between squeue calls about the jobs (default {SLURM_POLL_S:g}).")
     ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="--backend ray: the cluster's dashboard address, e.g. http://head:8265.")
@@ -466,6 +468,9 @@ def _print_summary(store: Store) -> None:
 # --------------------------------------------------------------------------------------------- status
 
 TABLE_LIMIT = 100  # experiments in the status table by default (a terminal table of ten thousand takes half a minute)
+# ... and in `status --json`: every experiment of a run of the paper's size (10 epochs x 80 ideas and their
+# confirmation runs); at ten thousand, listing them all is most of the command's time (docs/BENCHMARKS.md)
+JSON_LIMIT = 1000
 
 
 @app.command()
@@ -477,7 +482,7 @@ def status(
         typer.Option(
             min=0,
             help=f"Experiments listed, the latest first counted from --offset (0: all). Default: the latest "
-            f"{TABLE_LIMIT} in the table, all in --json.",
+            f"{TABLE_LIMIT} in the table, {JSON_LIMIT} in --json.",
         ),
     ] = None,
     offset: Annotated[int, typer.Option(min=0, help="Experiments skipped, counted from the latest.")] = 0,
@@ -485,9 +490,9 @@ def status(
     """Show a run's baseline, best result and experiments."""
     if not (workdir / DB_NAME).is_file():
         raise _fail(f"{workdir}: no idealab run here (no {DB_NAME})")
-    shown = (0 if as_json else TABLE_LIMIT) if limit is None else limit
+    shown = (JSON_LIMIT if as_json else TABLE_LIMIT) if limit is None else limit
     try:
-        with Store.open_readonly(workdir) as store:  # never migrates or writes: safe beside a live run
+        with RunReader.open(workdir) as store:  # never migrates or writes: safe beside a live run
             data = status_json(store, limit=shown, offset=offset)
     except LookupError as exc:
         raise _fail(f"{workdir}: {exc}") from None
@@ -495,6 +500,9 @@ def status(
         raise _fault(exc) from None
     if as_json:
         write_json(data, sys.stdout)
+        listed, total = len(data["experiments"]), data["experiments_total"]
+        if listed < total:  # on stderr: stdout stays one JSON document
+            console.print(f"status: {listed} of {total} experiments listed (--limit/--offset: pages, --limit 0: all)")
         return
     _print_table(data)
 
@@ -587,7 +595,12 @@ def report(
 
     path = out_file or workdir / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(_read_snapshot(workdir)), encoding="utf-8")
+    try:
+        with opened_snapshot(workdir) as snap:  # the featured experiments' diffs are read, not all of them
+            page = render_report(snap)
+    except (LookupError, StoreError) as exc:
+        raise _fail(f"{workdir}: {exc}") from None
+    path.write_text(page, encoding="utf-8")
     out.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

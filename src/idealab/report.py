@@ -13,7 +13,8 @@ from idealab.gcpause import paused_gc
 from idealab.manifest import Goal
 from idealab.search import stats
 from idealab.search.journal import BASELINE_EPOCH, CONFIRM_EPOCH, Entry, Journal, confirm_seeds_of
-from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
+from idealab.store import IdeaRecord, IdeaSummary, RunRecord
+from idealab.store.reader import RunReads
 
 T = TypeVar("T")
 
@@ -41,7 +42,7 @@ class RunView:
         return self.journal.experiments
 
 
-def load_view(store: Store) -> RunView:
+def load_view(store: RunReads) -> RunView:
     run = store.get_run()
     if run is None:
         raise LookupError("this work directory holds no run yet")
@@ -110,7 +111,7 @@ def experiment_json(idea: IdeaRecord | IdeaSummary) -> dict[str, Any]:
     }
 
 
-def compute_used(store: Store) -> dict[str, Any]:
+def compute_used(store: RunReads) -> dict[str, Any]:
     """Job-hours and GPU-hours of every job that ran (re-runs after a crash included), in total and by
     purpose: baseline repeats, search (each idea's first run) and confirmation runs."""
     job_s, gpu_s = store.compute_seconds()
@@ -127,7 +128,7 @@ def compute_used(store: Store) -> dict[str, Any]:
     }
 
 
-def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
+def ideation_counts(store: RunReads, run_id: int) -> dict[str, int]:
     """The LLM ideator's calls: answers, how many held no idea (parse failures), how many were read as
     structured output, and calls that failed outright. Calls recorded before answers were noted count as
     answers only."""
@@ -144,7 +145,7 @@ def ideation_counts(store: Store, run_id: int) -> dict[str, int]:
     return counts
 
 
-def status_json(store: Store, limit: int = 0, offset: int = 0) -> dict[str, Any]:
+def status_json(store: RunReads, limit: int = 0, offset: int = 0) -> dict[str, Any]:
     """Everything `status --json` prints. The journal holds listing rows only (no payloads or diffs), so a
     run of ten thousand experiments is one light query.
 
@@ -154,7 +155,7 @@ def status_json(store: Store, limit: int = 0, offset: int = 0) -> dict[str, Any]
         return _status_json(store, limit, offset)
 
 
-def _status_json(store: Store, limit: int, offset: int) -> dict[str, Any]:
+def _status_json(store: RunReads, limit: int, offset: int) -> dict[str, Any]:
     run = store.get_run()
     if run is None:
         raise LookupError("this work directory holds no run yet")

@@ -40,6 +40,7 @@ from idealab.errors import RunFault
 from idealab.executor.base import JobResult, JobSpec, JobStart, OnStart
 from idealab.executor.bwrap import SANDBOX_MODES, Limits, job_home, sandbox_wrapper, use_sandbox
 from idealab.executor.capped_log import DEFAULT_LOG_CAP_BYTES
+from idealab.executor.defaults import SLURM_POLL_S
 from idealab.executor.local import BACKSTOP_MARGIN_S, DEFAULT_GRACE_S, job_log_dir, ready, result_from_record
 from idealab.executor.sandbox import job_environment
 from idealab.executor.scoring import supervisor_score_step
@@ -58,7 +59,7 @@ from idealab.metric_stream import DEFAULT_MAX_METRIC_VALUES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLL_S = 5.0
+DEFAULT_POLL_S = SLURM_POLL_S
 SCRIPT_NAME = "job.sbatch"
 PENDING_PREFIX = "slurm:pending:"  # + the job's name: claimed, its Slurm job id not known (yet)
 NODE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")  # what the job keeps of the node's environment

@@ -33,7 +33,8 @@ from idealab.search import stats, suspect
 from idealab.search.evidence import Evidence, Trial, trial_seed
 from idealab.search.suspect import Audit, AuditVerdict
 from idealab.status import Status
-from idealab.store import IdeaRecord, IdeaSummary, RunRecord, Store
+from idealab.store import IdeaRecord, IdeaSummary, RunRecord
+from idealab.store.reader import RunReads
 
 BASELINE_EPOCH = -1  # the unmodified environment's runs are stored as ideas of this epoch (idx = repeat)
 CONFIRM_EPOCH = -2  # confirmation trials of ideas are stored as ideas of this epoch (payload names the idea)
@@ -103,7 +104,7 @@ class Journal(Generic[E]):
 
     @staticmethod
     def load(
-        store: Store, run_id: int, goal: Goal, given: float | None, confirm_seeds: int = 1
+        store: RunReads, run_id: int, goal: Goal, given: float | None, confirm_seeds: int = 1
     ) -> Journal[IdeaRecord]:
         """The run's journal. `given`: the baseline value to use when none was measured (--baseline-value)."""
         trust = _trust_of(store, run_id, store.get_run())
@@ -123,7 +124,7 @@ class Journal(Generic[E]):
         return _assemble(rows, further, goal, given, confirm_seeds, _seed_of, trust)
 
     @staticmethod
-    def light(store: Store, run: RunRecord, goal: Goal) -> Journal[IdeaSummary]:
+    def light(store: RunReads, run: RunRecord, goal: Goal) -> Journal[IdeaSummary]:
         """The journal from listing rows (no payloads or diffs: ten thousand experiments are one light
         query), with the few baseline and confirmation rows read in full. A first run's seed is derived
         as the loop derived it."""
@@ -428,7 +429,7 @@ def _assemble(
     return Journal(tuple(rows), goal, bar, Evidence(measured, trials, confirm_seeds, **(trust or {})))
 
 
-def _trust_of(store: Store, run_id: int, run: RunRecord | None) -> dict[str, Any]:
+def _trust_of(store: RunReads, run_id: int, run: RunRecord | None) -> dict[str, Any]:
     """The suspect rule's inputs stored with the run: the metric's bound, the auditor and its verdicts."""
     return trust_of(run, store.idea_audits(run_id))
 

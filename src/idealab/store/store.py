@@ -17,54 +17,51 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from idealab.metrics import MetricValue
 from idealab.status import Status
-from idealab.store.engine import (
-    BEGIN_MODE,
-    READABLE_OLDER,
-    StoreBusy,
-    StoreError,
-    check_schema,
-    current_revision,
-    make_engine,
-    make_readonly_engine,
-    migrate,
-    readonly_uri,
-    translate,
-)
+from idealab.store import reader
+from idealab.store.engine import BEGIN_MODE, driver, make_engine, make_readonly_engine, migrate
 from idealab.store.models import (
     CodeChange,
-    CodeChangeRecord,
     Idea,
-    IdeaRecord,
-    IdeaSummary,
     Job,
-    JobEnd,
-    JobRecord,
-    JobSummary,
     LLMCall,
-    LLMCallRecord,
-    LLMCallSummary,
     MetricRow,
     Run,
-    RunRecord,
     code_change_record,
-    gpu_ids_of,
     idea_record,
     job_record,
     llm_call_record,
     run_record,
 )
+from idealab.store.records import (
+    CodeChangeRecord,
+    IdeaRecord,
+    JobEnd,
+    JobRecord,
+    LLMCallRecord,
+    RunRecord,
+)
+from idealab.store.schema import (
+    DB_NAME,
+    WITHOUT_JOB_HANDLES,
+    StoreBusy,
+    StoreError,
+    check_schema,
+    current_revision,
+    readonly_target,
+    refuse_empty,
+    translate,
+)
 
-DB_NAME = "idealab.db"
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 DEFAULT_WRITE_ATTEMPTS = 4  # so a write gives up after about two minutes of someone else's lock
 
@@ -78,8 +75,9 @@ class _Unset(enum.Enum):
 UNSET: Final = _Unset.TOKEN  # "leave this field as it is" in update_idea
 
 
-class Store:
-    """Typed access to `<workdir>/idealab.db`. Use `Store.open(workdir)`; close with `close()`."""
+class Store(reader.RunReads):
+    """Typed access to `<workdir>/idealab.db`. Use `Store.open(workdir)`; close with `close()`. Its reads
+    of listings (`reader.RunReads`) run the same SQL as `RunReader`, on the engine's connections."""
 
     def __init__(
         self,
@@ -117,7 +115,7 @@ class Store:
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {workdir} ({exc.strerror})") from exc
-        _refuse_empty(path)
+        refuse_empty(path)
         store = cls(make_engine(path, busy_timeout_s), path, busy_timeout_s, write_attempts)
         try:
             store._check_integrity()
@@ -143,21 +141,16 @@ class Store:
         `leave_untouched`: create no file in the workdir either (another run's, read for its baseline):
         without a -wal file no writer has the database open and no commit is unread, so it is opened as
         immutable; with one, the -shm exists already and the plain read-only open adds nothing."""
-        path = workdir / DB_NAME
-        if not path.is_file():
-            raise StoreError(f"{workdir}: no idealab run here (no {DB_NAME})")
-        _refuse_empty(path)
-        without_wal = not path.with_name(path.name + "-wal").exists()
-        immutable = (leave_untouched and without_wal) or _needs_immutable(path)
+        path, immutable = readonly_target(workdir, leave_untouched)
         store = cls(make_readonly_engine(path, busy_timeout_s, immutable), path, busy_timeout_s, 1)
         try:
             with store._engine.connect() as conn:
-                revision = current_revision(conn)
+                revision = current_revision(driver(conn))
             check_schema(revision, path)
         except BaseException:
             store.close()
             raise
-        store._legacy_jobs = revision in READABLE_OLDER
+        store._legacy_jobs = revision in WITHOUT_JOB_HANDLES
         return store
 
     def close(self) -> None:
@@ -168,13 +161,6 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def schema_version(self) -> str:
-        with self._engine.connect() as conn:
-            revision = current_revision(conn)
-        if revision is None:
-            raise StoreError(f"{self.path} has no schema version")
-        return str(revision)
 
     def _check_integrity(self) -> None:
         """Refuse a damaged database before anything is written to it (SQLite's quick_check)."""
@@ -224,6 +210,19 @@ class Store:
         with self._read_sessions.begin() as session:
             yield session
 
+    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._raw()
+
+    @contextmanager
+    def _raw(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection's sqlite3 connection, for the reads `idealab.store.reader` makes (the same
+        SQL as `RunReader`'s), with SQLite's failures translated as the engine translates them."""
+        with self._engine.connect() as conn:
+            try:
+                yield driver(conn)
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) or StoreError(f"{self.path}: {exc}") from exc
+
     # ---- runs ------------------------------------------------------------------------------------
 
     def create_run(
@@ -249,11 +248,6 @@ class Store:
             s.add(run)
             s.flush()
             return run_record(run)
-
-    def get_run(self) -> RunRecord | None:
-        with self._read() as s:
-            run = s.scalars(select(Run).order_by(Run.id)).first()
-            return None if run is None else run_record(run)
 
     def set_run_config(self, run_id: int, config: dict[str, Any]) -> None:
         """Replace a run's stored options (a resume that was allowed to change its LLM settings)."""
@@ -287,19 +281,6 @@ class Store:
     def get_idea(self, idea_id: int) -> IdeaRecord:
         with self._read() as s:
             return idea_record(_get(s, Idea, idea_id))
-
-    def ideas(
-        self, run_id: int, epoch: int | None = None, statuses: Iterable[Status | str] | None = None
-    ) -> list[IdeaRecord]:
-        """The run's ideas ordered by (epoch, idx), optionally of one epoch and/or some statuses."""
-        table = Idea.__table__.c  # Core rows, not ORM objects: a run's ten thousand ideas in a fraction of the time
-        query = select(Idea.__table__).where(table.run_id == run_id).order_by(table.epoch, table.idx)
-        if epoch is not None:
-            query = query.where(table.epoch == epoch)
-        if statuses is not None:
-            query = query.where(table.status.in_([Status(x).value for x in statuses]))
-        with self._engine.connect() as conn:
-            return [idea_record(row) for row in conn.execute(query)]
 
     def update_idea(
         self,
@@ -378,14 +359,6 @@ class Store:
             s.flush()
             return idea_record(idea)
 
-    def idea_summaries(self, run_id: int) -> list[IdeaSummary]:
-        """Every idea's listing columns ordered by (epoch, idx), read as plain rows (no ORM objects)."""
-        table = Idea.__table__.c  # Core, not ORM: ten thousand rows without per-row ORM processing
-        query = select(*(table[name] for name in IdeaSummary._fields))
-        with self._engine.connect() as conn:
-            rows = conn.execute(query.where(table.run_id == run_id).order_by(table.epoch, table.idx))
-            return [IdeaSummary._make(row)._replace(status=Status(row.status)) for row in rows]
-
     def set_payload_entry(self, idea_id: int, key: str, value: Any) -> IdeaRecord:
         """Set one key of an idea's payload (read and written in one transaction), e.g. its `audit`."""
         with self._write() as s:
@@ -394,35 +367,11 @@ class Store:
             s.flush()
             return idea_record(idea)
 
-    def idea_audits(self, run_id: int) -> dict[int, dict[str, Any]]:
-        """Idea id -> the auditor's verdict stored in its payload (`audit`), for the ideas that have one."""
-        audit = func.json_extract(Idea.payload, "$.audit")
-        query = select(Idea.id, Idea.payload).where(Idea.run_id == run_id, audit.is_not(None))
-        with self._read() as s:
-            return {row.id: row.payload["audit"] for row in s.execute(query)}
-
     def idea_payloads(self, run_id: int) -> list[dict[str, Any]]:
         """Every idea's payload, in (epoch, idx) order, without loading the rest of the rows."""
         query = select(Idea.payload).where(Idea.run_id == run_id).order_by(Idea.epoch, Idea.idx)
         with self._read() as s:
             return list(s.scalars(query))
-
-    def compute_seconds(self, epoch: int | None = None) -> tuple[float, float]:
-        """(job seconds, GPU seconds) summed over every job that started and finished, in SQL; with
-        `epoch`, only the jobs of that epoch's ideas (e.g. the baseline's repeats)."""
-        duration = func.max(Job.finished_at - Job.started_at, 0.0)
-        gpus = case(
-            (Job.gpu_ids == "", 0),
-            else_=func.length(Job.gpu_ids) - func.length(func.replace(Job.gpu_ids, ",", "")) + 1,
-        )
-        query = select(func.sum(duration), func.sum(duration * gpus)).where(
-            Job.started_at.is_not(None), Job.finished_at.is_not(None)
-        )
-        if epoch is not None:
-            query = query.where(Job.idea_id.in_(select(Idea.id).where(Idea.epoch == epoch)))
-        with self._read() as s:
-            job_s, gpu_s = s.execute(query).one()
-        return float(job_s or 0.0), float(gpu_s or 0.0)
 
     def status_counts(self, run_id: int) -> dict[str, int]:
         query = select(Idea.status, func.count()).where(Idea.run_id == run_id).group_by(Idea.status)
@@ -520,27 +469,9 @@ class Store:
         with self._read() as s:
             return [job_record(job, self._legacy_jobs) for job in s.scalars(query)]
 
-    def job_summaries(self) -> list[JobSummary]:
-        """Every job's listing columns in the order they were made, read as plain rows (no ORM objects):
-        what the views show of ten thousand jobs."""
-        table = Job.__table__.c  # Core, and only columns every schema has (0001 included)
-        query = select(*(table[name] for name in JobSummary._fields)).order_by(table.id)
-        with self._engine.connect() as conn:
-            return [
-                JobSummary(r.id, r.idea_id, r.job_key, gpu_ids_of(r.gpu_ids), r.stdout_path, r.stderr_path,
-                           r.status, r.submitted_at, r.started_at, r.finished_at, r.exit_code, bool(r.timed_out),
-                           r.error)  # fmt: skip
-                for r in conn.execute(query)
-            ]
-
     def add_metric_values(self, job_key: str, values: Iterable[MetricValue]) -> None:
         with self._write() as s:
             s.add_all(_metric_rows(_job(s, job_key).id, values))
-
-    def metric_values(self, job_key: str) -> list[MetricValue]:
-        with self._read() as s:
-            query = select(MetricRow).where(MetricRow.job_id == _job(s, job_key).id).order_by(MetricRow.id)
-            return [MetricValue(r.name, r.value, r.step, r.source) for r in s.scalars(query)]
 
     # ---- LLM calls -------------------------------------------------------------------------------
 
@@ -578,62 +509,6 @@ class Store:
         with self._read() as s:
             return [llm_call_record(row) for row in s.scalars(query)]
 
-    def llm_call_summaries(self, run_id: int, role: str | None = None) -> list[LLMCallSummary]:
-        """Every call's listing columns (no prompt, no answer), in the order they were made; with `role`,
-        only the calls of that role."""
-        table = LLMCall.__table__.c  # Core: the prompts of ten thousand calls are hundreds of MB
-        query = select(*(table[name] for name in LLMCallSummary._fields)).where(table.run_id == run_id)
-        if role is not None:
-            query = query.where(table.role == role)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query.order_by(table.id))
-            return [LLMCallSummary._make(row) for row in rows]
-
-    def total_cost(self, run_id: int) -> float:
-        """Dollars spent on calls of known price (calls to unknown models count tokens only)."""
-        query = select(func.sum(LLMCall.cost_usd)).where(LLMCall.run_id == run_id)
-        with self._read() as s:
-            return float(s.execute(query).scalar_one() or 0.0)
-
-
-def _refuse_empty(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    if size == 0:  # SQLite would take it for a new database: a new run over the old one's experiments
-        advice = (
-            "restore it from a copy, or use another --workdir"
-            if (path.parent / "experiments").exists()
-            else "the workdir holds no experiments: delete the file to start afresh"
-        )
-        raise StoreError(f"{path} is empty (0 bytes); idealab leaves it untouched: {advice}")
-
-
-def _needs_immutable(path: Path) -> bool:
-    """Whether `path` can only be read as immutable: a plain read-only open fails (no -shm can be
-    created: read-only disk) and no WAL with unread commits would be ignored by doing so."""
-    try:
-        conn = sqlite3.connect(readonly_uri(path), uri=True)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) or StoreError(f"{path}: {exc}") from exc
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return False
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", -1) & 0xFF != sqlite3.SQLITE_CANTOPEN:
-            raise translate(exc, path) or StoreError(f"{path}: {exc}") from exc
-    except sqlite3.Error as exc:
-        raise translate(exc, path) or StoreError(f"{path}: {exc}") from exc
-    finally:
-        conn.close()
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        raise StoreError(
-            f"{path} cannot be read here: its write-ahead log holds commits and the directory is read-only; "
-            "copy the workdir to a writable place and read the copy"
-        )
-    return True
 
 
 _Row = TypeVar("_Row")

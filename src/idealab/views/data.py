@@ -1,7 +1,7 @@
 """The one place where the views read a run: a read-only store and the typed records derived from it.
 
 The report, the live dashboard and the export all start from `load_snapshot`. The store is opened with
-`Store.open_readonly`, and ok / best / verdicts come from the search's own journal, so the views agree with
+`RunReader.open`, and ok / best / verdicts come from the search's own journal, so the views agree with
 `idealab status` and with what the search itself saw.
 """
 
@@ -11,7 +11,8 @@ import bisect
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -22,8 +23,9 @@ from idealab.manifest import Goal
 from idealab.search.evidence import Evidence
 from idealab.search.journal import BASELINE_EPOCH, Journal, confirm_seeds_of, trust_of
 from idealab.status import Status
-from idealab.store import IdeaRecord, JobSummary, LLMCallSummary, RunRecord, Store
-from idealab.store.engine import readonly_uri
+from idealab.store import IdeaRecord, JobSummary, LLMCallSummary, RunRecord
+from idealab.store.reader import RunReader, RunReads
+from idealab.store.schema import readonly_uri
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 8_000
@@ -32,9 +34,9 @@ LOG_TAIL_BYTES = 8_000
 # ---- opening a run without writing it -----------------------------------------------------------------
 
 
-def open_readonly(workdir: Path) -> Store:
-    """The run's store, read-only (no migration, no write; see `Store.open_readonly`)."""
-    return Store.open_readonly(workdir)
+def open_readonly(workdir: Path) -> RunReader:
+    """The run's database, read-only (no migration, no write, no SQLAlchemy: `RunReader`)."""
+    return RunReader.open(workdir)
 
 
 def connect_readonly(db: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
@@ -50,6 +52,17 @@ def read_snapshot(workdir: Path, with_values: bool = False) -> RunSnapshot:
     store = open_readonly(workdir)
     try:
         return load_snapshot(store, workdir, with_values=with_values)
+    finally:
+        store.close()
+
+
+@contextmanager
+def opened_snapshot(workdir: Path) -> Iterator[RunSnapshot]:
+    """The run in `workdir`, read-only, with its diffs read on demand (`RunSnapshot.diff_of`) while open:
+    what a view that shows the diffs of a few of thousands of experiments reads (the report)."""
+    store = open_readonly(workdir)
+    try:
+        yield load_snapshot(store, workdir, diffs=False)
     finally:
         store.close()
 
@@ -127,27 +140,22 @@ class Experiment:
     started_at: float | None
     finished_at: float | None
     attempts: int
-    diff: str | None  # the job's copy against the environment (what ran)
-    applied_diff: str | None  # the change as the implementer's accepted edit
+    diff: str | None  # the job's copy against the environment (what ran); None also when not read (`diff_of`)
+    applied_diff: str | None  # the change as the implementer's accepted edit (the same)
+    changed: bool  # the implementer's change was applied (there is an applied diff)
     trials: tuple[Trial, ...]
     llm: LLMSpend
     last_job: JobSummary | None  # its logs are read on demand (`log_tail`): ten thousand tails are not shown at once
+    job_hours: float  # wall-clock hours of its jobs (`trials`), summed once: the listing, epochs and totals ask
+    gpu_hours: float  # job hours times the GPUs each held
 
     @property
     def metric(self) -> float | None:
         return self.measured.value
 
     @property
-    def job_hours(self) -> float:
-        return sum(t.duration_s for t in self.trials) / 3600
-
-    @property
-    def gpu_hours(self) -> float:
-        return sum(t.duration_s * len(t.gpu_ids) for t in self.trials) / 3600
-
-    @property
     def implemented(self) -> bool:
-        return self.applied_diff is not None or self.kind == "baseline"
+        return self.changed or self.kind == "baseline"
 
     @property
     def ran(self) -> bool:
@@ -179,6 +187,12 @@ class RunSnapshot:
     # the baseline's repeats and each idea's confirmation runs: verdicts need them (docs/statistics.md)
     evidence: Evidence = field(default_factory=Evidence)
     repeats: list[Experiment] = field(default_factory=list)  # every baseline and confirmation run (epoch < 0)
+    # set when the experiments were read without their diffs (`load_snapshot(diffs=False)`): reads them
+    diffs: DiffSource | None = field(default=None, compare=False)
+
+    def diff_of(self, e: Experiment) -> str | None:
+        """The experiment's diff (what ran), read from the store if the snapshot was loaded without."""
+        return e.diff if self.diffs is None else self.diffs.diff(e.id)
 
     @cached_property
     def journal(self) -> Journal[Experiment]:
@@ -199,27 +213,60 @@ class RunSnapshot:
         return sorted({g for e in everyone for t in e.trials for g in t.gpu_ids})
 
 
+class DiffSource:
+    """The diffs of a snapshot loaded without them, read from its (open) store when asked and kept.
+
+    `load` reads many in one query (what a page is about to show); `diff` reads one if not loaded yet."""
+
+    def __init__(self, store: RunReads) -> None:
+        self._store = store
+        self._known: dict[int, str | None] = {}
+
+    def load(self, idea_ids: Iterable[int]) -> None:
+        missing = [i for i in idea_ids if i not in self._known]
+        found = self._store.idea_diffs(missing)
+        for idea_id in missing:  # an idea read before was never deleted; a missing one has no diff
+            applied, final = found.get(idea_id, (None, None))
+            self._known[idea_id] = final if final is not None else applied
+
+    def diff(self, idea_id: int) -> str | None:
+        if idea_id not in self._known:
+            self.load([idea_id])
+        return self._known[idea_id]
+
+
 # ---- building a snapshot --------------------------------------------------------------------------------
 
 
-def load_snapshot(store: Store, workdir: Path, with_values: bool = False) -> RunSnapshot:
-    """Everything the views show about the run in `store`; `with_values` adds every reported metric value."""
+def load_snapshot(store: RunReads, workdir: Path, with_values: bool = False, diffs: bool = True) -> RunSnapshot:
+    """Everything the views show about the run in `store`; `with_values` adds every reported metric value.
+
+    `diffs=False` reads no diff (the largest columns by far): `RunSnapshot.diff_of` reads one on demand
+    from `store`, which must stay open as long as the snapshot is used so."""
     with paused_gc():
-        return _load_snapshot(store, workdir, with_values)
+        return _load_snapshot(store, workdir, with_values, diffs)
 
 
-def _load_snapshot(store: Store, workdir: Path, with_values: bool) -> RunSnapshot:
+def _load_snapshot(store: RunReads, workdir: Path, with_values: bool, diffs: bool) -> RunSnapshot:
     run = store.get_run()
     if run is None:
         raise LookupError("this work directory holds no run yet")
-    ideas = store.ideas(run.id)
+    ideas = store.ideas(run.id, diffs=diffs)
+    changed = None if diffs else store.changed_ideas(run.id)
     jobs_by_idea: dict[int, list[JobSummary]] = defaultdict(list)
     for job in store.job_summaries():
         jobs_by_idea[job.idea_id].append(job)
     calls = store.llm_call_summaries(run.id)
     spend = _spend_by_idea(calls)
     experiments = [
-        _experiment(idea, jobs_by_idea.get(idea.id, []), spend.get(idea.id, NO_SPEND), store, with_values)
+        _experiment(
+            idea,
+            jobs_by_idea.get(idea.id, []),
+            spend.get(idea.id, NO_SPEND),
+            store,
+            with_values,
+            idea.applied_diff is not None if changed is None else idea.id in changed,
+        )
         for idea in ideas
     ]
     baseline_rows = [e for e in experiments if e.epoch == BASELINE_EPOCH]  # (confirmation runs: epoch -2)
@@ -238,6 +285,7 @@ def _load_snapshot(store: Store, workdir: Path, with_values: bool) -> RunSnapsho
         ideation=_ideation_calls(calls, ideas),
         evidence=trust.evidence,
         repeats=[e for e in experiments if e.epoch < 0],
+        diffs=None if diffs else DiffSource(store),
     )
 
 
@@ -245,10 +293,15 @@ def _experiment(
     idea: IdeaRecord,
     jobs: list[JobSummary],
     llm: LLMSpend,
-    store: Store,
+    store: RunReads,
     with_values: bool,
+    changed: bool,
 ) -> Experiment:
     trials = tuple(_trial(job, store.metric_values(job.job_key) if with_values else ()) for job in jobs)
+    job_s = gpu_s = 0.0
+    for t in trials:
+        job_s += t.duration_s
+        gpu_s += t.duration_s * len(t.gpu_ids)
     parents = idea.payload.get("parents") or ()
     return Experiment(
         id=idea.id,
@@ -268,9 +321,12 @@ def _experiment(
         attempts=idea.attempts,
         diff=idea.final_diff if idea.final_diff is not None else idea.applied_diff,
         applied_diff=idea.applied_diff,
+        changed=changed,
         trials=trials,
         llm=llm,
         last_job=jobs[-1] if jobs else None,
+        job_hours=job_s / 3600,
+        gpu_hours=gpu_s / 3600,
     )
 
 

@@ -50,6 +50,8 @@ def _report_data(snap: RunSnapshot, embed: set[int] | None) -> dict[str, Any]:
     best = journal.best()
     base = snap.baseline
     shown = featured(snap) if embed is None else embed
+    if snap.diffs is not None:
+        snap.diffs.load(shown)  # one read for every diff the page embeds
     return {
         "metric": {"name": snap.metric_name, "goal": snap.goal.value},
         "baseline": {
@@ -85,7 +87,8 @@ def featured(snap: RunSnapshot) -> set[int]:
 
 def experiment_details(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:
     """The heavy part of an experiment's entry: its highlighted diff and its log tail."""
-    return {"diff_html": None if e.diff is None else highlight_diff(e.diff), "log_tail": log_tail(snap.workdir, e)}
+    diff = snap.diff_of(e)
+    return {"diff_html": None if diff is None else highlight_diff(diff), "log_tail": log_tail(snap.workdir, e)}
 
 
 def experiment_row(snap: RunSnapshot, e: Experiment) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from idealab.store import DB_NAME, Store
+from idealab.store import DB_NAME
+from idealab.store.reader import RunReader
 from idealab.views.data import RunSnapshot, connect_readonly, load_snapshot, open_readonly
 from idealab.views.html import (
     experiment_details,
@@ -53,7 +54,7 @@ class RunSource:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.store: Store = open_readonly(workdir)
+        self.store: RunReader = open_readonly(workdir)
         self._probe: sqlite3.Connection = connect_readonly(workdir / DB_NAME)
         self._lock = threading.Lock()
         self._version: int | None = None
@@ -63,7 +64,7 @@ class RunSource:
         with self._lock:  # requests run in a thread pool; one rebuild at a time
             version = int(self._probe.execute("PRAGMA data_version").fetchone()[0])
             if self._current is None or version != self._version:
-                snap = load_snapshot(self.store, self.workdir)
+                snap = load_snapshot(self.store, self.workdir, diffs=False)  # the store stays open: diffs on demand
                 body = script_json(report_data(snap)).encode()
                 etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
                 self._current, self._version = Snapshot(etag, body, page_title(snap), snap), version
