@@ -25,6 +25,7 @@ from idealab.metrics import MetricValue
 from idealab.status import Status
 from idealab.store.records import IdeaRecord, IdeaSummary, JobSummary, LLMCallSummary, RunRecord, gpu_ids_of
 from idealab.store.schema import (
+    DEFAULT_BUSY_TIMEOUT_S,
     StoreError,
     check_schema,
     current_revision,
@@ -33,7 +34,6 @@ from idealab.store.schema import (
     translate,
 )
 
-DEFAULT_BUSY_TIMEOUT_S = 30.0
 IDEA_COLUMNS = (
     "id", "run_id", "epoch", "idx", "kind", "text", "ideator", "payload", "status", "metric", "reason",
     "created_at", "started_at", "finished_at", "attempts",

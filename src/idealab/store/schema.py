@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 DB_NAME = "idealab.db"
+DEFAULT_BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another's lock before SQLITE_BUSY
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 

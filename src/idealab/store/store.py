@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -52,6 +52,7 @@ from idealab.store.records import (
 )
 from idealab.store.schema import (
     DB_NAME,
+    DEFAULT_BUSY_TIMEOUT_S,
     WITHOUT_JOB_HANDLES,
     StoreBusy,
     StoreError,
@@ -62,7 +63,6 @@ from idealab.store.schema import (
     translate,
 )
 
-DEFAULT_BUSY_TIMEOUT_S = 30.0
 DEFAULT_WRITE_ATTEMPTS = 4  # so a write gives up after about two minutes of someone else's lock
 
 log = logging.getLogger(__name__)
@@ -210,11 +210,8 @@ class Store(reader.RunReads):
         with self._read_sessions.begin() as session:
             yield session
 
-    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._raw()
-
     @contextmanager
-    def _raw(self) -> Iterator[sqlite3.Connection]:
+    def _reading(self) -> Iterator[sqlite3.Connection]:
         """A pooled connection's sqlite3 connection, for the reads `idealab.store.reader` makes (the same
         SQL as `RunReader`'s), with SQLite's failures translated as the engine translates them."""
         with self._engine.connect() as conn:
